@@ -1,0 +1,43 @@
+"""ament_python package: `colcon build` on a ROS 2 machine, `pip install -e .` elsewhere."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "spec_vla_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "sim_bridge", "sim_bridge.*"]),
+    package_data={PACKAGE: ["drafts/checkpoints/*/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    zip_safe=False,
+    maintainer="spec_vla_ros developers",
+    description="OpenVLA with speculative decoding (Mamba/Llama/history drafts) as ROS 2 nodes, with a LIBERO-GOAL bridge.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            # ROS 2 executables (`ros2 run spec_vla_ros <name>`)
+            "policy_node = spec_vla_ros.policy_node:main",
+            "libero_bridge_node = sim_bridge.bridge_node:main",
+            "bag_recorder = spec_vla_ros.recorder_node:main",
+            # commands
+            "spec-vla-launch = spec_vla_ros.launcher:main",
+            "spec-vla-demo = spec_vla_ros.demo:main",
+            "spec-vla-write-miniature = spec_vla_ros.vla.checkpoint:main",
+            "spec-vla-bench = spec_vla_ros.bench:main",
+            "spec-vla-collect = spec_vla_ros.training.collect:main",
+            "spec-vla-train-draft = spec_vla_ros.training.train:main",
+            "spec-vla-eval = spec_vla_ros.analysis.evaluate:main",
+            "spec-vla-harness = spec_vla_ros.analysis.harness:main",
+            "spec-vla-analyze = spec_vla_ros.analysis.bag_analysis:main",
+        ],
+    },
+)

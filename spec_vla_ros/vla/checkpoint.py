@@ -1,0 +1,284 @@
+"""Verifier checkpoints: the embedded miniature, and real OpenVLA directories (HF format).
+
+An OpenVLA directory holds `config.json`, `model.safetensors` or sharded `model-*.safetensors`
+with `model.safetensors.index.json`, `dataset_statistics.json` and tokenizer files. Loading is
+strict: every key of the checkpoint is used, every key of the model is filled, every shape
+matches; otherwise the error names the keys. The miniature is the same architecture at toy
+size, built deterministically from a seed, and can be written in that same format
+(`spec-vla-write-miniature DIR`) and read back through the same loader.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoTokenizer
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+from .action_tokenizer import LIBERO_GOAL_STATS
+from .constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, DEFAULT_UNNORM_KEY, PAD_TOKEN_ID, PADDED_VOCAB_SIZE
+from .model import OpenVLA, VLAConfig
+from .prompt import build_miniature_tokenizer
+
+MINIATURE = "miniature"
+MINIATURE_SEED = 0
+MINIATURE_TEXT_CONFIG = {
+    "vocab_size": PADDED_VOCAB_SIZE, "pad_token_id": PAD_TOKEN_ID, "hidden_size": 256,
+    "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+    "max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+}
+MINIATURE_VISION_OVERRIDES = (
+    # DINOv2 kind: registers, LayerScale, patch-only position embeddings
+    {"patch_size": 14, "embed_dim": 96, "depth": 4, "num_heads": 4, "init_values": 0.1, "reg_tokens": 4,
+     "no_embed_class": True},
+    # SigLIP kind: no class token, attention-pool (MAP) head
+    {"patch_size": 14, "embed_dim": 112, "depth": 4, "num_heads": 4, "mlp_ratio": 3.7362, "class_token": False,
+     "global_pool": "map"},
+)
+# A random lm_head would answer with arbitrary vocabulary entries, always the same ones. The
+# miniature instead gets an *ordinal* action head: bin b's row points at angle 2*pi*b/256 in the
+# plane of the two directions along which its hidden states vary most (measured on seeded
+# calibration inputs, orthogonal to their mean), so nearby hidden states give nearby bins and
+# the answer depends on image, instruction and the tokens so far; other rows are scaled down so
+# that, like a fine-tuned OpenVLA, it answers with action tokens.
+MINIATURE_CALIBRATION_INSTRUCTIONS = ("open the drawer", "put the bowl on the plate", "turn on the stove",
+                                      "push the plate to the front", "put the wine bottle on the rack")
+MINIATURE_ACTION_LOGIT_SCALE = 8.0
+MINIATURE_NON_ACTION_LOGIT_SCALE = 0.05
+
+WEIGHTS_INDEX = "model.safetensors.index.json"
+SINGLE_WEIGHTS = "model.safetensors"
+STATISTICS = "dataset_statistics.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory or file that cannot be loaded as it is; the message says why."""
+
+
+@dataclass
+class LoadedVerifier:
+    model: OpenVLA
+    tokenizer: object
+    norm_stats: dict          # {unnorm_key: {"action": {"q01", "q99", "mask"}}}
+    name: str                 # "miniature-seed0" or the checkpoint directory's name
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.projector.fc1.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.projector.fc1.weight.dtype
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """`auto` is fp32 on CPU (no fast bf16 matmuls there) and bf16 on CUDA, like OpenVLA's own runs."""
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if dtype not in choices:
+        raise ValueError(f"dtype '{dtype}' is not supported; expected auto or one of {sorted(choices)}")
+    return choices[dtype]
+
+
+def miniature_config() -> VLAConfig:
+    return VLAConfig(text_config=dict(MINIATURE_TEXT_CONFIG), vision_overrides=MINIATURE_VISION_OVERRIDES)
+
+
+def calibration_images(generator: torch.Generator, count: int) -> list:
+    """Smooth random scenes (upsampled 8 x 8 colour noise), closer to camera images than pixel noise."""
+    coarse = torch.randint(0, 256, (count, 3, 8, 8), generator=generator).float()
+    smooth = torch.nn.functional.interpolate(coarse, size=(256, 256), mode="bilinear", align_corners=False)
+    return [image.permute(1, 2, 0).round().byte().numpy() for image in smooth]
+
+
+def ordinal_action_head(model: OpenVLA, tokenizer, generator: torch.Generator) -> None:
+    """Rewrite the lm_head's action rows as described above MINIATURE_ACTION_LOGIT_SCALE."""
+    from .preprocess import pixel_values
+    from .prompt import prompt_token_ids
+    from .session import VerifierSession
+
+    hidden = []
+    for index, image in enumerate(calibration_images(generator, 2 * len(MINIATURE_CALIBRATION_INSTRUCTIONS))):
+        instruction = MINIATURE_CALIBRATION_INSTRUCTIONS[index % len(MINIATURE_CALIBRATION_INSTRUCTIONS)]
+        session = VerifierSession(model)
+        hidden.append(session.prefill(pixel_values(image), prompt_token_ids(tokenizer, instruction)).hidden[-1])
+        action_ids = torch.randint(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1, (6,), generator=generator).tolist()
+        hidden.extend(session.extend(action_ids).hidden)
+    hidden = torch.stack(hidden)
+    mean = hidden.mean(0)
+    mean_direction = mean / mean.norm()
+    centered = hidden - mean
+    centered = centered - (centered @ mean_direction)[:, None] * mean_direction   # orthogonal to the mean
+    _, singular_values, basis = torch.linalg.svd(centered, full_matrices=False)
+    plane = basis[:2] * torch.sign(basis[:2].gather(1, basis[:2].abs().argmax(1, keepdim=True)))  # fixed signs
+    radius = (singular_values[:2] / centered.shape[0] ** 0.5).mean()
+    angles = 2 * torch.pi * torch.arange(ACTION_TOKEN_MAX + 1 - ACTION_TOKEN_MIN) / (ACTION_TOKEN_MAX + 1 - ACTION_TOKEN_MIN)
+    rows = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1) @ plane
+    with torch.no_grad():
+        lm_head = model.language_model.lm_head.weight
+        lm_head *= MINIATURE_NON_ACTION_LOGIT_SCALE
+        lm_head[ACTION_TOKEN_MIN:ACTION_TOKEN_MAX + 1] = rows * (MINIATURE_ACTION_LOGIT_SCALE / radius)
+
+
+def build_miniature(seed: int = MINIATURE_SEED) -> LoadedVerifier:
+    """The embedded default verifier: deterministic for a seed, on the CPU in fp32."""
+    tokenizer = build_miniature_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = OpenVLA(miniature_config()).eval()
+    ordinal_action_head(model, tokenizer, torch.Generator().manual_seed(seed))
+    return LoadedVerifier(model, tokenizer, {DEFAULT_UNNORM_KEY: LIBERO_GOAL_STATS.to_json_entry()},
+                          f"{MINIATURE}-seed{seed}")
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def write_checkpoint(verifier: LoadedVerifier, directory: Path, max_shard_size: str = "20MB") -> Path:
+    """Write `verifier` as an OpenVLA HF directory (sharded safetensors + index, stats, tokenizer)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = verifier.model.config
+    hf_config = {
+        "architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
+        "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
+        "timm_model_ids": list(config.timm_model_ids), "timm_override_act_layers": [None, None],
+        "image_sizes": [config.image_size, config.image_size], "image_resize_strategy": "resize-naive",
+        "n_action_bins": 256, "pad_to_multiple_of": 64, "pad_token_id": PAD_TOKEN_ID,
+        "text_config": {"model_type": "llama", **config.text_config},
+        "norm_stats": verifier.norm_stats, "torch_dtype": str(verifier.dtype).removeprefix("torch."),
+        "spec_vla_ros": {"name": verifier.name, "vision_overrides": list(config.vision_overrides)},
+    }
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
+    (directory / STATISTICS).write_text(json.dumps(verifier.norm_stats, indent=2))
+    state_dict = {k: v.contiguous() for k, v in verifier.model.state_dict().items()}
+    split = split_torch_state_dict_into_shards(state_dict, max_shard_size=max_shard_size)
+    for filename, keys in split.filename_to_tensors.items():
+        save_file({k: state_dict[k] for k in keys}, directory / filename, metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())},
+                 "weight_map": split.tensor_to_filename}
+        (directory / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2))
+    verifier.tokenizer.save_pretrained(directory)
+    return directory
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def vla_config_from_hf(hf_config: dict) -> VLAConfig:
+    text_config = {k: v for k, v in hf_config.get("text_config", {}).items() if k not in ("model_type", "torch_dtype")}
+    text_config.setdefault("vocab_size", PADDED_VOCAB_SIZE)
+    text_config.setdefault("pad_token_id", PAD_TOKEN_ID)
+    ours = hf_config.get("spec_vla_ros", {})
+    return VLAConfig(text_config=text_config, timm_model_ids=tuple(hf_config["timm_model_ids"]),
+                     image_size=int(hf_config.get("image_sizes", [224])[0]),
+                     vision_overrides=tuple(ours.get("vision_overrides", ())))
+
+
+def weight_files(directory: Path) -> list[Path]:
+    index = directory / WEIGHTS_INDEX
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [directory / name for name in names]
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise CheckpointError(f"{directory}: {WEIGHTS_INDEX} names weight files that are missing: {missing}")
+        return files
+    if (directory / SINGLE_WEIGHTS).exists():
+        return [directory / SINGLE_WEIGHTS]
+    raise CheckpointError(f"{directory}: no weights found; expected {WEIGHTS_INDEX} with its shards or {SINGLE_WEIGHTS}")
+
+
+def check_checkpoint_files(directory: Path) -> None:
+    """Cheap existence check of everything a checkpoint directory needs, naming what is missing."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"verifier checkpoint directory '{directory}' does not exist")
+    if not (directory / "config.json").exists():
+        raise CheckpointError(f"{directory}: missing config.json")
+    weight_files(directory)
+    if not any((directory / name).exists() for name in TOKENIZER_FILES):
+        raise CheckpointError(f"{directory}: missing tokenizer files (expected one of {list(TOKENIZER_FILES)})")
+
+
+def read_state_dict(files: list[Path], device: str, dtype: torch.dtype) -> dict:
+    state_dict = {}
+    for path in files:
+        with safe_open(path, framework="pt", device=str(device)) as f:
+            for key in f.keys():
+                if key in state_dict:
+                    raise CheckpointError(f"{path.name}: key '{key}' appears in more than one weight file")
+                tensor = f.get_tensor(key)
+                state_dict[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return state_dict
+
+
+def describe_keys(keys) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+
+def load_state_dict_strict(model: OpenVLA, state_dict: dict, source: Path) -> None:
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(state_dict), set(state_dict) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {describe_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {describe_keys(unexpected)}")
+    mis_shaped = [f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
+                  for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k].shape]
+    if mis_shaped:
+        problems.append(f"mis-shaped keys: {', '.join(mis_shaped[:8])}")
+    if problems:
+        raise CheckpointError(f"{source}: checkpoint does not match the OpenVLA architecture: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True, assign=True)
+
+
+def load_checkpoint(directory, device: str = "cpu", dtype: str = "auto") -> LoadedVerifier:
+    """Load an OpenVLA HF directory strictly onto `device` without materializing a random model first."""
+    directory = Path(directory)
+    check_checkpoint_files(directory)
+    hf_config = json.loads((directory / "config.json").read_text())
+    torch_dtype = resolve_dtype(dtype, device)
+    config = vla_config_from_hf(hf_config)
+    with torch.device("meta"):
+        model = OpenVLA(config)
+    load_state_dict_strict(model, read_state_dict(weight_files(directory), device, torch_dtype), directory)
+    # Non-persistent buffers (rotary frequencies) are not in checkpoints: rebuild them for real.
+    model.language_model.model.rotary_emb = LlamaRotaryEmbedding(model.language_model.config).to(device)
+    model.eval()
+    norm_stats = hf_config.get("norm_stats")
+    if (directory / STATISTICS).exists():
+        norm_stats = json.loads((directory / STATISTICS).read_text())
+    if not norm_stats:
+        raise CheckpointError(f"{directory}: missing {STATISTICS} (and config.json has no 'norm_stats')")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    name = hf_config.get("spec_vla_ros", {}).get("name", directory.name)
+    return LoadedVerifier(model, tokenizer, norm_stats, name)
+
+
+def load_verifier(verifier: str = MINIATURE, device: str = "cpu", dtype: str = "auto") -> LoadedVerifier:
+    """`miniature` (the embedded default) or a path to an OpenVLA directory."""
+    if verifier == MINIATURE:
+        loaded = build_miniature()
+        return LoadedVerifier(loaded.model.to(device=device, dtype=resolve_dtype(dtype, device)),
+                              loaded.tokenizer, loaded.norm_stats, loaded.name)
+    return load_checkpoint(verifier, device, dtype)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Write the embedded miniature OpenVLA in the real HF directory format.")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--seed", type=int, default=MINIATURE_SEED)
+    parser.add_argument("--max-shard-size", default="20MB")
+    args = parser.parse_args(argv)
+    path = write_checkpoint(build_miniature(args.seed), args.directory, args.max_shard_size)
+    print(f"wrote miniature OpenVLA (seed {args.seed}) to {path}")

@@ -1,0 +1,71 @@
+"""VerifierSession: the verifier's KV cache for one action, with prefill / extend / truncate.
+
+A verifier *pass* is one forward of the language model over new positions. Decoders (AR or
+speculative) drive a session; drafts read the hidden states and input embeddings it returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from .model import OpenVLA
+
+
+@dataclass
+class VerifierStep:
+    """Outputs of one verifier pass over `n` new positions.
+
+    logits:       [k, vocab] for the last k positions (k = 1 + number of proposals verified)
+    hidden:       [n, H] last-layer hidden states (after the final norm: lm_head(hidden) = logits)
+    input_embeds: [n, H] the embeddings fed at those positions
+    """
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    input_embeds: torch.Tensor
+
+    def greedy(self) -> list[int]:
+        return self.logits.argmax(dim=-1).tolist()
+
+
+class VerifierSession:
+    def __init__(self, model: OpenVLA):
+        self.model = model
+        self.cache: DynamicCache | None = None
+        self.passes = 0
+
+    @property
+    def length(self) -> int:
+        return 0 if self.cache is None else self.cache.get_seq_length()
+
+    @torch.inference_mode()
+    def prefill(self, pixel_values: torch.Tensor, prompt_ids: list[int], proposals: list[int] = ()) -> VerifierStep:
+        """Image + prompt (+ optional proposed action tokens, verified in the same pass)."""
+        device = self.model.projector.fc1.weight.device
+        ids = torch.tensor([list(prompt_ids) + list(proposals)], device=device)
+        embeds = self.model.embed_inputs(pixel_values.unsqueeze(0).to(device), ids)
+        self.cache = DynamicCache()
+        return self._forward(embeds, num_logits=1 + len(proposals))
+
+    @torch.inference_mode()
+    def extend(self, token_ids: list[int]) -> VerifierStep:
+        """Append tokens to the cache; logits for every one of them (the next-token predictions)."""
+        if self.cache is None:
+            raise RuntimeError("extend() before prefill()")
+        ids = torch.tensor([list(token_ids)], device=self.model.projector.fc1.weight.device)
+        return self._forward(self.model.embed_tokens(ids), num_logits=len(token_ids))
+
+    def truncate(self, length: int) -> None:
+        """Roll the KV cache back to its first `length` positions (rejected proposals)."""
+        if length < self.length:
+            self.cache.crop(length - self.length)       # transformers 5: a negative count removes tokens
+
+    def _forward(self, embeds: torch.Tensor, num_logits: int) -> VerifierStep:
+        language_model = self.model.language_model
+        out = language_model.model(inputs_embeds=embeds, cache=self.cache, use_cache=True)
+        self.passes += 1
+        hidden = out.last_hidden_state[0]
+        logits = language_model.lm_head(hidden[-num_logits:]).float()
+        return VerifierStep(logits=logits, hidden=hidden, input_embeds=embeds[0])

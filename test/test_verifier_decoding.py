@@ -1,0 +1,78 @@
+"""Autoregressive decoding over VerifierSession is exactly OpenVLA's greedy decoding."""
+import numpy as np
+import pytest
+import torch
+
+from spec_vla_ros.decoding.decoder import Decoder
+from spec_vla_ros.vla.constants import ACTION_DIM, EMPTY_TOKEN_ID, NUM_PATCHES
+from spec_vla_ros.vla.preprocess import pixel_values
+from spec_vla_ros.vla.prompt import prompt_token_ids
+from spec_vla_ros.vla.session import VerifierSession
+
+INSTRUCTIONS = ("Open the middle drawer of the cabinet", "put the bowl on the stove", "turn on the stove",
+                "push the plate to the front of the stove", "put the wine bottle on the rack", "x")
+
+
+def random_observations(rng, count):
+    for index in range(count):
+        size = int(rng.integers(64, 300))
+        yield rng.integers(0, 256, (size, size, 3), dtype=np.uint8), INSTRUCTIONS[index % len(INSTRUCTIONS)]
+
+
+def hf_generate(model, embeds):
+    """transformers' own greedy generate on the language model, from the same input embeddings."""
+    with torch.no_grad():
+        out = model.language_model.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2]),
+                                            max_new_tokens=ACTION_DIM, min_new_tokens=ACTION_DIM,
+                                            do_sample=False, pad_token_id=0)
+    return out[0, -ACTION_DIM:].tolist()
+
+
+def full_recompute(model, embeds):
+    """No cache at all: one full forward per token."""
+    tokens = []
+    with torch.no_grad():
+        for _ in range(ACTION_DIM):
+            extra = model.embed_tokens(torch.tensor([tokens], dtype=torch.long)) if tokens else embeds[:, :0]
+            logits = model.language_model(inputs_embeds=torch.cat([embeds, extra], 1), use_cache=False).logits
+            tokens.append(int(logits[0, -1].argmax()))
+    return tokens
+
+
+def test_prompt_follows_openvla(miniature):
+    ids = prompt_token_ids(miniature.tokenizer, "  Open The Drawer ")
+    assert ids[0] == 1 and ids[-1] == EMPTY_TOKEN_ID
+    assert miniature.tokenizer.decode(ids[1:-1]) == "In: What action should the robot take to open the drawer?\nOut:"
+
+
+def test_ar_decoding_matches_generate_and_full_recompute(miniature, rng):
+    decoder = Decoder(miniature.model)
+    for image, instruction in random_observations(rng, 8):
+        pv = pixel_values(image)
+        ids = prompt_token_ids(miniature.tokenizer, instruction)
+        tokens, stats = decoder.decode(pv, ids)
+        with torch.no_grad():
+            embeds = miniature.model.embed_inputs(pv[None], torch.tensor([ids]))
+        assert embeds.shape[1] == len(ids) + NUM_PATCHES
+        assert tokens == hf_generate(miniature.model, embeds), instruction
+        assert tokens == full_recompute(miniature.model, embeds), instruction
+        assert stats.verifier_passes == ACTION_DIM and stats.acceptance_length == 1.0
+
+
+def test_truncate_rolls_the_cache_back_exactly(miniature, rng):
+    image, instruction = next(random_observations(rng, 1))
+    session = VerifierSession(miniature.model)
+    session.prefill(pixel_values(image), prompt_token_ids(miniature.tokenizer, instruction))
+    start = session.length
+    first = session.extend([31900, 31800, 31850])
+    session.truncate(start + 1)
+    assert session.length == start + 1
+    again = session.extend([31800])
+    torch.testing.assert_close(again.logits[0], first.logits[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again.hidden[0], first.hidden[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("instruction", ["", "   "])
+def test_empty_instruction_is_rejected(miniature, instruction):
+    with pytest.raises(ValueError, match="instruction is empty"):
+        prompt_token_ids(miniature.tokenizer, instruction)
