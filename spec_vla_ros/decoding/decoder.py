@@ -24,11 +24,13 @@ from .stats import DecodeStats
 
 
 class Decoder:
-    def __init__(self, model: OpenVLA, draft: Draft | None = None, num_draft_tokens: int = 4,
-                 acceptance: Acceptance = STRICT):
+    def __init__(self, model: OpenVLA | None, draft: Draft | None = None, num_draft_tokens: int = 4,
+                 acceptance: Acceptance = STRICT, session_factory=None):
+        """`session_factory` (default: a VerifierSession over `model`) lets offline tools replay
+        recorded verifier outputs through this same loop."""
         if draft is not None and (not isinstance(num_draft_tokens, int) or num_draft_tokens < 1):
             raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")
-        self.model = model
+        self.new_session = session_factory or (lambda: VerifierSession(model))
         self.draft = draft
         self.num_draft_tokens = num_draft_tokens
         self.acceptance = acceptance
@@ -51,7 +53,7 @@ class Decoder:
         return tokens, stats
 
     def _autoregressive(self, pixel_values, prompt_ids, stats: DecodeStats) -> list[int]:
-        session = VerifierSession(self.model)
+        session = self.new_session()
         with Timer(stats, "verify_ms"):
             tokens = [session.prefill(pixel_values, prompt_ids).greedy()[-1]]
             while len(tokens) < ACTION_DIM:
@@ -60,7 +62,7 @@ class Decoder:
         return tokens
 
     def _speculative(self, pixel_values, prompt_ids, stats: DecodeStats) -> list[int]:
-        draft, session = self.draft, VerifierSession(self.model)
+        draft, session = self.draft, self.new_session()
         with Timer(stats, "draft_ms"):
             early = draft.propose_early(ACTION_DIM)[:ACTION_DIM]
         with Timer(stats, "verify_ms"):
