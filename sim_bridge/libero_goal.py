@@ -1,8 +1,9 @@
-"""LIBERO-GOAL run exactly as OpenVLA's evaluation harness runs it, without ROS.
+"""LIBERO-GOAL run as OpenVLA's evaluation harness runs it, without ROS.
 
 One episode: `reset(task_id, episode)` loads the suite's fixed initial state number `episode`
-and sends `LIBERO_NUM_STEPS_WAIT` no-op actions so objects settle; then `step(action)` until
-`done`. Success is the env's `done` (LIBERO's goal predicate); otherwise the episode fails after
+(with a per-episode seed, so the same episode always looks the same) and sends
+`LIBERO_NUM_STEPS_WAIT` no-op actions so objects settle; then `step(action)` until `done`.
+Success is the env's `done` (LIBERO's goal predicate); otherwise the episode fails after
 `max_steps`. Images come out upright (robosuite renders them upside down).
 
 The ROS bridge node and in-process evaluation (`run_episodes`) both drive this class, so the
@@ -21,8 +22,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from spec_vla_ros.vla.action_tokenizer import validate_action
 from spec_vla_ros.vla.constants import (
-    ACTION_DIM, ACTION_NAMES, LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS,
+    LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS,
     LIBERO_GOAL_SUITE, LIBERO_NUM_STEPS_WAIT, LIBERO_RENDER_SIZE, LIBERO_WAIT_ACTION,
 )
 
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 GRIPPER_CONVENTIONS = ("openvla", "raw")
 AGENTVIEW_CAMERA = "agentview"            # robosuite camera names; also the ROS frame ids
 WRIST_CAMERA = "robot0_eye_in_hand"
-# Debian package that provides each headless OpenGL backend MuJoCo can use.
+# Debian packages that provide each headless OpenGL backend MuJoCo can use.
 HEADLESS_BACKEND_PACKAGES = {"egl": "libegl1 libegl-mesa0", "osmesa": "libosmesa6"}
 
 
@@ -103,14 +105,7 @@ def to_env_action(action, gripper_convention: str) -> tuple[np.ndarray, bool]:
     """
     if gripper_convention not in GRIPPER_CONVENTIONS:
         raise ValueError(f"gripper_convention must be one of {GRIPPER_CONVENTIONS}, got {gripper_convention!r}")
-    try:
-        values = np.asarray(action, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"action is not a sequence of numbers: {error}") from error
-    if values.shape[0] != ACTION_DIM:
-        raise ValueError(f"action has {values.shape[0]} values, expected {ACTION_DIM} ({' '.join(ACTION_NAMES)})")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"action contains NaN or inf: {values.tolist()}")
+    values = validate_action(action)
     clipped = np.clip(values, -1.0, 1.0)
     if gripper_convention == "openvla":
         clipped[-1] = -np.sign(2.0 * clipped[-1] - 1.0)
@@ -227,7 +222,6 @@ class LiberoGoalEnv:
                                   camera_heights=self.image_size, camera_widths=self.image_size,
                                   # robosuite refuses to step past its horizon; keep it out of the way
                                   horizon=max(1000, self.num_steps_wait + self.max_steps + 1))
-            env.seed(self.seed)
             self._envs[task_id] = env
             self._init_states[task_id] = self._suite.get_task_init_states(task_id)
         return self._envs[task_id]
@@ -246,6 +240,11 @@ class LiberoGoalEnv:
         started = time.perf_counter()
         try:
             env = self.task_env(task_id)
+            # LIBERO places fixtures (cabinet, stove, rack: not part of the saved initial states)
+            # at random on every reset, from numpy's global RNG. Seeding per episode makes each
+            # (task, episode) look the same however runs are ordered; episode 0 matches OpenVLA's
+            # harness, which seeds once per task (env.seed(0)) and then resets in sequence.
+            env.seed(self.seed + episode)
             env.reset()
             raw = env.set_init_state(self._init_states[task_id][episode])
             for _ in range(self.num_steps_wait):
@@ -347,8 +346,8 @@ def save_video(frames: list[np.ndarray], path_stem: str | Path, fps: int = LIBER
     path = path_stem.with_suffix(".mp4")
     try:
         imageio.mimsave(path, frames, fps=fps)
-    except ValueError as error:  # imageio: no installed plugin writes .mp4
-        log.info("no MP4 writer (%s); writing a GIF instead", error)
+    except ValueError:  # imageio: no installed plugin writes .mp4
+        log.info("imageio has no MP4 writer (pip install imageio[ffmpeg]); writing a GIF instead")
         path.unlink(missing_ok=True)
         path = path_stem.with_suffix(".gif")
         imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)
@@ -362,12 +361,14 @@ def run_episodes(env: LiberoGoalEnv, policy: PolicyFn, task_ids: Iterable[int] |
                  episodes_per_task: int = LIBERO_EPISODES_PER_TASK, results_dir: str | Path | None = None,
                  video_dir: str | Path | None = None,
                  policy_stats_summary: Callable[[list], dict] | None = None,
+                 reset_policy: Callable[[], None] | None = None,
                  run_name: str | None = None, metadata: dict | None = None) -> list[dict]:
     """Evaluate `policy(image, instruction)` in-process, the way the ROS bridge drives it.
 
     The policy returns an action, or `(action, stats)` like VLAPolicy.act; with
     `policy_stats_summary`, each episode's list of stats is summarized into extra fields of
-    its record (e.g. mean acceptance length). Returns the episode records; with `results_dir`
+    its record (e.g. mean acceptance length). `reset_policy` (e.g. VLAPolicy.reset_episode) is
+    called before every episode so no state leaks between them. Returns the records; with `results_dir`
     also writes the JSON + CSV results files, with `video_dir` the agentview frames of each
     episode. A simulator failure ends only its episode.
     """
@@ -377,6 +378,8 @@ def run_episodes(env: LiberoGoalEnv, policy: PolicyFn, task_ids: Iterable[int] |
     for task_id, episode in env.episode_schedule(task_ids, episodes_per_task):
         instruction = env.tasks[task_id].instruction
         step_stats = []
+        if reset_policy is not None:
+            reset_policy()
         try:
             observation = env.reset(task_id, episode)
         except SimulatorError as error:

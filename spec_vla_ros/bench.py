@@ -7,6 +7,7 @@ import importlib
 # subcommand -> (module with add_arguments(parser) and run(args), help)
 BENCHMARKS = {
     "verifier": ("spec_vla_ros.vla.benchmark", "verifier alone: load, prefill, per-token and per-action latency"),
+    "sim": ("sim_bridge.benchmark", "LIBERO-GOAL simulator: s/step with and without rendering, s/episode, bridge overhead"),
 }
 
 

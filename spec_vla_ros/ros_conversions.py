@@ -9,6 +9,7 @@ import numpy as np
 from cv_bridge import CvBridge, CvBridgeError
 from sensor_msgs.msg import Image
 
+from .vla.action_tokenizer import validate_action
 from .vla.constants import ACTION_DIM, ACTION_NAMES
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8")
@@ -41,16 +42,6 @@ def msg_to_image(msg: Image, expected_size: tuple[int, int] | None = None) -> np
         return np.ascontiguousarray(_bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
     except (CvBridgeError, TypeError, ValueError) as error:
         raise ValueError(f"could not decode {msg.encoding} image: {error}") from error
-
-
-def validate_action(values) -> np.ndarray:
-    """Sequence of 7 finite floats -> float64 array; ValueError otherwise."""
-    action = np.asarray(values, dtype=np.float64).reshape(-1)
-    if action.shape[0] != ACTION_DIM:
-        raise ValueError(f"action has {action.shape[0]} values, expected {ACTION_DIM} ({' '.join(ACTION_NAMES)})")
-    if not np.all(np.isfinite(action)):
-        raise ValueError(f"action contains NaN or inf: {action.tolist()}")
-    return action
 
 
 def action_to_msg(action: np.ndarray):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import (ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BIN_CENTERS, BIN_EDGES,
+from .constants import (ACTION_DIM, ACTION_NAMES, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BIN_CENTERS, BIN_EDGES,
                         DEFAULT_UNNORM_KEY, FALLBACK_UNNORM_KEYS, LIBERO_GOAL_MASK, LIBERO_GOAL_Q01,
                         LIBERO_GOAL_Q99, TOKENIZER_VOCAB_SIZE)
 
@@ -32,6 +32,19 @@ def token_ids_to_bin_indices(token_ids) -> np.ndarray:
 def token_ids_to_actions(token_ids) -> np.ndarray:
     """Token ids -> normalized actions (bin centers)."""
     return BIN_CENTERS[token_ids_to_bin_indices(token_ids)]
+
+
+def validate_action(values) -> np.ndarray:
+    """A 7-DoF action as a float64 array; ValueError naming the problem (type, length, NaN/inf)."""
+    try:
+        action = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"action is not a sequence of numbers: {error}") from error
+    if action.shape[0] != ACTION_DIM:
+        raise ValueError(f"action has {action.shape[0]} values, expected {ACTION_DIM} ({' '.join(ACTION_NAMES)})")
+    if not np.all(np.isfinite(action)):
+        raise ValueError(f"action contains NaN or inf: {action.tolist()}")
+    return action
 
 
 def is_action_token(token_id: int) -> bool:

@@ -53,8 +53,9 @@ LIBERO_WAIT_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 LIBERO_MAX_DELTA_POS_M = 0.05       # OSC_POSE output limits per control step
 LIBERO_MAX_DELTA_ROT_RAD = 0.5
 LIBERO_CONTROL_HZ = 20
-LIBERO_GOAL_SUITE = "libero_goal"  # key in libero's benchmark dict; 10 tasks
-LIBERO_EPISODES_PER_TASK = 50      # fixed initial states per task; a full evaluation runs all of them
+LIBERO_GOAL_SUITE = "libero_goal"   # key in libero's benchmark dict
+LIBERO_GOAL_NUM_TASKS = 10
+LIBERO_EPISODES_PER_TASK = 50       # fixed initial states per task; a full evaluation runs them all
 
 # --- Speculative decoding ------------------------------------------------------------------
 GRIPPER_BIN_GAP = 128               # token distance between the open and close gripper bins

@@ -1,0 +1,344 @@
+"""ROS 2 node `libero_goal_bridge`: LIBERO-GOAL behind the same topics as a real robot.
+
+Publishes `camera/image_raw` (agentview, upright, rgb8), optionally `wrist_camera/image_raw`,
+`instruction` (at each episode start and with every republished observation) and one
+`episode` result (JSON in a std_msgs/String) per finished episode; takes 7-DoF actions on
+`action`. Two modes:
+
+- lockstep: the sim advances one step per received action, so policy latency costs nothing
+  in sim time; with no action within `action_timeout` the observation and instruction are
+  republished (fresh stamp), which also recovers from a policy that started late.
+- free_run: the sim steps at `control_hz` holding the last valid action, like hardware,
+  so a slow policy acts on stale observations.
+
+All sim work runs on one worker thread (the LIBERO GL contexts live there) so callbacks and
+services stay responsive. After `task_ids` x `episodes_per_task` episodes the results files are
+written (sim_bridge.results) and the node exits 0.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.duration import Duration
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from spec_vla_ros.ros_conversions import image_to_msg
+from spec_vla_ros.vla.constants import (
+    LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS,
+    LIBERO_NUM_STEPS_WAIT, LIBERO_RENDER_SIZE,
+)
+
+from .libero_goal import (
+    AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, WRIST_CAMERA, LiberoGoalEnv, Observation, SimulatorError,
+)
+from .results import write_results
+
+NODE_NAME = "libero_goal_bridge"
+MODES = ("lockstep", "free_run")
+
+# name: (default, description). The node declares exactly these; config files are checked against them.
+PARAMETERS = {
+    "task_ids": (list(range(LIBERO_GOAL_NUM_TASKS)), "LIBERO-GOAL task ids (0-9) to run, in this order"),
+    "episodes_per_task": (LIBERO_EPISODES_PER_TASK,
+                          "episodes per task; episode i starts from the suite's fixed initial state i (max 50)"),
+    "max_steps": (LIBERO_GOAL_MAX_STEPS, "policy steps before an episode counts as failed (OpenVLA: 300)"),
+    "num_steps_wait": (LIBERO_NUM_STEPS_WAIT, "no-op steps after reset so objects settle (OpenVLA: 10)"),
+    "seed": (0, "base seed of LIBERO's random fixture placement; episode i resets with seed + i"),
+    "image_size": (LIBERO_RENDER_SIZE, "rendered image width and height in pixels (OpenVLA: 256)"),
+    "mode": ("lockstep", "lockstep: one sim step per action; free_run: step at control_hz holding the last action"),
+    "action_timeout": (10.0, "lockstep: seconds without an action before the observation and instruction are "
+                             "republished"),
+    "control_hz": (float(LIBERO_CONTROL_HZ), "free_run: sim steps per wall-clock second (LIBERO's controller: 20)"),
+    "publish_wrist": (False, "also render and publish wrist_camera/image_raw (adds ~0.1 s per step on CPU)"),
+    "results_dir": ("libero_goal_results", "directory for the results JSON and CSVs, written when all episodes "
+                                           "are done (or on shutdown)"),
+    "gripper_convention": ("openvla", "openvla: gripper in [0, 1], 1 = open, binarized and inverted as OpenVLA's "
+                                      "harness does; raw: LIBERO's -1 = open, +1 = close"),
+}
+
+# Newest only, but reliable: in lockstep neither an observation nor an action may be lost, and a
+# reliable publisher serves both sensor-data (best effort) and default (reliable) subscribers.
+LATEST_RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+INSTRUCTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+# Late joiners (a recorder, an analysis tool) still get the recent episode results.
+EPISODE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+SUBSCRIBER_LOG_PERIOD_S = 10.0
+ACK_TIMEOUT_S = 5.0
+
+
+class LiberoGoalBridge(Node):
+    """The node; `start()` launches the episode worker, `stop()` ends it and closes the sim."""
+
+    def __init__(self):
+        super().__init__(NODE_NAME)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        self.config = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self._check_config()
+        self.env = LiberoGoalEnv(image_size=self.config["image_size"], wrist_camera=self.config["publish_wrist"],
+                                 max_steps=self.config["max_steps"], num_steps_wait=self.config["num_steps_wait"],
+                                 gripper_convention=self.config["gripper_convention"], seed=self.config["seed"])
+        self.schedule = self.env.episode_schedule(self.config["task_ids"], self.config["episodes_per_task"])
+
+        # Shared with the worker, guarded by _condition.
+        self._condition = threading.Condition()
+        self._pending_action = None     # newest action not yet applied
+        self._request = None            # "reset_episode" | "next_task" from a service
+        self._stopping = False
+        self.records: list[dict] = []
+        self.finished = threading.Event()
+        self.exit_code = 0
+        self._worker = threading.Thread(target=self._run, name="libero_sim", daemon=True)
+
+        self._camera_pub = self.create_publisher(Image, "camera/image_raw", LATEST_RELIABLE)
+        self._wrist_pub = (self.create_publisher(Image, "wrist_camera/image_raw", LATEST_RELIABLE)
+                           if self.config["publish_wrist"] else None)
+        self._instruction_pub = self.create_publisher(String, "instruction", INSTRUCTION_QOS)
+        self._episode_pub = self.create_publisher(String, "episode", EPISODE_QOS)
+        self.create_subscription(Float64MultiArray, "action", self._on_action, LATEST_RELIABLE)
+        self.create_service(Trigger, "~/reset_episode", self._service("reset_episode"))
+        self.create_service(Trigger, "~/next_task", self._service("next_task"))
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Ask the worker to stop at its next step (a reset may take ~10 s) and wait for it."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(timeout_s)
+        else:
+            self.env.close()
+
+    def _check_config(self) -> None:
+        config = self.config
+        problems = []
+        if config["mode"] not in MODES:
+            problems.append(f"mode must be one of {MODES}, got {config['mode']!r}")
+        if config["gripper_convention"] not in GRIPPER_CONVENTIONS:
+            problems.append(f"gripper_convention must be one of {GRIPPER_CONVENTIONS}, "
+                            f"got {config['gripper_convention']!r}")
+        if config["action_timeout"] <= 0 or config["control_hz"] <= 0:
+            problems.append(f"action_timeout and control_hz must be positive, got "
+                            f"{config['action_timeout']} and {config['control_hz']}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    # --- executor thread ------------------------------------------------------------------
+
+    def _on_action(self, msg: Float64MultiArray) -> None:
+        with self._condition:
+            self._pending_action = list(msg.data)
+            self._condition.notify_all()
+
+    def _service(self, request_name: str):
+        def callback(_request, response):
+            with self._condition:
+                if self.finished.is_set():
+                    response.success, response.message = False, "all episodes are done"
+                else:
+                    self._request = request_name
+                    self._condition.notify_all()
+                    response.success = True
+                    response.message = f"{request_name} takes effect before the next sim step"
+            self.get_logger().info(f"service {request_name}: {response.message}")
+            return response
+        return callback
+
+    # --- worker thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._wait_for_subscribers()
+            index = 0
+            while index < len(self.schedule) and not self._stopping:
+                task_id, episode = self.schedule[index]
+                outcome = self._run_episode(task_id, episode)
+                if outcome == "stop":
+                    break
+                if outcome == "next_task":
+                    while index < len(self.schedule) and self.schedule[index][0] == task_id:
+                        index += 1
+                    self.get_logger().info(f"skipping the rest of task {task_id}")
+                elif outcome == "done":
+                    self._publish_result(self.env.result.as_dict())
+                    index += 1
+            self._write_results(completed=index >= len(self.schedule))
+        except Exception as error:  # the node must still shut down cleanly and say why
+            self.get_logger().fatal(f"episode worker failed: {type(error).__name__}: {error}")
+            self.exit_code = 1
+        finally:
+            self.env.close()
+            self.finished.set()
+
+    def _wait_for_subscribers(self) -> None:
+        """Publishing before anyone listens would waste the first observation of the run."""
+        waited_since = last_log = time.monotonic()
+        while not (self._camera_pub.get_subscription_count() and self._instruction_pub.get_subscription_count()):
+            if self._wait(0.1, wake_on_action=False)[0] == "stop":
+                return
+            if time.monotonic() - last_log > SUBSCRIBER_LOG_PERIOD_S:
+                last_log = time.monotonic()
+                self.get_logger().info(f"waiting {last_log - waited_since:.0f} s for subscribers on "
+                                       "camera/image_raw and instruction")
+
+    def _run_episode(self, task_id: int, episode: int) -> str:
+        """Run one episode; returns "done", or the request or stop that cut it short."""
+        instruction = self.env.tasks[task_id].instruction
+        self.get_logger().info(f"task {task_id} episode {episode}: {instruction}")
+        try:
+            observation = self.env.reset(task_id, episode)
+        except SimulatorError as error:
+            self.get_logger().error(str(error))
+            return "done"
+        with self._condition:
+            self._pending_action = None       # an answer to the previous episode's last frame
+        self._publish_observation(observation, instruction)
+        if self.config["mode"] == "lockstep":
+            return self._lockstep(instruction)
+        return self._free_run()
+
+    def _lockstep(self, instruction: str) -> str:
+        while not self.env.done:
+            event, action = self._wait(self.config["action_timeout"], wake_on_action=True)
+            if event == "timeout":
+                self.get_logger().info(f"no action within {self.config['action_timeout']} s; "
+                                       "republishing the observation")
+                self._publish_observation(self.env.observation, instruction)
+                continue
+            if event != "action":
+                return event
+            if self._step(action):
+                self._publish_observation(self.env.observation)
+            elif not self.env.done:
+                self._publish_observation(self.env.observation, instruction)  # ask again
+        return "done"
+
+    def _free_run(self) -> str:
+        period = 1.0 / self.config["control_hz"]
+        held = self.env.noop_action
+        next_tick = time.monotonic()
+        lag_reported = False
+        while not self.env.done:
+            next_tick += period
+            event, action = self._wait(max(0.0, next_tick - time.monotonic()), wake_on_action=False)
+            if event not in ("action", "timeout"):
+                return event
+            candidate = held if action is None else action
+            if self._step(candidate):
+                held = candidate
+                self._publish_observation(self.env.observation)
+            if time.monotonic() > next_tick + period:
+                if not lag_reported:
+                    self.get_logger().warning(f"the sim cannot keep up with control_hz={self.config['control_hz']}; "
+                                              "running as fast as it can")
+                    lag_reported = True
+                next_tick = time.monotonic()
+        return "done"
+
+    def _step(self, action) -> bool:
+        """One sim step; False when the action was rejected (it never reaches the sim)."""
+        try:
+            self.env.step(action)
+        except ValueError as error:
+            self.get_logger().warning(f"rejected action: {error} "
+                                      f"({self.env.result.rejected_actions} rejected this episode)")
+            return False
+        return True
+
+    def _wait(self, timeout_s: float, wake_on_action: bool) -> tuple[str, list | None]:
+        """Sleep until stop, a service request, or (if asked) an action; then report which.
+
+        Returns ("stop" | "reset_episode" | "next_task" | "action" | "timeout", action or None);
+        a pending action is taken even on timeout.
+        """
+        with self._condition:
+            self._condition.wait_for(lambda: self._stopping or self._request is not None
+                                     or (wake_on_action and self._pending_action is not None), timeout_s)
+            if self._stopping:
+                return "stop", None
+            if self._request is not None:
+                request, self._request = self._request, None
+                return request, None
+            action, self._pending_action = self._pending_action, None
+            return ("action", action) if action is not None else ("timeout", None)
+
+    def _publish_observation(self, observation: Observation, instruction: str | None = None) -> None:
+        """Instruction first, so a policy has it by the time the image arrives."""
+        if instruction is not None:
+            self._instruction_pub.publish(String(data=instruction))
+        stamp = self.get_clock().now().to_msg()
+        self._camera_pub.publish(image_to_msg(observation.agentview, stamp, AGENTVIEW_CAMERA))
+        if self._wrist_pub is not None:
+            self._wrist_pub.publish(image_to_msg(observation.wrist, stamp, WRIST_CAMERA))
+
+    def _publish_result(self, record: dict) -> None:
+        self.records.append(record)
+        self._episode_pub.publish(String(data=json.dumps(record)))
+        outcome = "success" if record["success"] else f"failure: {record['failure_reason']}"
+        self.get_logger().info(f"task {record['task_id']} episode {record['episode']}: {outcome} "
+                               f"({record['steps']} steps, {record['wall_seconds']:.1f} s)")
+
+    def _write_results(self, completed: bool) -> None:
+        if self.records:
+            metadata = {"source": NODE_NAME, "completed": completed, "parameters": self.config,
+                        "rendering_backend": self.env.rendering_backend}
+            paths = write_results(self.config["results_dir"], self.records, metadata=metadata)
+            self.get_logger().info(f"results written to {paths['json']}")
+        # The process exits right after; let subscribers acknowledge the last results first
+        # (in short waits: the call holds the GIL, and Fast DDS may take a heartbeat period, 3 s).
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        while not self._episode_pub.wait_for_all_acked(Duration(nanoseconds=100_000_000)):
+            if time.monotonic() > deadline or self._stopping:
+                break
+
+
+def main(args=None) -> int:
+    """Run the bridge until all episodes are done (exit 0) or SIGINT/SIGTERM (exit 0 after
+    closing the sim); invalid parameters exit 2, a failed worker exits 1."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop_requested = threading.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: stop_requested.set())
+    node = None
+    try:
+        try:
+            node = LiberoGoalBridge()
+        except (ValueError, RuntimeError, ParameterException) as error:
+            rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
+            return 2
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        node.start()
+        while not stop_requested.is_set() and not node.finished.is_set():
+            executor.spin_once(timeout_sec=0.1)
+        if stop_requested.is_set():
+            node.get_logger().info("stopping: closing the simulator")
+        node.stop()
+        return node.exit_code
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
