@@ -86,7 +86,7 @@ class Decoder:
             with Timer(stats, "verify_ms"):
                 step = session.extend([next_token] + proposals)
             verifier_tokens = step.greedy()
-            accepted = self.acceptance.accepted_prefix(proposals, verifier_tokens)
+            accepted = self.acceptance.accepted_prefix(proposals, verifier_tokens, len(tokens))
             tokens += proposals[:accepted] + verifier_tokens[accepted:accepted + 1]
             stats.proposed_per_pass.append(len(proposals))
             stats.accepted_per_pass.append(accepted)

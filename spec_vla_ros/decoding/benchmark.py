@@ -1,0 +1,284 @@
+"""`spec-vla-bench decode`: autoregressive vs speculative decoding on the same observations.
+
+Every configuration (AR, and each draft x acceptance rule x num_draft_tokens) decodes the same
+sequence of observations, interleaved observation by observation so that machine load affects
+all alike; each has its own draft instance, reset at episode boundaries. Reported per
+configuration: verifier passes per action, acceptance length (tokens per pass), the acceptance
+rate at each draft position, ms per action (median, p90), speedup vs AR in this run, and the
+largest |bin difference| from the AR action per dimension (0 everywhere under strict acceptance).
+
+`--arch openvla-7b` additionally builds the full-size OpenVLA architecture with random weights
+directly on the device in bf16 (no download, never 7B fp32 parameters on the CPU), times its
+prefill and verifier passes and full-size draft heads, and projects ms per action for each
+acceptance profile measured on the miniature. On a CPU-only machine it refuses unless --force.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config
+from ..drafts.registry import DRAFT_NAMES, load_draft
+from ..training.collect import synthetic_episode
+from ..vla.checkpoint import load_verifier, resolve_dtype
+from ..vla.constants import ACTION_DIM, ACTION_NAMES, EMPTY_TOKEN_ID, BOS_TOKEN_ID
+from ..vla.model import OpenVLA, VLAConfig
+from ..vla.preprocess import pixel_values
+from ..vla.prompt import prompt_token_ids
+from ..vla.session import VerifierSession
+from .acceptance import Acceptance
+from .decoder import Decoder
+
+BENCH_SEED = 100_000          # synthetic episodes far from the training seeds (0..)
+ARCHES = ("miniature", "openvla-7b")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verifier", default="miniature")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--drafts", nargs="+", default=["mamba", "llama", "history"],
+                        choices=[name for name in DRAFT_NAMES if name != "none"])
+    parser.add_argument("--mamba-checkpoint", default="", help="'' = the packaged one (miniature only)")
+    parser.add_argument("--llama-checkpoint", default="", help="'' = the packaged one (miniature only)")
+    parser.add_argument("--thresholds", type=int, nargs="+", default=[0, 3, 6, 9],
+                        help="0 = strict acceptance, otherwise relaxed with that threshold")
+    parser.add_argument("--num-draft-tokens", type=int, nargs="+", default=[2, 4, 6])
+    parser.add_argument("--episodes", type=int, default=3, help="synthetic episodes (seeds from 100000)")
+    parser.add_argument("--steps-per-episode", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed actions per configuration first")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--markdown", type=Path, help="write the table here")
+    parser.add_argument("--arch", choices=ARCHES, default="miniature",
+                        help="openvla-7b: also time the full-size architecture (random weights, bf16, GPU)")
+    parser.add_argument("--arch-device", default="cuda", help="device for --arch openvla-7b")
+    parser.add_argument("--arch-repeats", type=int, default=10)
+    parser.add_argument("--arch-prompt-tokens", type=int, default=24,
+                        help="prompt length in Llama-2 tokens for the 7B timing (LIBERO instructions: ~20-30)")
+    parser.add_argument("--force", action="store_true", help="run --arch openvla-7b on a CPU anyway")
+
+
+def observations(episodes: int, steps: int):
+    """[(episode, instruction, frame)] from seeded synthetic episodes."""
+    return [(episode, instruction, frame)
+            for episode in range(episodes)
+            for instruction, frames in [synthetic_episode(BENCH_SEED + episode, steps)]
+            for frame in frames]
+
+
+def configurations(args, verifier) -> list[dict]:
+    configs = [{"draft": "none", "acceptance": Acceptance(0), "num_draft_tokens": 0,
+                "decoder": Decoder(verifier.model)}]
+    checkpoints = {"mamba": args.mamba_checkpoint, "llama": args.llama_checkpoint}
+    for name in args.drafts:
+        for threshold in args.thresholds:
+            for k in args.num_draft_tokens:
+                draft = load_draft(name, checkpoints.get(name, ""), verifier)
+                configs.append({"draft": name, "acceptance": Acceptance(threshold), "num_draft_tokens": k,
+                                "decoder": Decoder(verifier.model, draft, k, Acceptance(threshold))})
+    return configs
+
+
+def summarize(config: dict, records: list, ar_tokens: list, ar_median: float | None) -> dict:
+    ms = np.array([stats.total_ms for stats in records])
+    passes = np.array([stats.verifier_passes for stats in records])
+    judged = {}
+    for stats in records:
+        for position, accepted in stats.position_outcomes():
+            judged.setdefault(position, []).append(accepted)
+    deviation = np.abs(np.array([s.tokens for s in records]) - np.array(ar_tokens)).max(axis=0)
+    median = float(np.median(ms))
+    return {
+        "draft": config["draft"], "acceptance": config["acceptance"].name,
+        "num_draft_tokens": config["num_draft_tokens"], "actions": len(records),
+        "passes_per_action": float(passes.mean()),
+        "acceptance_length": ACTION_DIM * len(records) / float(passes.sum()),
+        "accept_rate_by_position": [float(np.mean(judged[p])) for p in sorted(judged)],
+        "ms_median": median, "ms_p90": float(np.percentile(ms, 90)),
+        "draft_ms_mean": float(np.mean([s.draft_ms for s in records])),
+        "speedup": (ar_median / median) if ar_median else 1.0,
+        "max_abs_dbin": {name: int(d) for name, d in zip(ACTION_NAMES, deviation)},
+        "profiles": [{"passes": s.verifier_passes, "proposed_per_pass": s.proposed_per_pass} for s in records],
+    }
+
+
+def measure(args, verifier) -> list[dict]:
+    configs = configurations(args, verifier)
+    observed = observations(args.episodes, args.steps_per_episode)
+    tokenizer = verifier.tokenizer
+    inputs = [(episode, pixel_values(frame), prompt_token_ids(tokenizer, instruction))
+              for episode, instruction, frame in observed]
+    for config in configs:                               # warm-up: first calls allocate and dispatch slowly
+        for _, pixels, prompt_ids in inputs[:args.warmup]:
+            config["decoder"].decode(pixels, prompt_ids)
+    records = [[] for _ in configs]
+    previous_episode = None
+    for episode, pixels, prompt_ids in inputs:
+        if episode != previous_episode:
+            for config in configs:
+                config["decoder"].reset_episode()
+            previous_episode = episode
+        for config, record in zip(configs, records):
+            record.append(config["decoder"].decode(pixels, prompt_ids)[1])
+    ar_tokens = [stats.tokens for stats in records[0]]
+    ar_median = float(np.median([stats.total_ms for stats in records[0]]))
+    return [summarize(config, record, ar_tokens, ar_median) for config, record in zip(configs, records)]
+
+
+def markdown_table(results: list[dict]) -> str:
+    lines = ["| draft | acceptance | k | passes/action | accept len | accept rate by position | ms median | "
+             "ms p90 | speedup | max abs dbin (dx dy dz droll dpitch dyaw grip) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rates = " ".join(f"{rate:.2f}" for rate in r["accept_rate_by_position"]) or "-"
+        deviation = " ".join(str(value) for value in r["max_abs_dbin"].values())
+        lines.append(f"| {r['draft']} | {r['acceptance']} | {r['num_draft_tokens'] or '-'} | "
+                     f"{r['passes_per_action']:.2f} | {r['acceptance_length']:.2f} | {rates} | {r['ms_median']:.1f} | "
+                     f"{r['ms_p90']:.1f} | {r['speedup']:.2f}x | {deviation} |")
+    return "\n".join(lines)
+
+
+# --- full-size architecture -------------------------------------------------------------------
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_random_architecture(config: VLAConfig, device: str, dtype: torch.dtype) -> OpenVLA:
+    """The architecture with random weights, created directly on `device` in `dtype`."""
+    with torch.device(device), default_dtype(dtype):
+        return OpenVLA(config).eval()
+
+
+def timed_ms(function, device: str, repeats: int) -> float:
+    """Median wall time of `function()`, synchronising CUDA around each call."""
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    function()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        function()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def time_architecture(model: OpenVLA, device: str, repeats: int, prompt_tokens: int) -> dict:
+    """Prefill ms, ms per verifier pass over 1..7 new tokens, and draft-head ms at this hidden size."""
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(6, model.config.image_size, model.config.image_size, generator=generator)
+    prompt = [BOS_TOKEN_ID] + torch.randint(3, 29000, (prompt_tokens - 2,), generator=generator).tolist()
+    prompt.append(EMPTY_TOKEN_ID)
+    session = VerifierSession(model)
+    prefill = session.prefill(pixels, prompt)
+    timing = {"prompt_tokens": prompt_tokens, "prefill_ms": timed_ms(lambda: session.prefill(pixels, prompt),
+                                                                      device, repeats)}
+    length = session.length
+    tokens = list(range(31800, 31800 + ACTION_DIM))
+
+    def one_pass(count):
+        session.extend(tokens[:count])
+        session.truncate(length)
+
+    timing["pass_ms"] = {count: timed_ms(lambda: one_pass(count), device, repeats)
+                         for count in range(1, ACTION_DIM + 1)}
+    dtype = resolve_dtype("auto", device)
+    timing["draft"] = {}
+    for kind in HEAD_KINDS:
+        torch.manual_seed(0)
+        with torch.device(device):
+            head = EagleHead(kind, default_core_config(kind, model)).to_runtime(device, dtype)
+        draft = EagleDraft(head, model)
+        hidden, embeds = prefill.hidden, prefill.input_embeds
+        begin_ms = timed_ms(lambda: draft.begin(hidden, embeds), device, repeats)
+
+        def one_step():
+            draft.propose(tokens[0], 1)
+            draft.accept(tokens[:1], hidden[-1:])
+
+        timing["draft"][kind] = {"begin_ms": begin_ms, "step_ms": timed_ms(one_step, device, repeats) / 2}
+    return timing
+
+
+def project(result: dict, timing: dict) -> float:
+    """Projected ms per action at full size for one measured acceptance profile.
+
+    Each action: the prefill, then one pass over 1 + proposals for each later pass (AR: 1 token
+    each); a draft adds its begin and about one head step per proposal and one per accept.
+    """
+    draft = timing["draft"].get(result["draft"])
+    total = 0.0
+    for profile in result["profiles"]:
+        proposed = profile["proposed_per_pass"][1:] or [0] * (profile["passes"] - 1)
+        total += timing["prefill_ms"] + sum(timing["pass_ms"][1 + p] for p in proposed)
+        if draft:
+            total += draft["begin_ms"] + draft["step_ms"] * sum(p + 1 for p in proposed)
+    return total / len(result["profiles"])
+
+
+def check_architecture_device(device: str, force: bool) -> None:
+    """Refuse the 7B build where it cannot run sensibly, before any other work."""
+    if not str(device).startswith("cuda") and not force:
+        raise SystemExit("--arch openvla-7b builds a 7.5 B-parameter model: it needs a CUDA device "
+                         f"(--arch-device, now '{device}'); pass --force to run it on '{device}' anyway")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--arch openvla-7b: CUDA is not available on this machine (see --arch-device)")
+
+
+def run_architecture(args, results: list[dict]) -> dict:
+    device = args.arch_device
+    model = build_random_architecture(VLAConfig(), device, torch.bfloat16)
+    timing = time_architecture(model, device, args.arch_repeats, args.arch_prompt_tokens)
+    del model
+    ar = next(r for r in results if r["draft"] == "none")
+    ar_ms = project(ar, timing)
+    timing["projected"] = [{"draft": r["draft"], "acceptance": r["acceptance"],
+                            "num_draft_tokens": r["num_draft_tokens"], "ms_per_action": project(r, timing),
+                            "speedup": ar_ms / project(r, timing)} for r in results]
+    return timing
+
+
+def architecture_table(timing: dict) -> str:
+    passes = " ".join(f"{count}:{ms:.1f}" for count, ms in timing["pass_ms"].items())
+    lines = [f"openvla-7b (random weights, bf16): prefill {timing['prefill_ms']:.1f} ms; ms per verifier pass by "
+             f"tokens {passes}; draft begin/step ms: " +
+             ", ".join(f"{kind} {d['begin_ms']:.1f}/{d['step_ms']:.2f}" for kind, d in timing["draft"].items()),
+             "", "| draft | acceptance | k | projected ms/action | projected speedup |", "|---|---|---|---|---|"]
+    lines += [f"| {p['draft']} | {p['acceptance']} | {p['num_draft_tokens'] or '-'} | {p['ms_per_action']:.1f} | "
+              f"{p['speedup']:.2f}x |" for p in timing["projected"]]
+    return "\n".join(lines)
+
+
+def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.arch == "openvla-7b":
+        check_architecture_device(args.arch_device, args.force)
+    verifier = load_verifier(args.verifier, args.device, args.dtype)
+    results = measure(args, verifier)
+    output = {"verifier": verifier.name, "device": args.device, "observations": results[0]["actions"],
+              "results": results}
+    table = markdown_table(results)
+    if args.arch == "openvla-7b":
+        output["openvla_7b"] = run_architecture(args, results)
+        table += "\n\n" + architecture_table(output["openvla_7b"])
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(output, indent=1) + "\n")
+    return output

@@ -1,0 +1,141 @@
+"""The EAGLE-style draft head shared by the mamba and llama drafts, and the Draft that drives it.
+
+At position t the head reads `fc(concat(verifier hidden_t, embed(token_{t+1})))` (over the
+prompt, the verifier's own input embeddings, which are projected patches at image positions),
+runs a sequence core (Mamba blocks or one Llama layer) and predicts hidden_{t+1}; the verifier's
+frozen lm_head turns that into the next token. The verifier's embedding and lm_head are used
+by reference, never copied into the draft or its checkpoint.
+
+Drafting (EAGLE): the first drafted step pairs the verifier's true pending hidden state with the
+verifier's token; later steps feed the head's own predictions. After verification the draft
+rolls back to the state after that first step (exact: same inputs as the verifier's) and
+re-reads the accepted positions with the verifier's true hidden states.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..vla.constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
+from ..vla.model import OpenVLA
+from .base import Draft
+from .llama import LlamaCore, layer_config
+from .mamba import MambaConfig, MambaCore
+
+HEAD_KINDS = ("mamba", "llama")
+
+
+def default_core_config(kind: str, verifier: OpenVLA, num_layers: int = 1) -> dict:
+    """Core hyperparameters derived from the verifier (d_model / layer shapes = the verifier's)."""
+    if kind == "mamba":
+        return MambaConfig(d_model=verifier.hidden_size, num_layers=num_layers).to_dict()
+    if kind == "llama":
+        return layer_config(verifier.language_model.config)
+    raise ValueError(f"draft head kind '{kind}' is unknown; expected one of {HEAD_KINDS}")
+
+
+class EagleHead(nn.Module):
+    """`context`: how many prompt positions (the last ones) the head reads; None = all of them.
+    The verifier's hidden states at the text positions already attend to the image, and a short
+    window makes both training and the per-action `begin` several times cheaper."""
+
+    def __init__(self, kind: str, core_config: dict, context: int | None = None):
+        super().__init__()
+        if context is not None and context < 1:
+            raise ValueError(f"context must be None (whole prompt) or >= 1 prompt positions, got {context}")
+        self.context = context
+        if kind == "mamba":
+            self.core = MambaCore(MambaConfig(**core_config))
+            hidden_size = core_config["d_model"]
+        elif kind == "llama":
+            self.core = LlamaCore(core_config)
+            hidden_size = core_config["hidden_size"]
+        else:
+            raise ValueError(f"draft head kind '{kind}' is unknown; expected one of {HEAD_KINDS}")
+        self.kind, self.core_config, self.hidden_size = kind, dict(core_config), hidden_size
+        self.fc = nn.Linear(2 * hidden_size, hidden_size)
+        self.norm = nn.RMSNorm(hidden_size, eps=1e-6)    # targets are post-norm hidden states
+
+    def prompt_start(self, prompt_length: int) -> int:
+        """First prompt position the head reads (pairs run from there to prompt_length - 2)."""
+        return 0 if self.context is None else max(0, prompt_length - 1 - self.context)
+
+    def to_runtime(self, device, dtype: torch.dtype) -> "EagleHead":
+        """Move to `device` in `dtype`, keeping the parameters a core wants in fp32 (Mamba's A_log, D)."""
+        self.to(device=device, dtype=dtype)
+        for module in self.modules():
+            for name in getattr(module, "fp32_parameters", ()):
+                getattr(module, name).data = getattr(module, name).data.float()
+        return self
+
+    def forward(self, hidden: torch.Tensor, next_embeds: torch.Tensor, state=None):
+        """hidden_t and embed(token_{t+1}), [b, l, H] each -> predicted hidden_{t+1} [b, l, H], core state."""
+        x = self.fc(torch.cat([hidden, next_embeds], dim=-1).to(self.fc.weight.dtype))
+        out, state = self.core(x, state)
+        return self.norm(out), state
+
+
+def action_logits(predicted: torch.Tensor, action_rows: torch.Tensor) -> torch.Tensor:
+    """Logits over the 256 action tokens only: OpenVLA answers with action tokens."""
+    return predicted @ action_rows.T
+
+
+def verifier_action_rows(model: OpenVLA) -> torch.Tensor:
+    return model.language_model.lm_head.weight[ACTION_TOKEN_MIN:ACTION_TOKEN_MAX + 1].detach()
+
+
+class EagleDraft(Draft):
+    """A Draft over an EagleHead; the state lives here, so drafts may share one head."""
+
+    def __init__(self, head: EagleHead, model: OpenVLA):
+        self.name = head.kind
+        self.head = head.eval()
+        self.dtype = head.fc.weight.dtype
+        self.embedding = model.language_model.get_input_embeddings()
+        self.action_rows = verifier_action_rows(model).to(self.dtype)
+        self.state = None
+        self.pending: torch.Tensor | None = None     # the verifier's hidden state at the pending position
+        self.snapshots: list = []                    # core states after 0, 1, ... drafted steps
+        self.drafted_after: int | None = None        # the next_token the last proposals followed
+
+    def _embed(self, tokens: list[int]) -> torch.Tensor:
+        return self.embedding(torch.tensor([tokens], device=self.action_rows.device)).to(self.dtype)
+
+    @torch.inference_mode()
+    def begin(self, hidden: torch.Tensor, input_embeds: torch.Tensor) -> None:
+        start = self.head.prompt_start(hidden.shape[0])
+        _, self.state = self.head(hidden[None, start:-1], input_embeds[None, start + 1:])
+        self.pending = hidden[-1].to(self.dtype)
+        self.snapshots = []
+
+    @torch.inference_mode()
+    def propose(self, next_token: int, k: int) -> list[int]:
+        core = self.head.core
+        self._rollback(0)
+        self.snapshots, self.drafted_after = [core.snapshot(self.state)], next_token
+        hidden, token, state, proposals = self.pending, next_token, self.state, []
+        for _ in range(k):
+            predicted, state = self.head(hidden.view(1, 1, -1), self._embed([token]), state)
+            hidden = predicted[0, 0]
+            self.snapshots.append(core.snapshot(state))
+            token = ACTION_TOKEN_MIN + int(action_logits(hidden, self.action_rows).argmax())
+            proposals.append(token)
+        self.state = state
+        return proposals
+
+    @torch.inference_mode()
+    def accept(self, tokens: list[int], hidden: torch.Tensor) -> None:
+        reuse_first = len(self.snapshots) > 1 and tokens[0] == self.drafted_after
+        self._rollback(1 if reuse_first else 0)
+        hidden = hidden.to(self.dtype)
+        previous = torch.cat([self.pending[None], hidden[:-1]])     # position t's hidden, paired with token t+1
+        start = int(reuse_first)
+        if start < len(tokens):
+            _, self.state = self.head(previous[None, start:], self._embed(tokens[start:]), self.state)
+        self.pending = hidden[-1]
+
+    def _rollback(self, drafted_steps: int) -> None:
+        """Back to the state after `drafted_steps` of the last proposals (0: the committed state)."""
+        if self.snapshots:
+            self.state = self.head.core.restore(self.state, self.snapshots[drafted_steps])
+            self.snapshots = []

@@ -1,0 +1,57 @@
+"""Llama sequence core for the EAGLE-style draft head: one transformers `LlamaDecoderLayer`.
+
+This is Spec-VLA's / EAGLE's draft. Its state is a KV cache; rollback truncates it. The layer
+takes the verifier's attention and MLP shapes, so the draft costs about one verifier layer.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache, LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+# Verifier text-config fields that define the draft layer (everything else keeps Llama defaults).
+LAYER_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+                "rms_norm_eps", "rope_theta", "rope_parameters", "max_position_embeddings", "head_dim")
+
+
+def layer_config(verifier_config: LlamaConfig) -> dict:
+    """The JSON-safe subset of the verifier's Llama config that the draft layer copies."""
+    config = verifier_config.to_dict()
+    return {name: config[name] for name in LAYER_FIELDS if config.get(name) is not None}
+
+
+class LlamaCore(nn.Module):
+    kind = "llama"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        llama_config = LlamaConfig(**config, num_hidden_layers=1)
+        llama_config._attn_implementation = "sdpa"
+        self.layer = LlamaDecoderLayer(llama_config, layer_idx=0)
+        self.rotary_emb = LlamaRotaryEmbedding(llama_config)
+
+    def to_dict(self) -> dict:
+        return dict(self.config)
+
+    def forward(self, hidden: torch.Tensor, state: DynamicCache | None = None):
+        """[b, l, hidden] after the cached positions (None: a new sequence) -> output, cache."""
+        cache = DynamicCache() if state is None else state
+        past, length = cache.get_seq_length(), hidden.shape[1]
+        positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
+        # Explicit causal mask: attention layers alone do not offset `is_causal` by the cache length.
+        mask = torch.ones(length, past + length, dtype=torch.bool, device=hidden.device).tril(past)[None, None]
+        out = self.layer(hidden, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                         position_embeddings=self.rotary_emb(hidden, positions))
+        return out, cache
+
+    @staticmethod
+    def snapshot(state: DynamicCache) -> int:
+        return state.get_seq_length()
+
+    @staticmethod
+    def restore(state: DynamicCache, snapshot: int) -> DynamicCache:
+        if state.get_seq_length() > snapshot:
+            state.crop(snapshot - state.get_seq_length())
+        return state

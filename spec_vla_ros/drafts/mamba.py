@@ -1,0 +1,190 @@
+"""Mamba sequence core for the EAGLE-style draft head (mamba_simple.py, without the cache plumbing).
+
+`MambaMixer` has mamba_ssm's parameter names and shapes (in_proj, conv1d, x_proj, dt_proj,
+A_log, D, out_proj), so one state dict serves both paths:
+
+- pure PyTorch (CPU, or CUDA without mamba_ssm): a full-sequence scan that may continue from
+  any state, and a single-token `step`;
+- mamba_ssm kernels (CUDA with the package): `selective_scan_fn` for a sequence started from
+  zeros, `selective_state_update` for a step.
+
+States are immutable `(conv_state, ssm_state)` pairs: every call returns new tensors, so a
+snapshot for rollback is just a reference to an earlier state, and restoring it is exact.
+conv_state [B, d_inner, d_conv] holds the last d_conv pre-convolution inputs; ssm_state
+[B, d_inner, d_state] is the recurrence, kept in fp32 (bf16 drifts, fp16 overflows).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..vla.constants import MAMBA_D_CONV, MAMBA_D_STATE, MAMBA_EXPAND
+
+try:  # the CUDA kernels; absent on CPU-only machines
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+except ImportError:
+    selective_scan_fn = selective_state_update = None
+
+MambaState = tuple  # (conv_state, ssm_state)
+
+
+def kernels_usable(device: torch.device) -> bool:
+    return selective_scan_fn is not None and torch.device(device).type == "cuda"
+
+
+@dataclass(frozen=True)
+class MambaConfig:
+    d_model: int
+    num_layers: int = 1
+    d_state: int = MAMBA_D_STATE
+    d_conv: int = MAMBA_D_CONV
+    expand: int = MAMBA_EXPAND
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def dt_rank(self) -> int:
+        return math.ceil(self.d_model / 16)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def selective_scan(x, dt, A, B, C, state):
+    """Reference scan, fp32. x, dt: [b, l, d]; A: [d, n]; B, C: [b, l, n]; state: [b, d, n].
+
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t and y_t = C_t h_t; returns y [b, l, d] and h_l.
+    """
+    decay = torch.exp(dt.unsqueeze(-1) * A)                                  # [b, l, d, n]
+    drive = (dt * x).unsqueeze(-1) * B.unsqueeze(2)                          # [b, l, d, n]
+    states = []
+    for drive_t, decay_t in zip(drive.unbind(1), decay.unbind(1)):   # unbind: one gradient buffer, not one per step
+        state = torch.addcmul(drive_t, decay_t, state)
+        states.append(state)
+    y = torch.einsum("bldn,bln->bld", torch.stack(states, dim=1), C)
+    return y, state
+
+
+class MambaMixer(nn.Module):
+    fp32_parameters = ("A_log", "D")       # kept in fp32 under bf16 weights, as mamba_ssm does
+
+    def __init__(self, config: MambaConfig):
+        super().__init__()
+        self.config = config
+        d_inner, d_state, dt_rank = config.d_inner, config.d_state, config.dt_rank
+        self.in_proj = nn.Linear(config.d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, config.d_conv, groups=d_inner, padding=config.d_conv - 1)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.out_proj = nn.Linear(d_inner, config.d_model, bias=False)
+        # mamba_simple's dt initialisation: softplus(dt_proj.bias) log-uniform in [1e-3, 1e-1]
+        nn.init.uniform_(self.dt_proj.weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(d_inner) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def empty_state(self, batch: int, device, dtype) -> MambaState:
+        config = self.config
+        return (torch.zeros(batch, config.d_inner, config.d_conv, device=device, dtype=dtype),
+                torch.zeros(batch, config.d_inner, config.d_state, device=device, dtype=torch.float32))
+
+    def _ssm_inputs(self, x: torch.Tensor):
+        """x (after conv) [..., d_inner] -> dt (before softplus, without bias), B, C."""
+        config = self.config
+        dt, B, C = torch.split(self.x_proj(x), [config.dt_rank, config.d_state, config.d_state], dim=-1)
+        return F.linear(dt, self.dt_proj.weight), B, C
+
+    def forward(self, hidden: torch.Tensor, state: MambaState | None = None) -> tuple[torch.Tensor, MambaState]:
+        """[b, l, d_model] continuing from `state` (None: from zeros) -> output and the new state."""
+        batch, length, _ = hidden.shape
+        if state is not None and length == 1:
+            return self.step(hidden, state)
+        fresh = state is None
+        conv_state, ssm_state = self.empty_state(batch, hidden.device, hidden.dtype) if fresh else state
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        window = torch.cat([conv_state[..., 1:], x.transpose(1, 2)], dim=-1)    # d_conv - 1 earlier inputs
+        new_conv_state = window[..., -self.config.d_conv:]
+        x = F.silu(F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.config.d_inner))
+        x = x.transpose(1, 2)                                                    # [b, l, d_inner]
+        dt, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        if fresh and kernels_usable(hidden.device):
+            y, new_ssm_state = selective_scan_fn(
+                x.transpose(1, 2).contiguous(), dt.transpose(1, 2).contiguous(), A,
+                B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), self.D.float(),
+                z=z.transpose(1, 2).contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                return_last_state=True)
+            y = y.transpose(1, 2)
+        else:
+            dt = F.softplus(dt.float() + self.dt_proj.bias.float())
+            y, new_ssm_state = selective_scan(x.float(), dt, A, B.float(), C.float(), ssm_state)
+            y = ((y + self.D.float() * x.float()) * F.silu(z.float())).to(hidden.dtype)
+        return self.out_proj(y), (new_conv_state, new_ssm_state)
+
+    def step(self, hidden: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+        """One position, [b, 1, d_model]: the recurrent form of `forward`."""
+        conv_state, ssm_state = state
+        x, z = self.in_proj(hidden[:, 0]).chunk(2, dim=-1)                      # [b, d_inner]
+        conv_state = torch.cat([conv_state[..., 1:], x.unsqueeze(-1)], dim=-1)
+        x = F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
+        dt, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        if kernels_usable(hidden.device):
+            ssm_state = ssm_state.clone()                                        # the kernel updates in place
+            y = selective_state_update(ssm_state, x, dt, A, B, C, self.D, z=z, dt_bias=self.dt_proj.bias,
+                                       dt_softplus=True)
+        else:
+            dt = F.softplus(dt.float() + self.dt_proj.bias.float())
+            decay = torch.exp(dt.unsqueeze(-1) * A)
+            ssm_state = torch.addcmul((dt * x.float()).unsqueeze(-1) * B.float().unsqueeze(1), decay, ssm_state)
+            y = torch.einsum("bdn,bn->bd", ssm_state, C.float()) + self.D.float() * x.float()
+            y = (y * F.silu(z.float())).to(hidden.dtype)
+        return self.out_proj(y).unsqueeze(1), (conv_state, ssm_state)
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm residual block, as in mamba_ssm's `Block`."""
+
+    def __init__(self, config: MambaConfig, eps: float):
+        super().__init__()
+        self.norm = nn.RMSNorm(config.d_model, eps=eps)
+        self.mixer = MambaMixer(config)
+
+    def forward(self, hidden, state=None):
+        out, state = self.mixer(self.norm(hidden), state)
+        return hidden + out, state
+
+
+class MambaCore(nn.Module):
+    """The head's sequence core: Mamba blocks; the state is a tuple of per-block MambaStates."""
+
+    kind = "mamba"
+
+    def __init__(self, config: MambaConfig, eps: float = 1e-6):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(MambaBlock(config, eps) for _ in range(config.num_layers))
+
+    def forward(self, hidden: torch.Tensor, state=None):
+        states = []
+        for index, layer in enumerate(self.layers):
+            hidden, layer_state = layer(hidden, None if state is None else state[index])
+            states.append(layer_state)
+        return hidden, tuple(states)
+
+    @staticmethod
+    def snapshot(state):
+        return state            # immutable: keeping the reference is the snapshot
+
+    @staticmethod
+    def restore(state, snapshot):
+        return snapshot

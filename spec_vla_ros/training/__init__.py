@@ -1,0 +1,1 @@
+"""Draft training by self-distillation: trace collection from verifier rollouts, then training."""

@@ -1,0 +1,263 @@
+"""`spec-vla-collect`: run the verifier greedily on observations and save what a draft learns from.
+
+Per kept control step: the prompt length P, the input embeddings of the prompt [P, H] (BOS,
+projected patches, prompt tokens), the last-layer hidden states [P + 6, H] (prompt, then the
+first six action tokens fed back) and the 7 action tokens. Steps are written as sharded
+safetensors plus `manifest.json`. No-op actions are dropped as OpenVLA's `no_noops` LIBERO data
+does: pose delta norm below 1e-4 with the gripper unchanged from the last kept action.
+
+Sources: `synthetic` (seeded scenes of slowly moving objects: the miniature's default data),
+`images` (a directory of frames, each sub-directory one episode), `libero` (LIBERO-GOAL
+rollouts of the verifier itself, via sim_bridge.libero_goal).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ..vla.action_tokenizer import select_norm_stats, token_ids_to_actions
+from ..vla.checkpoint import LoadedVerifier, load_verifier
+from ..vla.constants import ACTION_DIM, DEFAULT_UNNORM_KEY, LIBERO_GOAL_INSTRUCTIONS, NOOP_POSE_NORM
+from ..vla.preprocess import pixel_values
+from ..vla.prompt import prompt_token_ids
+from ..vla.session import VerifierSession
+
+MANIFEST = "manifest.json"
+TRACE_FORMAT = "spec_vla_ros.traces"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class Trace:
+    tokens: list[int]                 # the 7 greedy action tokens
+    hidden: torch.Tensor              # [P + 6, H] last-layer hidden states
+    input_embeds: torch.Tensor        # [P, H]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.input_embeds.shape[0]
+
+
+def trace_action(model, pixels: torch.Tensor, prompt_ids: list[int]) -> Trace:
+    """Greedy decoding (the same passes as the autoregressive Decoder), keeping the features."""
+    session = VerifierSession(model)
+    step = session.prefill(pixels, prompt_ids)
+    tokens, hidden, input_embeds = step.greedy()[-1:], [step.hidden], step.input_embeds
+    while len(tokens) < ACTION_DIM:
+        step = session.extend(tokens[-1:])
+        tokens.append(step.greedy()[-1])
+        hidden.append(step.hidden)
+    return Trace(tokens, torch.cat(hidden), input_embeds)
+
+
+def is_noop(action: np.ndarray, previous: np.ndarray | None) -> bool:
+    """OpenVLA's LIBERO no-op rule (regenerate_libero_dataset.py), on de-normalized actions."""
+    still = np.linalg.norm(action[:-1]) < NOOP_POSE_NORM
+    return bool(still) if previous is None else bool(still and action[-1] == previous[-1])
+
+
+def synthetic_episode(seed: int, steps: int, size: int = 256) -> tuple[str, list[np.ndarray]]:
+    """A seeded scene (smooth colour background, three discs drifting a few pixels per step) and a
+    LIBERO-GOAL instruction: consecutive frames change slowly, like a robot camera's."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.integers(0, 256, (1, 3, 8, 8)).astype(np.float32))
+    background = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    background = background[0].permute(1, 2, 0).numpy()
+    centers = rng.uniform(0.2 * size, 0.8 * size, (3, 2))
+    velocities = rng.normal(0.0, 0.01 * size, (3, 2))
+    colours = rng.integers(0, 256, (3, 3))
+    radii = rng.uniform(0.06 * size, 0.15 * size, 3)
+    rows, cols = np.mgrid[0:size, 0:size]
+    frames = []
+    for _ in range(steps):
+        frame = background.copy()
+        for center, colour, radius in zip(centers, colours, radii):
+            frame[(rows - center[0]) ** 2 + (cols - center[1]) ** 2 < radius ** 2] = colour
+        frames.append(frame.round().clip(0, 255).astype(np.uint8))
+        velocities += rng.normal(0.0, 0.002 * size, velocities.shape)
+        centers = np.clip(centers + velocities, 0.1 * size, 0.9 * size)
+    return LIBERO_GOAL_INSTRUCTIONS[int(rng.integers(len(LIBERO_GOAL_INSTRUCTIONS)))], frames
+
+
+def image_episodes(directory: Path, instruction: str | None):
+    """Episodes of (instruction, frames) from a directory: its sub-directories in name order, or
+    the directory itself. Instructions come from `instructions.json` ({episode dir name or
+    image file name: instruction}) or `instruction`."""
+    directory = Path(directory)
+    table_file = directory / "instructions.json"
+    table = json.loads(table_file.read_text()) if table_file.exists() else {}
+    folders = sorted(p for p in directory.iterdir() if p.is_dir()) or [directory]
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            continue
+        text = table.get(folder.name) or table.get(files[0].name) or instruction
+        if not text:
+            raise ValueError(f"no instruction for {folder}: add it to {table_file} or pass --instruction")
+        yield text, [np.asarray(Image.open(f).convert("RGB")) for f in files]
+
+
+class TraceWriter:
+    """Buffers traces and writes `shard-NNNNN.safetensors` files and the manifest."""
+
+    def __init__(self, directory, verifier: LoadedVerifier, source: dict, shard_steps: int = 64,
+                 storage_dtype: str = "auto"):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if (self.directory / MANIFEST).exists():
+            raise FileExistsError(f"{self.directory} already holds traces ({MANIFEST}); choose a new directory")
+        # "auto" keeps the verifier's dtype: the miniature's tokens hinge on small differences
+        # between hidden states, and bf16 rounding of fp32 features flips ~5 % of them.
+        self.dtype = verifier.dtype if storage_dtype == "auto" else STORAGE_DTYPES[storage_dtype]
+        storage_dtype = str(self.dtype).removeprefix("torch.")
+        self.manifest = {"format": TRACE_FORMAT, "verifier": verifier.name, "hidden_size": verifier.model.hidden_size,
+                         "storage_dtype": storage_dtype, "source": source, "dropped_noops": 0, "shards": [],
+                         "steps": []}
+        self.shard_steps = shard_steps
+        self.buffer: dict[str, torch.Tensor] = {}
+
+    def add(self, trace: Trace, episode: int, step: int, instruction: str) -> None:
+        index = len(self.manifest["steps"])
+        self.buffer[f"{index}.hidden"] = trace.hidden.to(self.dtype).cpu().contiguous()
+        self.buffer[f"{index}.input_embeds"] = trace.input_embeds.to(self.dtype).cpu().contiguous()
+        self.buffer[f"{index}.tokens"] = torch.tensor(trace.tokens, dtype=torch.int64)
+        self.manifest["steps"].append({"episode": episode, "step": step, "instruction": instruction,
+                                       "prompt_length": trace.prompt_length,
+                                       "shard": len(self.manifest["shards"])})
+        if len(self.buffer) >= 3 * self.shard_steps:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            name = f"shard-{len(self.manifest['shards']):05d}.safetensors"
+            save_file(self.buffer, self.directory / name, metadata={"format": "pt"})
+            self.manifest["shards"].append(name)
+            self.buffer = {}
+
+    def close(self) -> Path:
+        self.flush()
+        self.manifest["num_steps"] = len(self.manifest["steps"])
+        (self.directory / MANIFEST).write_text(json.dumps(self.manifest, indent=1) + "\n")
+        return self.directory
+
+
+def read_traces(directory) -> tuple[dict, list[dict]]:
+    """(manifest, steps) where each step has its manifest entry plus `tokens`, `hidden`, `input_embeds`."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).is_file():
+        raise FileNotFoundError(f"{directory}: no {MANIFEST}; collect traces with spec-vla-collect")
+    manifest = json.loads((directory / MANIFEST).read_text())
+    if manifest.get("format") != TRACE_FORMAT:
+        raise ValueError(f"{directory / MANIFEST} is not a trace manifest (format '{TRACE_FORMAT}')")
+    steps = [dict(entry) for entry in manifest["steps"]]
+    for shard_index, name in enumerate(manifest["shards"]):
+        with safe_open(directory / name, framework="pt") as shard:
+            for index, entry in enumerate(steps):
+                if entry["shard"] == shard_index:
+                    for key in ("hidden", "input_embeds", "tokens"):
+                        entry[key] = shard.get_tensor(f"{index}.{key}")
+    return manifest, steps
+
+
+class Collector:
+    """Decodes observations one episode at a time and writes the kept steps."""
+
+    def __init__(self, verifier: LoadedVerifier, writer: TraceWriter, center_crop: bool = True):
+        self.verifier, self.writer, self.center_crop = verifier, writer, center_crop
+        self.norm_stats = select_norm_stats(verifier.norm_stats, DEFAULT_UNNORM_KEY)
+        self.episode, self.step, self.previous = -1, 0, None
+
+    def new_episode(self) -> None:
+        self.episode, self.step, self.previous = self.episode + 1, 0, None
+
+    def __call__(self, image: np.ndarray, instruction: str) -> np.ndarray:
+        """Policy function: record the step (unless a no-op) and return the de-normalized action."""
+        trace = trace_action(self.verifier.model, pixel_values(image, self.center_crop),
+                             prompt_token_ids(self.verifier.tokenizer, instruction))
+        action = self.norm_stats.unnormalize(token_ids_to_actions(trace.tokens))
+        if is_noop(action, self.previous):
+            self.writer.manifest["dropped_noops"] += 1
+        else:
+            self.writer.add(trace, self.episode, self.step, instruction)
+            self.previous = action
+        self.step += 1
+        return action
+
+
+def collect_episodes(collector: Collector, episodes) -> None:
+    for instruction, frames in episodes:
+        collector.new_episode()
+        for frame in frames:
+            collector(frame, instruction)
+
+
+def collect_libero(collector: Collector, task_ids, episodes_per_task: int, max_steps: int, seed: int) -> None:
+    from sim_bridge.libero_goal import LiberoGoalEnv, run_episodes   # heavy (MuJoCo, robosuite): only here
+
+    with LiberoGoalEnv(max_steps=max_steps, seed=seed) as env:
+        run_episodes(env, collector, task_ids=task_ids, episodes_per_task=episodes_per_task,
+                     reset_policy=collector.new_episode)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", type=Path, help="new directory for the shards and manifest.json")
+    parser.add_argument("--source", choices=("synthetic", "images", "libero"), default="synthetic")
+    parser.add_argument("--episodes", type=int, default=20, help="synthetic: number of episodes")
+    parser.add_argument("--steps-per-episode", type=int, default=20, help="synthetic: control steps per episode")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic: first episode seed; libero: env seed")
+    parser.add_argument("--images", type=Path, help="images: directory of frames (sub-directories = episodes)")
+    parser.add_argument("--instruction", help="images: instruction when instructions.json does not give one")
+    parser.add_argument("--task-ids", type=int, nargs="+", help="libero: task ids (default: all 10)")
+    parser.add_argument("--episodes-per-task", type=int, default=1, help="libero")
+    parser.add_argument("--max-steps", type=int, default=100, help="libero: policy steps per episode")
+    parser.add_argument("--verifier", default="miniature")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--no-center-crop", dest="center_crop", action="store_false")
+    parser.add_argument("--shard-steps", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--storage-dtype", choices=["auto", *sorted(STORAGE_DTYPES)], default="auto",
+                        help="auto: the verifier's dtype")
+
+
+def collect(args) -> Path:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    verifier = load_verifier(args.verifier, args.device, args.dtype)
+    source = {key: value for key, value in vars(args).items() if key != "out"}
+    source = json.loads(json.dumps(source, default=str))
+    writer = TraceWriter(args.out, verifier, source, args.shard_steps, args.storage_dtype)
+    collector = Collector(verifier, writer, args.center_crop)
+    if args.source == "synthetic":
+        episodes = (synthetic_episode(args.seed + index, args.steps_per_episode) for index in range(args.episodes))
+        collect_episodes(collector, tqdm(episodes, total=args.episodes, desc="episodes"))
+    elif args.source == "images":
+        if args.images is None:
+            raise SystemExit("--source images needs --images DIR")
+        collect_episodes(collector, tqdm(list(image_episodes(args.images, args.instruction)), desc="episodes"))
+    else:
+        collect_libero(collector, args.task_ids, args.episodes_per_task, args.max_steps, args.seed)
+    path = writer.close()
+    print(f"wrote {writer.manifest['num_steps']} steps ({writer.manifest['dropped_noops']} no-ops dropped) to {path}")
+    return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="spec-vla-collect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    collect(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
