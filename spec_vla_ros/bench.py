@@ -7,6 +7,8 @@ import importlib
 # subcommand -> (module with add_arguments(parser) and run(args), help)
 BENCHMARKS = {
     "verifier": ("spec_vla_ros.vla.benchmark", "verifier alone: load, prefill, per-token and per-action latency"),
+    "decode": ("spec_vla_ros.decoding.benchmark", "AR vs drafts x acceptance rules x num_draft_tokens"),
+    "ros": ("spec_vla_ros.ros_benchmark", "ROS overhead per action: image stamp -> action publish minus decode"),
     "sim": ("sim_bridge.benchmark", "LIBERO-GOAL simulator: s/step with and without rendering, s/episode, bridge overhead"),
 }
 

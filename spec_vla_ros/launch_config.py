@@ -1,0 +1,184 @@
+"""The package's node graphs, defined once: `ros2 launch` files and the pip-only runner
+(`spec-vla-launch`) both read them, so the two cannot drift apart.
+
+A configuration names its launch arguments and its nodes (executable, node name, remappings,
+which launch argument sets which parameter). `resolve()` turns argument values into the list
+of nodes to start; `generate_launch_description()` wraps the same list in launch_ros actions.
+
+Every launch argument except `record` defaults to '' = "keep the parameters file's value", so
+the parameters file (config/<configuration>.yaml, or `params_file:=`) is the one place where
+defaults for a configuration live. The run ends when a node marked `ends_run` exits (the
+LIBERO bridge, after its episodes) or when any node fails.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PACKAGE = "spec_vla_ros"
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    description: str
+    default: str = ""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    executable: str                        # console script of this package
+    name: str                              # node name
+    arguments: dict = field(default_factory=dict)            # launch argument -> parameter
+    remappings: tuple = ()                 # (from, to) pairs
+    remapping_arguments: dict = field(default_factory=dict)  # topic -> launch argument naming its target
+    condition: str = ""                    # launch argument that must be true for the node to start
+    ends_run: bool = False                 # its exit ends the whole run
+
+
+@dataclass(frozen=True)
+class Configuration:
+    description: str
+    params_file: str                       # file name under config/
+    arguments: tuple
+    nodes: tuple
+
+
+@dataclass(frozen=True)
+class ResolvedNode:
+    """One node to start: what both the launch file and the runner pass to it."""
+    executable: str
+    name: str
+    params_file: str
+    remappings: tuple
+    parameters: dict                       # typed values, overriding the parameters file
+    ends_run: bool = False
+
+
+POLICY_ARGUMENTS = (
+    Argument("draft", "draft model: none | mamba | llama | history"),
+    Argument("num_draft_tokens", "tokens the draft proposes per verifier pass"),
+    Argument("acceptance", "strict | relaxed"),
+    Argument("relaxed_threshold", "relaxed acceptance: largest accepted token distance"),
+    Argument("verifier", "'miniature' or an OpenVLA HF directory"),
+)
+POLICY_PARAMETERS = {argument.name: argument.name for argument in POLICY_ARGUMENTS}
+PARAMS_FILE_ARGUMENT = Argument("params_file", "parameters file for all nodes ('' = the configuration's own)")
+
+CONFIGURATIONS = {
+    "libero_goal": Configuration(
+        description="policy + LIBERO-GOAL bridge (+ bag recorder with record:=true); ends after the episodes",
+        params_file="libero_goal.yaml",
+        arguments=POLICY_ARGUMENTS + (
+            PARAMS_FILE_ARGUMENT,
+            Argument("record", "record a rosbag2 (MCAP) bag of the run", "false"),
+            Argument("bag", "bag directory to create"),
+            Argument("task_ids", "LIBERO-GOAL task ids, e.g. [0, 3]"),
+            Argument("episodes_per_task", "episodes per task"),
+            Argument("max_steps", "policy steps before an episode counts as failed"),
+        ),
+        nodes=(
+            NodeSpec("bag_recorder", "bag_recorder", arguments={"bag": "output"}, condition="record"),
+            NodeSpec("policy_node", "spec_vla_policy", arguments=POLICY_PARAMETERS),
+            NodeSpec("libero_bridge_node", "libero_goal_bridge", ends_run=True,
+                     arguments={"task_ids": "task_ids", "episodes_per_task": "episodes_per_task",
+                                "max_steps": "max_steps"}),
+        ),
+    ),
+    "hardware": Configuration(
+        description="policy only, on a real robot's camera and command topics; dry_run by default",
+        params_file="hardware.yaml",
+        arguments=POLICY_ARGUMENTS + (
+            PARAMS_FILE_ARGUMENT,
+            Argument("dry_run", "compute and log actions without publishing motion"),
+            Argument("camera_topic", "the robot's RGB camera", "/camera/camera/color/image_raw"),
+            Argument("twist_topic", "MoveIt Servo's twist command input", "/servo_node/delta_twist_cmds"),
+            Argument("gripper_topic", "gripper opening command in [0, 1], 1 = open", "/gripper/opening"),
+        ),
+        nodes=(
+            NodeSpec("policy_node", "spec_vla_policy", arguments={**POLICY_PARAMETERS, "dry_run": "dry_run"},
+                     remapping_arguments={"camera/image_raw": "camera_topic",
+                                          "servo/delta_twist_cmds": "twist_topic",
+                                          "gripper": "gripper_topic"}),
+        ),
+    ),
+}
+
+
+def config_dir() -> Path:
+    """config/ of a source checkout, else of the installed package (colcon or pip)."""
+    checkout = Path(__file__).resolve().parents[1] / "config"
+    if checkout.is_dir():
+        return checkout
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        try:
+            return Path(get_package_share_directory(PACKAGE)) / "config"
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return Path(sys.prefix) / "share" / PACKAGE / "config"
+
+
+def truthy(value: str) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes", "on")
+
+
+def resolve(configuration_name: str, argument_values: dict | None = None) -> list[ResolvedNode]:
+    """The nodes to start for `name:=value` launch arguments; ValueError for unknown names."""
+    if configuration_name not in CONFIGURATIONS:
+        raise ValueError(f"unknown configuration '{configuration_name}'; expected one of {sorted(CONFIGURATIONS)}")
+    configuration = CONFIGURATIONS[configuration_name]
+    values = {argument.name: argument.default for argument in configuration.arguments}
+    unknown = sorted(set(argument_values or {}) - set(values))
+    if unknown:
+        raise ValueError(f"unknown launch argument(s) {unknown} for '{configuration_name}'; "
+                         f"expected some of {sorted(values)}")
+    values.update({name: str(value) for name, value in (argument_values or {}).items()})
+    params_file = values["params_file"] or str(config_dir() / configuration.params_file)
+    nodes = []
+    for spec in configuration.nodes:
+        if spec.condition and not truthy(values[spec.condition]):
+            continue
+        parameters = {parameter: yaml.safe_load(values[argument])
+                      for argument, parameter in spec.arguments.items() if values[argument] != ""}
+        remappings = tuple(spec.remappings) + tuple(
+            (topic, values[argument]) for topic, argument in spec.remapping_arguments.items() if values[argument])
+        nodes.append(ResolvedNode(spec.executable, spec.name, params_file, remappings, parameters, spec.ends_run))
+    return nodes
+
+
+def generate_launch_description(configuration_name: str):
+    """launch_ros description of a configuration (needs ROS 2's `launch` and `launch_ros`)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+    from launch.events import Shutdown
+    from launch_ros.actions import Node
+
+    configuration = CONFIGURATIONS[configuration_name]
+
+    def end_run_if(ends_run: bool):
+        def on_exit(event, _context):
+            if ends_run or event.returncode != 0:
+                return [EmitEvent(event=Shutdown(reason=f"{event.action.name} exited with {event.returncode}"))]
+            return None
+        return on_exit
+
+    def nodes(context):
+        values = {argument.name: context.launch_configurations[argument.name] for argument in configuration.arguments}
+        actions = []
+        for node in resolve(configuration_name, values):
+            action = Node(package=PACKAGE, executable=node.executable, name=node.name, output="screen",
+                          parameters=[node.params_file, node.parameters], remappings=list(node.remappings))
+            actions += [action, RegisterEventHandler(OnProcessExit(target_action=action,
+                                                                   on_exit=end_run_if(node.ends_run)))]
+        return actions
+
+    return LaunchDescription(
+        [DeclareLaunchArgument(argument.name, default_value=argument.default, description=argument.description)
+         for argument in configuration.arguments] + [OpaqueFunction(function=nodes)])

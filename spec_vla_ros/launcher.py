@@ -1,0 +1,178 @@
+"""`spec-vla-launch CONFIGURATION [name:=value ...]`: the launch files' node graphs without
+ROS 2's `launch` (not on PyPI). Reads the same spec_vla_ros.launch_config.
+
+Each node is a separate process (its console script with `--ros-args --params-file ... -r from:=to
+-p name:=value`), talking over real DDS. The run ends when the node marked `ends_run` exits (the
+LIBERO bridge after its episodes) or a node fails; Ctrl-C / SIGTERM end it too. Stopping goes in
+reverse start order, so the recorder, started first, is the last to close: each node gets SIGINT,
+then SIGTERM and SIGKILL if it does not exit in time.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .launch_config import CONFIGURATIONS, ResolvedNode, resolve
+
+SIGINT_TIMEOUT_S = 15.0       # the bridge may be in a ~10 s environment reset
+SIGTERM_TIMEOUT_S = 5.0
+POLL_PERIOD_S = 0.2
+
+
+def executable_path(executable: str) -> str:
+    """The console script next to this Python (a venv's bin/) or next to the running command
+    (colcon installs them in lib/spec_vla_ros/), else on PATH."""
+    for directory in (Path(sys.executable).parent, Path(sys.argv[0]).resolve().parent):
+        if (directory / executable).is_file():
+            return str(directory / executable)
+    found = shutil.which(executable)
+    if found is None:
+        raise FileNotFoundError(f"executable '{executable}' not found; install the package (pip install -e .)")
+    return found
+
+
+def node_command(node: ResolvedNode) -> list[str]:
+    command = [executable_path(node.executable), "--ros-args", "-r", f"__node:={node.name}",
+               "--params-file", node.params_file]
+    for source, target in node.remappings:
+        command += ["-r", f"{source}:={target}"]
+    for name, value in node.parameters.items():
+        command += ["-p", f"{name}:={json.dumps(value)}"]     # JSON is YAML, which rcl parses
+    return command
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the launcher dies without stopping them (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Launcher:
+    """Starts resolved nodes, waits for the end of the run, stops them in order.
+
+    `log_dir` None: children write to this terminal; else each to `<log_dir>/<node>.log`.
+    """
+
+    def __init__(self, nodes: list[ResolvedNode], log_dir: Path | None = None, cwd=None):
+        self.nodes, self.log_dir, self.cwd = nodes, log_dir, cwd
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.stop_requested = threading.Event()
+
+    def start(self) -> None:
+        if self.log_dir is not None:
+            Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        for node in self.nodes:
+            output = None if self.log_dir is None else open(Path(self.log_dir) / f"{node.name}.log", "w")
+            command = node_command(node)
+            log(f"starting {node.name}: {shlex.join(command)}")
+            # A session of its own: Ctrl-C reaches the launcher only, which stops the nodes in order.
+            self.processes[node.name] = subprocess.Popen(
+                command, cwd=self.cwd, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL,
+                stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True,
+                preexec_fn=_die_with_parent)
+            if output is not None:
+                output.close()
+
+    def poll(self) -> int | None:
+        """None while the run goes on, else its exit code: that of the node that ended it, 0 on request."""
+        if self.stop_requested.is_set():
+            log("stop requested")
+            return 0
+        for node in self.nodes:
+            code = self.processes[node.name].poll()
+            if code is None:
+                continue
+            if node.ends_run and code == 0:
+                log(f"{node.name} finished")
+                return 0
+            if code != 0 or node.ends_run:
+                log(f"{node.name} exited with code {code}; stopping the run")
+                return code or 1
+        return None
+
+    def wait(self) -> int:
+        while (code := self.poll()) is None:
+            self.stop_requested.wait(POLL_PERIOD_S)
+        return code
+
+    def stop(self) -> dict[str, int]:
+        """Stop every node still running, in reverse start order; returns the exit codes."""
+        for node in reversed(self.nodes):
+            process = self.processes.get(node.name)
+            if process is None or process.poll() is not None:
+                continue
+            for sent, timeout_s in ((signal.SIGINT, SIGINT_TIMEOUT_S), (signal.SIGTERM, SIGTERM_TIMEOUT_S),
+                                    (signal.SIGKILL, None)):
+                process.send_signal(sent)
+                try:
+                    process.wait(timeout_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    log(f"{node.name} did not exit within {timeout_s:.0f} s of {sent.name}")
+        return {name: process.returncode for name, process in self.processes.items()}
+
+    def run(self) -> int:
+        self.start()
+        try:
+            return self.wait()
+        finally:
+            codes = self.stop()
+            log("exit codes: " + ", ".join(f"{name} {code}" for name, code in codes.items()))
+
+
+def log(message: str) -> None:
+    print(f"[spec-vla-launch] {message}", file=sys.stderr, flush=True)
+
+
+def parse_launch_arguments(items: list[str]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        name, separator, value = item.partition(":=")
+        if not separator or not name:
+            raise ValueError(f"expected name:=value, got '{item}'")
+        values[name] = value
+    return values
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="spec-vla-launch", description=__doc__.split("\n\n")[0],
+        epilog="configurations: " + "; ".join(f"{name}: {c.description}" for name, c in CONFIGURATIONS.items()))
+    parser.add_argument("configuration", choices=sorted(CONFIGURATIONS))
+    parser.add_argument("arguments", nargs="*", metavar="name:=value", help="launch arguments, as for ros2 launch")
+    parser.add_argument("--log-dir", type=Path, help="write each node's output to DIR/<node>.log instead of here")
+    parser.add_argument("--show-args", action="store_true", help="list the launch arguments and exit")
+    parser.add_argument("--print", action="store_true", help="print the node commands and exit")
+    args = parser.parse_args(argv)
+    configuration = CONFIGURATIONS[args.configuration]
+    if args.show_args:
+        for argument in configuration.arguments:
+            print(f"{argument.name}:={argument.default!r}\n    {argument.description}")
+        return 0
+    try:
+        nodes = resolve(args.configuration, parse_launch_arguments(args.arguments))
+        commands = [node_command(node) for node in nodes]
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    if args.print:
+        print("\n".join(shlex.join(command) for command in commands))
+        return 0
+    launcher = Launcher(nodes, log_dir=args.log_dir)
+    for signal_number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signal_number, lambda *_: launcher.stop_requested.set())
+    return launcher.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

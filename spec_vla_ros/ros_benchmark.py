@@ -1,0 +1,137 @@
+"""`spec-vla-bench ros`: what ROS adds to each action of the policy node.
+
+The policy node runs as its own process (its console script, real DDS, a ROS domain of this
+benchmark's own). This process sends camera frames in lockstep (the next frame once the
+previous action's decode_stats arrived) and reads per action, from decode_stats:
+- image_to_action_ms: from the image's header stamp to the action's publication, in the node;
+- total_ms: the decode (DecodeStats), and policy_ms: the whole VLAPolicy.act (+ preprocessing).
+ROS overhead per action = image_to_action_ms - total_ms (the issue's definition); it splits into
+the image preprocessing (policy_ms - total_ms, not ROS's doing) and the rest: transport,
+conversion, hand-off to the inference thread, publishing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .launch_config import ResolvedNode, config_dir
+from .policy import PolicyConfig
+from .vla.constants import LIBERO_RENDER_SIZE
+
+NODE_START_TIMEOUT_S = 180.0
+ACTION_TIMEOUT_S = 60.0
+TARGET_OVERHEAD_MS = 2.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--actions", type=int, default=50, help="timed actions")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed actions first")
+    parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="square rgb8 frames (px)")
+    parser.add_argument("--draft", default=PolicyConfig().draft, help="none | mamba | llama | history")
+    parser.add_argument("--draft-checkpoint", default=PolicyConfig().draft_checkpoint,
+                        help="draft checkpoint directory ('' = the packaged one for the miniature)")
+    parser.add_argument("--verifier", default=PolicyConfig().verifier, help="'miniature' or an OpenVLA directory")
+    parser.add_argument("--device", default=PolicyConfig().device, help="cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    results = ros_overhead(args.actions, args.warmup, args.image_size,
+                           {"draft": args.draft, "draft_checkpoint": args.draft_checkpoint, "verifier": args.verifier,
+                            "device": args.device})
+    print(f"\nROS overhead per action: policy node, {args.image_size}x{args.image_size} rgb8, draft "
+          f"'{args.draft}', verifier '{args.verifier}' on {args.device}, {args.actions} actions\n")
+    print("| measure | median ms | p90 ms |\n|---|---|---|")
+    for label, values in results.items():
+        print(f"| {label} | {statistics.median(values):.2f} | {np.percentile(values, 90):.2f} |")
+    overhead = statistics.median(results["ROS overhead = stamp -> publish - decode"])
+    verdict = "met" if overhead <= TARGET_OVERHEAD_MS else "NOT met"
+    print(f"\ntarget: ROS overhead <= {TARGET_OVERHEAD_MS} ms median: {verdict}")
+    return 0
+
+
+def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -> dict[str, list[float]]:
+    """Per-action series in ms, by label."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from .control import decode_values
+    from .launcher import node_command
+    from .ros_conversions import image_to_msg
+
+    domain_id = 1 + os.getpid() % 100
+    environment = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
+    command = node_command(ResolvedNode("policy_node", "spec_vla_policy", str(config_dir() / "libero_goal.yaml"),
+                                        (), parameters))
+    log = tempfile.NamedTemporaryFile("w+", prefix="ros_benchmark_policy_", suffix=".log", delete=False)
+    node_process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    node = rclpy.create_node("ros_benchmark", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    received = []       # (decode_stats values, receive time ns)
+    node.create_subscription(DiagnosticArray, "decode_stats", lambda msg: received.append(
+        (decode_values((kv.key, kv.value) for kv in msg.status[0].values), node.get_clock().now().nanoseconds,
+         msg.header.stamp)), 10)
+    camera = node.create_publisher(Image, "camera/image_raw", 10)
+    instruction = node.create_publisher(String, "instruction", 10)
+
+    def spin_until(condition, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if node_process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no {what} (policy node log: {Path(log.name)})")
+            executor.spin_once(timeout_sec=0.05)
+
+    try:
+        spin_until(lambda: camera.get_subscription_count() and instruction.get_subscription_count(),
+                   NODE_START_TIMEOUT_S, "policy node subscriptions")
+        instruction.publish(String(data="put the bowl on the plate"))
+        image = np.random.default_rng(0).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+        series = {"image stamp -> action publish": [], "decode (DecodeStats.total_ms)": [],
+                  "ROS overhead = stamp -> publish - decode": [], "  of which preprocessing (resize, crop)": [],
+                  "  of which ROS (transport, conversion, hand-off, publish)": [],
+                  "sender round trip (stamp -> decode_stats received)": []}
+        for index in range(warmup + actions):
+            count = len(received)
+            msg = image_to_msg(image)
+            msg.header.stamp = node.get_clock().now().to_msg()      # as a camera driver stamps: at capture
+            camera.publish(msg)
+            spin_until(lambda: len(received) > count, ACTION_TIMEOUT_S, "action")
+            stats, received_ns, stamp = received[-1]
+            if index < warmup:
+                continue
+            stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+            series["image stamp -> action publish"].append(stats["image_to_action_ms"])
+            series["decode (DecodeStats.total_ms)"].append(stats["total_ms"])
+            series["ROS overhead = stamp -> publish - decode"].append(stats["image_to_action_ms"] - stats["total_ms"])
+            series["  of which preprocessing (resize, crop)"].append(stats["policy_ms"] - stats["total_ms"])
+            series["  of which ROS (transport, conversion, hand-off, publish)"].append(
+                stats["image_to_action_ms"] - stats["policy_ms"])
+            series["sender round trip (stamp -> decode_stats received)"].append((received_ns - stamp_ns) * 1e-6)
+        return series
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        node_process.send_signal(signal.SIGINT)
+        try:
+            node_process.wait(30)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+            node_process.wait()
+        log.close()
+        if node_process.returncode == 0:
+            os.unlink(log.name)

@@ -1,0 +1,87 @@
+"""The bag recorder as a separate process: messages published here over real DDS are in the
+bag after SIGINT, and the bag reads back with rosbags and with mcap-ros2-support."""
+import json
+import signal
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
+
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+
+from ros_helpers import Client, NodeProcess  # noqa: E402
+from spec_vla_ros.recorder_node import DEFAULT_TOPICS, NODE_NAME  # noqa: E402
+from spec_vla_ros.ros_conversions import action_to_msg, image_to_msg  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+COUNTS = {"/camera/image_raw": 5, "/instruction": 2, "/action": 4, "/episode": 1, "/extra/chatter": 3}
+
+
+@pytest.fixture
+def recorded_bag(tmp_path):
+    """Publish COUNTS messages (the camera best effort, like a camera driver; `extra/chatter`, a
+    type the recorder learns from the graph), then SIGINT the recorder right after the last one."""
+    bag = tmp_path / "bag"
+    parameters = {"output": str(bag), "topics": DEFAULT_TOPICS + ["extra/chatter"]}
+    recorder = NodeProcess("bag_recorder", NODE_NAME, parameters, tmp_path / "recorder.log", tmp_path)
+    client = Client()
+    client.watched.append(recorder)
+    episode_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    publishers = {"/camera/image_raw": client.node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data),
+                  "/instruction": client.node.create_publisher(String, "instruction", 10),
+                  "/action": client.node.create_publisher(Float64MultiArray, "action", 10),
+                  "/episode": client.node.create_publisher(String, "episode", episode_qos),
+                  "/extra/chatter": client.node.create_publisher(String, "extra/chatter", 10)}
+    image = np.arange(64 * 48 * 3, dtype=np.uint8).reshape(48, 64, 3)
+    messages = {"/camera/image_raw": lambda i: image_to_msg(image, frame_id=f"frame{i}"),
+                "/instruction": lambda i: String(data=f"instruction {i}"),
+                "/action": lambda i: action_to_msg([i, 0, 0, 0, 0, 0, 1]),
+                "/episode": lambda i: String(data=json.dumps({"episode": i, "success": False})),
+                "/extra/chatter": lambda i: String(data=f"chatter {i}")}
+    try:
+        for publisher in publishers.values():
+            client.wait_for_subscribers(publisher, timeout_s=60)
+        client.spin_for(1.0)      # the recorder moves the camera to best effort once it sees our publisher
+        for topic, count in COUNTS.items():
+            for index in range(count):
+                publishers[topic].publish(messages[topic](index))
+                client.spin_for(0.02)
+        recorder.process.send_signal(signal.SIGINT)
+        assert recorder.process.wait(30) == 0, recorder.log
+    finally:
+        client.close()
+        recorder.stop()
+    return bag, recorder.log
+
+
+def test_bag_reads_back_with_rosbags_and_mcap(recorded_bag):
+    from mcap_ros2.reader import read_ros2_messages
+    from rosbags.highlevel import AnyReader
+
+    bag, log = recorded_bag
+    assert "bag closed" in log and "best effort" in log
+    assert (bag / "metadata.yaml").exists()
+    with AnyReader([bag]) as reader:
+        counts = {connection.topic: connection.msgcount for connection in reader.connections}
+        assert {topic: count for topic, count in counts.items() if count} == COUNTS
+        assert set(counts) >= {"/" + topic for topic in DEFAULT_TOPICS}     # subscribed from the start
+        by_topic = {}
+        for connection, _timestamp, raw in reader.messages():
+            by_topic.setdefault(connection.topic, []).append(reader.deserialize(raw, connection.msgtype))
+    assert [m.header.frame_id for m in by_topic["/camera/image_raw"]] == [f"frame{i}" for i in range(5)]
+    assert by_topic["/camera/image_raw"][0].data.tobytes() == np.arange(64 * 48 * 3, dtype=np.uint8).tobytes()
+    assert [list(m.data) for m in by_topic["/action"]] == [[i, 0, 0, 0, 0, 0, 1] for i in range(4)]
+    assert by_topic["/extra/chatter"][-1].data == "chatter 2"
+
+    [mcap_file] = bag.glob("*.mcap")
+    mcap_counts = {}
+    for message in read_ros2_messages(str(mcap_file)):
+        mcap_counts[message.channel.topic] = mcap_counts.get(message.channel.topic, 0) + 1
+        if message.channel.topic == "/episode":
+            assert json.loads(message.ros_msg.data) == {"episode": 0, "success": False}
+    assert mcap_counts == COUNTS
