@@ -1,0 +1,449 @@
+"""`spec-vla-eval`: autoregressive vs speculative decoding on LIBERO-GOAL, in one process.
+
+Every configuration (`ar`, `mamba`, `llama`, `history`, each optionally `:relaxed[:T]`) drives
+one loaded verifier on the same tasks and fixed initial states. Configurations take turns
+episode by episode, so drifting machine load hits all of them alike, and speedups are ratios
+measured in the same run. Each finished episode is appended to `episodes.jsonl` in the output
+directory; rerunning the same command skips the episodes already there, so a killed run
+continues where it stopped and no episode is counted twice.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sim_bridge.libero_goal import LiberoGoalEnv, SimulatorError
+from sim_bridge.results import summarize
+
+from ..decoding.acceptance import STRICT, Acceptance
+from ..decoding.stats import DecodeStats
+from ..drafts.registry import DRAFT_NAMES
+from ..policy import PolicyConfig, VLAPolicy
+from ..vla.checkpoint import MINIATURE
+from ..vla.constants import (
+    ACTION_DIM, DEFAULT_RELAXED_THRESHOLD, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS,
+    LIBERO_GOAL_NUM_TASKS, LIBERO_RENDER_SIZE, PUBLISHED_LIBERO_GOAL_RESULTS,
+)
+from . import plots
+from .report import Column, Report, Table, draft_train_accuracy, percentile, position_outcome_counts, provenance
+
+AR = "ar"
+DEFAULT_CONFIGURATIONS = (AR, "mamba", "llama", "history")
+EPISODES_FILE = "episodes.jsonl"
+SETTINGS_FILE = "settings.json"
+REPORT_STEM = "eval"
+
+
+def parse_acceptance(text: str) -> Acceptance:
+    """`strict`, `relaxed` (Spec-VLA's threshold) or `relaxed:THRESHOLD`."""
+    rule, _, threshold = text.strip().lower().partition(":")
+    if rule == "relaxed" and threshold:
+        if not threshold.isdigit():
+            raise ValueError(f"acceptance '{text}': the relaxed threshold must be an integer >= 0")
+        return Acceptance(int(threshold))
+    if threshold:
+        raise ValueError(f"acceptance '{text}': only relaxed takes a threshold")
+    return Acceptance.from_name(rule, DEFAULT_RELAXED_THRESHOLD)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A decoding configuration, named `DRAFT[:strict|:relaxed[:THRESHOLD]]` (`ar` = no draft)."""
+    draft: str
+    acceptance: Acceptance = STRICT
+
+    @property
+    def name(self) -> str:
+        if self.draft == "none":
+            return AR
+        return self.draft if self.acceptance == STRICT else f"{self.draft}:{self.acceptance.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Configuration":
+        draft, _, rule = text.strip().lower().partition(":")
+        draft = "none" if draft == AR else draft
+        if draft not in DRAFT_NAMES:
+            raise ValueError(f"configuration '{text}': the draft must be '{AR}' or one of {DRAFT_NAMES[1:]}")
+        if draft == "none" and rule:
+            raise ValueError(f"configuration '{text}': '{AR}' has no acceptance rule")
+        try:
+            return cls(draft, parse_acceptance(rule) if rule else STRICT)
+        except ValueError as error:
+            raise ValueError(f"configuration '{text}': {error}") from None
+
+    def policy_config(self, base: PolicyConfig, checkpoints: dict[str, str]) -> PolicyConfig:
+        return base.replace(draft=self.draft, acceptance="strict" if self.acceptance == STRICT else "relaxed",
+                            relaxed_threshold=self.acceptance.threshold,
+                            draft_checkpoint=checkpoints.get(self.draft, ""))
+
+
+# --- running episodes ----------------------------------------------------------------------
+
+def run_episode(env: LiberoGoalEnv, policy: VLAPolicy, task_id: int, episode: int) -> dict:
+    """One episode with the policy's current decoder: the env's result record plus the decode
+    statistics of every action (the body of `run_episodes`, keeping per-step data)."""
+    policy.reset_episode()
+    step_stats: list[DecodeStats] = []
+    try:
+        observation = env.reset(task_id, episode)
+    except SimulatorError:
+        return {**env.result.as_dict(), **episode_decode_record(step_stats)}
+    instruction = env.tasks[task_id].instruction
+    while not env.done:
+        action, stats = policy.act(observation.agentview, instruction)
+        step_stats.append(stats)
+        try:
+            observation = env.step(action)
+        except ValueError:
+            continue                    # rejected by the env, counted in its result
+    return {**env.result.as_dict(), **episode_decode_record(step_stats)}
+
+
+def episode_decode_record(step_stats: list[DecodeStats]) -> dict:
+    """Per-step tokens, passes and decode time, and acceptance counts by draft position."""
+    accepted, judged = position_outcome_counts(step_stats)
+    return {"actions": len(step_stats),
+            "step_tokens": [stats.tokens for stats in step_stats],
+            "step_passes": [stats.verifier_passes for stats in step_stats],
+            "step_decode_ms": [round(stats.total_ms, 3) for stats in step_stats],
+            "draft_ms": sum(stats.draft_ms for stats in step_stats),
+            "verify_ms": sum(stats.verify_ms for stats in step_stats),
+            "position_accepted": accepted, "position_judged": judged}
+
+
+class EpisodeLog:
+    """`episodes.jsonl`: one line per finished episode, appended and synced as it finishes.
+
+    A kill can leave a half-written last line; it is cut off on open, so later appends start on a
+    clean line. Records are keyed by (configuration, task_id, episode); the first one counts.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.records: dict[tuple, dict] = {}
+        if not self.path.exists():
+            return
+        text = self.path.read_text()
+        complete = text[:text.rfind("\n") + 1]
+        if complete != text:
+            with self.path.open("r+") as stream:
+                stream.truncate(len(complete.encode()))
+        for number, line in enumerate(complete.splitlines(), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{self.path}:{number} is not a JSON record ({error}); "
+                                 "fix or delete that line to resume") from None
+            self.records.setdefault(self.key(record), record)
+
+    @staticmethod
+    def key(record: dict) -> tuple:
+        return record["configuration"], record["task_id"], record["episode"]
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        self.records.setdefault(self.key(record), record)
+
+
+def run_settings(env: LiberoGoalEnv, policy: VLAPolicy, checkpoints: dict[str, str]) -> dict:
+    """What must not change between the runs that share one output directory."""
+    config = policy.config
+    return {"verifier": config.verifier, "verifier_name": policy.verifier.name, "device": config.device,
+            "dtype": str(policy.verifier.dtype).removeprefix("torch."), "unnorm_key": config.unnorm_key,
+            "center_crop": config.center_crop, "num_draft_tokens": config.num_draft_tokens,
+            "draft_checkpoints": dict(sorted(checkpoints.items())), "max_steps": env.max_steps,
+            "num_steps_wait": env.num_steps_wait, "image_size": env.image_size, "seed": env.seed,
+            "torch_threads": torch.get_num_threads()}
+
+
+def check_settings(output_dir: Path, settings: dict) -> None:
+    """Record the settings of a new run, or refuse to resume a run made with other ones."""
+    path = output_dir / SETTINGS_FILE
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        changed = {key: (recorded.get(key), value) for key, value in settings.items() if recorded.get(key) != value}
+        if changed:
+            details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise ValueError(f"{output_dir} holds episodes run with other settings ({details}); "
+                             "choose another --output or delete that directory")
+    else:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def run_evaluation(env: LiberoGoalEnv, policy: VLAPolicy, configurations: list[Configuration],
+                   task_ids: list[int], episodes_per_task: int, output_dir: str | Path,
+                   checkpoints: dict[str, str] | None = None, progress: bool = True) -> Report:
+    """Run every (task, episode, configuration) missing from the output directory's log, then
+    write and return the report over exactly the requested ones."""
+    output_dir, checkpoints = Path(output_dir), checkpoints or {}
+    names = [configuration.name for configuration in configurations]
+    if len(set(names)) != len(names):
+        raise ValueError(f"configurations repeat: {names}")
+    base = policy.config
+    check_settings(output_dir, run_settings(env, policy, checkpoints))
+    log = EpisodeLog(output_dir / EPISODES_FILE)
+    schedule = [(task_id, episode, configuration)
+                for task_id, episode in env.episode_schedule(task_ids, episodes_per_task)
+                for configuration in configurations]
+    pending = [item for item in schedule if (item[2].name, item[0], item[1]) not in log.records]
+    decoders = {configuration.name: policy.build_decoder(configuration.policy_config(base, checkpoints))
+                for configuration in {item[2] for item in pending}}
+    original = policy.decoder
+    try:
+        bar = tqdm(pending, unit="episode", disable=not progress, desc="spec-vla-eval",
+                   initial=len(schedule) - len(pending), total=len(schedule))
+        for task_id, episode, configuration in bar:
+            bar.set_description(f"{configuration.name} task {task_id} episode {episode}")
+            policy.set_decoder(decoders[configuration.name], configuration.policy_config(base, checkpoints))
+            record = run_episode(env, policy, task_id, episode)
+            log.append({"configuration": configuration.name, **record})
+            bar.set_postfix(seconds=f"{record['wall_seconds']:.1f}", success=record["success"])
+    finally:
+        policy.set_decoder(original, base)
+    records = [log.records[(configuration.name, task_id, episode)] for task_id, episode, configuration in schedule]
+    settings = json.loads((output_dir / SETTINGS_FILE).read_text())
+    report = build_report(records, configurations, settings, output_dir)
+    report.write(output_dir, REPORT_STEM)
+    return report
+
+
+# --- the report ----------------------------------------------------------------------------
+
+def decode_summary(records: list[dict]) -> dict:
+    """Acceptance length (tokens per verifier pass), passes and decode ms per action."""
+    actions = sum(record["actions"] for record in records)
+    passes = sum(sum(record["step_passes"]) for record in records)
+    decode_ms = [ms for record in records for ms in record["step_decode_ms"]]
+    return {"actions": actions,
+            "acceptance_length": ACTION_DIM * actions / passes if passes else None,
+            "passes_per_action": passes / actions if actions else None,
+            "ms_per_action": statistics.fmean(decode_ms) if decode_ms else None,
+            "ms_per_action_median": percentile(decode_ms, 50),
+            "ms_per_action_p90": percentile(decode_ms, 90),
+            "draft_ms_per_action": sum(r["draft_ms"] for r in records) / actions if actions else None,
+            "verify_ms_per_action": sum(r["verify_ms"] for r in records) / actions if actions else None}
+
+
+def episode_summary(records: list[dict]) -> dict:
+    """The results files' summary (success, steps, seconds) plus the spread of seconds per episode."""
+    overall = summarize(records)["overall"]
+    seconds = [record["wall_seconds"] for record in records]
+    return {"episodes": overall["episodes"], "successes": overall["successes"],
+            "success_rate": overall["success_rate"], "mean_steps": overall["mean_steps"],
+            "mean_episode_s": overall["mean_wall_seconds"],
+            "std_episode_s": statistics.stdev(seconds) if len(seconds) > 1 else None,
+            "rejected_actions": overall["rejected_actions"]}
+
+
+def same_actions(records: list[dict], reference: list[dict]) -> float | None:
+    """Share of episodes whose action tokens equal the reference's on the same task and initial state."""
+    tokens = {(r["task_id"], r["episode"]): r["step_tokens"] for r in reference}
+    pairs = [(r["step_tokens"], tokens[(r["task_id"], r["episode"])]) for r in records
+             if (r["task_id"], r["episode"]) in tokens]
+    return sum(mine == theirs for mine, theirs in pairs) / len(pairs) if pairs else None
+
+
+def ratio(numerator, denominator):
+    return numerator / denominator if numerator is not None and denominator else None
+
+
+def group_row(records: list[dict], reference: list[dict] | None) -> dict:
+    """One table row; speedups and action agreement are against the reference (AR) records of the
+    same tasks and episodes, from this run."""
+    row = {**episode_summary(records), **decode_summary(records)}
+    if reference:
+        ar = {**episode_summary(reference), **decode_summary(reference)}
+        row.update(speedup_episode=ratio(ar["mean_episode_s"], row["mean_episode_s"]),
+                   speedup_action=ratio(ar["ms_per_action"], row["ms_per_action"]),
+                   same_actions_as_ar=same_actions(records, reference))
+    return row
+
+
+def build_report(records: list[dict], configurations: list[Configuration], settings: dict,
+                 figure_dir: Path) -> Report:
+    by_configuration = {c.name: [r for r in records if r["configuration"] == c.name] for c in configurations}
+    reference = by_configuration.get(AR)
+    task_ids = sorted({record["task_id"] for record in records})
+    episodes_per_task = max(len({r["episode"] for r in records if r["task_id"] == t}) for t in task_ids)
+    caption = provenance(settings["verifier_name"], settings["device"], settings["dtype"],
+                         f"LIBERO-GOAL in-process, {len(task_ids)} task(s) x {episodes_per_task} episode(s), "
+                         f"max_steps {settings['max_steps']}, {settings['image_size']} px renders, "
+                         f"num_draft_tokens {settings['num_draft_tokens']}, "
+                         f"drafts: {draft_checkpoint_description(settings)}")
+
+    overall, per_task, positions = [], [], []
+    for configuration in configurations:
+        rows = by_configuration[configuration.name]
+        overall.append({"configuration": configuration.name, "draft": configuration.draft,
+                        "acceptance": configuration.acceptance.name,
+                        "draft_train_accuracy": draft_train_accuracy(
+                            configuration.draft, settings["draft_checkpoints"].get(configuration.draft, ""),
+                            settings["verifier_name"]),
+                        **group_row(rows, reference)})
+        for task_id in task_ids:
+            task_rows = [r for r in rows if r["task_id"] == task_id]
+            task_reference = reference and [r for r in reference if r["task_id"] == task_id]
+            per_task.append({"task_id": task_id, "instruction": task_rows[0]["instruction"],
+                             "configuration": configuration.name, **group_row(task_rows, task_reference)})
+        if configuration.draft != "none":
+            accepted, judged = summed_position_counts(rows)
+            positions.append({"configuration": configuration.name, "accepted": accepted, "judged": judged,
+                              **{f"position_{i + 1}": ratio(accepted[i], judged[i]) for i in range(ACTION_DIM)}})
+
+    def per_task_and_all(key: str) -> dict[str, list]:
+        return {row["configuration"]: [r[key] for r in per_task if r["configuration"] == row["configuration"]]
+                + [row[key]] for row in overall}
+
+    first = records[0]          # the first (task, episode) of the schedule, run by every configuration
+    figures = [
+        plots.grouped_bars(figure_dir / "seconds_per_episode.png", "Seconds per episode (mean, std)", "s",
+                           [f"task {t}" for t in task_ids] + ["all"], per_task_and_all("mean_episode_s"), caption,
+                           errors=per_task_and_all("std_episode_s")),
+        plots.acceptance_length_histogram(
+            figure_dir / "acceptance_length_histogram.png",
+            {row["configuration"]: [p for r in by_configuration[row["configuration"]] for p in r["step_passes"]]
+             for row in positions}, caption),
+        plots.acceptance_by_position(figure_dir / "acceptance_by_position.png",
+                                     {row["configuration"]: (row["accepted"], row["judged"]) for row in positions},
+                                     caption),
+        plots.lines(figure_dir / "step_latency.png",
+                    f"Decode time per action over task {first['task_id']} episode {first['episode']}", "step", "ms",
+                    {name: (range(len(rows[0]["step_decode_ms"])), rows[0]["step_decode_ms"])
+                     for name, rows in by_configuration.items()}, caption),
+    ]
+    tables = [
+        Table("configurations", "Per configuration", CONFIGURATION_COLUMNS, overall,
+              note="Speedups and 'same actions as AR' compare with the AR episodes of this run (same tasks and "
+                   "initial states). Acceptance length = action tokens per verifier pass (AR = 1). Decode ms "
+                   "excludes image preprocessing and the simulator; seconds per episode include both."),
+        Table("tasks", "Per task", TASK_COLUMNS, per_task),
+        Table("positions", "Acceptance by draft position (accepted / judged proposals)", POSITION_COLUMNS, positions),
+        Table("published", "Published results (not measured here)", PUBLISHED_COLUMNS,
+              [dict(row) for row in PUBLISHED_LIBERO_GOAL_RESULTS],
+              note="Measured by the sources with the real OpenVLA-7B on their own hardware; '–' = not reported "
+                   "(hardware included). Compare ratios (speedup, acceptance length), not absolute seconds."),
+    ]
+    return Report("LIBERO-GOAL: autoregressive vs speculative decoding", caption, tables, figures,
+                  extra={"settings": settings, "configurations": [c.name for c in configurations]})
+
+
+def summed_position_counts(records: list[dict]) -> tuple[list[int], list[int]]:
+    accepted, judged = [0] * ACTION_DIM, [0] * ACTION_DIM
+    for record in records:
+        for i in range(ACTION_DIM):
+            accepted[i] += record["position_accepted"][i]
+            judged[i] += record["position_judged"][i]
+    return accepted, judged
+
+
+def draft_checkpoint_description(settings: dict) -> str:
+    explicit = settings["draft_checkpoints"]
+    return ", ".join(f"{name}={path}" for name, path in explicit.items()) if explicit else \
+        "packaged checkpoints (trained for the miniature)" if settings["verifier"] == MINIATURE else "packaged"
+
+
+CONFIGURATION_COLUMNS = [
+    Column("configuration", "configuration"), Column("draft_train_accuracy", "draft train acc", ".2%"),
+    Column("episodes", "episodes"), Column("success_rate", "success", ".0%"),
+    Column("mean_episode_s", "s / episode", ".2f"), Column("std_episode_s", "std s", ".2f"),
+    Column("speedup_episode", "speedup (episode)", ".2f"), Column("acceptance_length", "acceptance length", ".2f"),
+    Column("passes_per_action", "passes / action", ".2f"), Column("ms_per_action", "decode ms / action", ".1f"),
+    Column("ms_per_action_median", "median", ".1f"), Column("ms_per_action_p90", "p90", ".1f"),
+    Column("speedup_action", "speedup (decode)", ".2f"), Column("same_actions_as_ar", "same actions as AR", ".0%"),
+]
+TASK_COLUMNS = [
+    Column("task_id", "task"), Column("configuration", "configuration"), Column("episodes", "episodes"),
+    Column("success_rate", "success", ".0%"), Column("mean_episode_s", "s / episode", ".2f"),
+    Column("std_episode_s", "std s", ".2f"), Column("speedup_episode", "speedup (episode)", ".2f"),
+    Column("acceptance_length", "acceptance length", ".2f"), Column("passes_per_action", "passes / action", ".2f"),
+    Column("ms_per_action", "decode ms / action", ".1f"), Column("speedup_action", "speedup (decode)", ".2f"),
+]
+POSITION_COLUMNS = [Column("configuration", "configuration")] + [
+    Column(f"position_{i + 1}", str(i + 1), ".0%") for i in range(ACTION_DIM)]
+PUBLISHED_COLUMNS = [
+    Column("source", "source"), Column("hardware", "hardware"), Column("configuration", "configuration"),
+    Column("draft_train_accuracy", "draft train acc", ".2%"), Column("success_rate", "success", ".1%"),
+    Column("mean_episode_s", "s / episode", ".2f"), Column("std_episode_s", "std s", ".2f"),
+    Column("speedup", "speedup", ".2f"), Column("acceptance_length", "acceptance length", ".2f"),
+]
+
+
+# --- command line --------------------------------------------------------------------------
+
+def parse_checkpoints(items: list[str]) -> dict[str, str]:
+    checkpoints = {}
+    for item in items:
+        draft, separator, path = item.partition("=")
+        if not separator or draft not in ("mamba", "llama"):
+            raise ValueError(f"--checkpoint takes mamba=PATH or llama=PATH, got '{item}'")
+        checkpoints[draft] = path
+    return checkpoints
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="spec-vla-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configurations", nargs="+", default=list(DEFAULT_CONFIGURATIONS),
+                        help="ar | mamba | llama | history, each optionally :relaxed or :relaxed:THRESHOLD")
+    parser.add_argument("--tasks", nargs="+", type=int, default=list(range(LIBERO_GOAL_NUM_TASKS)),
+                        help="LIBERO-GOAL task ids (0-9)")
+    parser.add_argument("--episodes", type=int, default=LIBERO_EPISODES_PER_TASK,
+                        help="episodes per task, i.e. initial states 0..N-1 (full evaluation: 50)")
+    parser.add_argument("--max-steps", type=int, default=LIBERO_GOAL_MAX_STEPS,
+                        help="policy steps per episode (LIBERO-GOAL: 300)")
+    parser.add_argument("--output", type=Path, default=Path("runs/eval"),
+                        help="report directory; rerunning with the same one resumes")
+    parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--num-draft-tokens", type=int, default=PolicyConfig.num_draft_tokens)
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
+                        help="draft checkpoint for mamba or llama (default: the packaged one)")
+    parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="rendered image size")
+    parser.add_argument("--seed", type=int, default=0, help="env seed (fixture placement per episode)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    base = PolicyConfig(verifier=args.verifier, device=args.device, dtype=args.dtype, draft="none",
+                        num_draft_tokens=args.num_draft_tokens)
+    try:
+        configurations = [Configuration.parse(text) for text in args.configurations]
+        checkpoints = parse_checkpoints(args.checkpoint)
+        for configuration in configurations:      # cheap checks (checkpoints included) before anything loads
+            VLAPolicy.validate(configuration.policy_config(base, checkpoints))
+    except ValueError as error:
+        parser.error(str(error))
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    policy = VLAPolicy(base)
+    try:
+        with LiberoGoalEnv(image_size=args.image_size, max_steps=args.max_steps, seed=args.seed) as env:
+            report = run_evaluation(env, policy, configurations, args.tasks, args.episodes, args.output,
+                                    checkpoints, progress=not args.no_progress)
+    except ValueError as error:                   # e.g. an output directory of a run with other settings
+        print(f"spec-vla-eval: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished episodes are kept in {args.output / EPISODES_FILE}; "
+              "rerun the same command to continue", file=sys.stderr)
+        return 130
+    print(report.markdown(args.output))
+    print(f"\nreport: {args.output / (REPORT_STEM + '.md')} (+ .json, .csv, .png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""`spec-vla-harness`: benchmark draft models offline, without the simulator or ROS nodes.
+
+The verifier's greedy outputs are recorded once (traces from `spec-vla-collect`, or computed
+here from the images and instructions of a bag) and replayed: a `ReplaySession` stands in for
+the verifier's `VerifierSession`, so the real `Decoder` loop runs unchanged around any draft.
+Per draft, acceptance rule and `num_draft_tokens`: acceptance length, verifier passes per
+action, acceptance by draft position, teacher-forced token accuracy per action dimension and
+draft milliseconds per proposed token.
+
+Strict acceptance replays exactly: every accepted prefix is the greedy one, whose verifier
+outputs are recorded. Relaxed acceptance is an approximation: after a kept-but-different draft
+token the real verifier would continue from another prefix, whose outputs are not recorded;
+the replay serves the recorded greedy continuation instead.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..decoding.acceptance import Acceptance
+from ..decoding.decoder import Decoder
+from ..decoding.stats import DecodeStats
+from ..drafts.base import Draft
+from ..drafts.registry import DRAFT_NAMES, check_draft_config, load_draft
+from ..training.collect import Trace, read_traces, trace_action
+from ..vla.checkpoint import MINIATURE, LoadedVerifier, load_verifier
+from ..vla.constants import ACTION_DIM, ACTION_NAMES, EOS_TOKEN_ID
+from ..vla.preprocess import pixel_values
+from ..vla.prompt import prompt_token_ids
+from ..vla.session import VerifierStep
+from . import plots
+from .bags import read_bag
+from .evaluate import parse_acceptance
+from .report import Column, Report, Table, draft_train_accuracy, position_outcome_counts, provenance
+
+DEFAULT_DRAFTS = ("mamba", "llama", "history")
+DEFAULT_RULES = ("strict", "relaxed")         # relaxed: Spec-VLA's threshold
+REPORT_STEM = "harness"
+
+
+@dataclass
+class ReplayStep(VerifierStep):
+    """A verifier pass whose greedy tokens are the recorded ones. The Decoder reads only
+    `greedy()`, so no [k, vocab] logits are materialized (logits is None)."""
+    tokens: list[int] = field(default_factory=list)
+
+    def greedy(self) -> list[int]:
+        return self.tokens
+
+
+class ReplaySession:
+    """Serves one recorded greedy action as if the verifier computed it (the VerifierSession API).
+
+    Cache positions are the prompt's P positions, then the action tokens fed so far. The greedy
+    token at the last prompt position is recorded token 0, at the position holding the j-th fed
+    token recorded token j + 1; hidden states are the recorded ones at those positions. The
+    recording ends with the hidden state of the sixth action token: the seventh token's (only
+    reached when a draft proposes the whole action before the prefill) is served as zeros.
+    """
+
+    def __init__(self, trace: Trace, model):
+        self.trace, self.model = trace, model
+        self.fed: list[int] = []
+        self.passes = 0
+        self.prefilled = False
+
+    @property
+    def length(self) -> int:
+        return self.trace.prompt_length + len(self.fed) if self.prefilled else 0
+
+    def prefill(self, pixel_values, prompt_ids, proposals=()) -> ReplayStep:
+        self.prefilled, self.fed = True, list(proposals)
+        embeds = self.trace.input_embeds
+        if self.fed:
+            embeds = torch.cat([embeds, self._embed(self.fed)])
+        return self._step(0, self.trace.prompt_length - 1, embeds)
+
+    def extend(self, token_ids: list[int]) -> ReplayStep:
+        if not self.prefilled:
+            raise RuntimeError("extend() before prefill()")
+        start = self.length
+        self.fed += token_ids
+        return self._step(start, start, self._embed(token_ids))
+
+    def truncate(self, length: int) -> None:
+        del self.fed[max(0, length - self.trace.prompt_length):]
+
+    def _step(self, start: int, first_prediction: int, input_embeds: torch.Tensor) -> ReplayStep:
+        """Positions start..length-1 were fed in this pass; predictions are served from `first_prediction`."""
+        self.passes += 1
+        recorded, end = self.trace.hidden, self.length
+        hidden = recorded[start:end]
+        if end > len(recorded):
+            hidden = torch.cat([hidden, recorded.new_zeros(end - max(start, len(recorded)), recorded.shape[1])])
+        offset = 1 - self.trace.prompt_length               # position -> index of the action token predicted there
+        tokens = [self.trace.tokens[p + offset] if p + offset < ACTION_DIM else EOS_TOKEN_ID
+                  for p in range(first_prediction, end)]
+        return ReplayStep(logits=None, hidden=hidden, input_embeds=input_embeds, tokens=tokens)
+
+    def _embed(self, tokens: list[int]) -> torch.Tensor:
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.trace.hidden.device)
+        return self.model.embed_tokens(ids)[0].to(self.trace.hidden.dtype)
+
+
+# --- recorded verifier outputs -------------------------------------------------------------
+
+Episodes = list  # list of episodes, each a list of Traces in control-step order
+
+
+def trace_episodes(directory: Path, verifier: LoadedVerifier) -> tuple[Episodes, str]:
+    """Traces from `spec-vla-collect`, grouped by episode, on the verifier's device and dtype."""
+    manifest, steps = read_traces(directory)
+    if manifest["verifier"] != verifier.name:
+        raise ValueError(f"{directory} holds traces of verifier '{manifest['verifier']}', not of '{verifier.name}' "
+                         "(pass the same --verifier the traces were collected with)")
+    episodes: dict = {}
+    for step in steps:
+        episodes.setdefault(step["episode"], []).append(Trace(
+            step["tokens"].tolist(), step["hidden"].to(verifier.device, verifier.dtype),
+            step["input_embeds"].to(verifier.device, verifier.dtype)))
+    description = (f"{len(steps)} recorded actions in {len(episodes)} episode(s) from traces {directory} "
+                   f"(features stored in {manifest['storage_dtype']}, {manifest['dropped_noops']} no-op steps "
+                   "dropped at collection)")
+    return list(episodes.values()), description
+
+
+def bag_observation_episodes(path: Path) -> list[tuple[str, list]]:
+    """(instruction, camera frames) per episode from a bag: the frames the policy acted on (their
+    stamps appear in decode_stats; every frame if the bag has none), split at each episode result
+    and each change of instruction. Reads the camera topic, which `bags.read_bag` does not."""
+    from rosbags.highlevel import AnyReader
+
+    from ..ros_conversions import msg_to_image
+
+    acted = {stats["image_stamp_ns"] for stats in read_bag(path).decode_stats}
+    episodes, instruction, frames = [], None, []
+
+    def close_episode():
+        if frames:
+            episodes.append((instruction, frames[:]))
+            frames.clear()
+
+    with AnyReader([Path(path)]) as reader:
+        wanted = [c for c in reader.connections if c.topic.split("/")[-2:] == ["camera", "image_raw"]
+                  or c.topic.rsplit("/", 1)[-1] in ("instruction", "episode")]
+        for connection, _, raw in reader.messages(connections=wanted) if wanted else ():   # none = all, in rosbags
+            msg = reader.deserialize(raw, connection.msgtype)
+            name = connection.topic.rsplit("/", 1)[-1]
+            if name == "episode":
+                close_episode()
+            elif name == "instruction":
+                if msg.data != instruction:
+                    close_episode()
+                    instruction = msg.data
+            elif instruction is not None and (not acted or msg.header.stamp.sec * 1_000_000_000
+                                              + msg.header.stamp.nanosec in acted):
+                frames.append(msg_to_image(msg))
+    close_episode()
+    if not episodes:
+        raise ValueError(f"{path}: no camera/image_raw frames with an instruction before them")
+    return episodes
+
+
+def bag_episodes(bag: Path, verifier: LoadedVerifier, center_crop: bool = True) -> tuple[Episodes, str]:
+    """The bag's observations, decoded greedily by the verifier here, with their features."""
+    episodes = []
+    for instruction, images in tqdm(bag_observation_episodes(bag), desc="verifier on bag frames", unit="episode"):
+        prompt_ids = prompt_token_ids(verifier.tokenizer, instruction)
+        episodes.append([trace_action(verifier.model, pixel_values(image, center_crop).to(verifier.device), prompt_ids)
+                         for image in images])
+    actions = sum(map(len, episodes))
+    return episodes, f"{actions} frames in {len(episodes)} episode(s) from bag {bag}, decoded by the verifier here"
+
+
+# --- measuring drafts ----------------------------------------------------------------------
+
+def replay(draft: Draft, episodes: Episodes, model, num_draft_tokens: int,
+           acceptance: Acceptance) -> list[tuple[list[int], DecodeStats]]:
+    """(tokens, stats) per recorded action, decoded by the real Decoder over ReplaySessions."""
+    current: list[Trace] = []
+    decoder = Decoder(model, draft, num_draft_tokens, acceptance,
+                      session_factory=lambda: ReplaySession(current[0], model))
+    results = []
+    for episode in episodes:
+        decoder.reset_episode()
+        for trace in episode:
+            current[:] = [trace]
+            results.append(decoder.decode(None, []))
+    return results
+
+
+@torch.inference_mode()
+def token_accuracy(draft: Draft, episodes: Episodes) -> tuple[list[int], list[int]]:
+    """Teacher-forced (correct, judged) per action dimension: the draft guesses each token given the
+    verifier's true prefix, driven through the Draft protocol as the Decoder drives it. Dimension 0
+    is judged only for drafts that propose the whole action before the prefill."""
+    correct, judged = [0] * ACTION_DIM, [0] * ACTION_DIM
+    for episode in episodes:
+        draft.reset_episode()
+        for trace in episode:
+            tokens, prompt_length = trace.tokens, trace.prompt_length
+            early = draft.propose_early(ACTION_DIM)[:ACTION_DIM]
+            for index, guess in enumerate(early):
+                correct[index] += guess == tokens[index]
+                judged[index] += 1
+            draft.begin(trace.hidden[:prompt_length], trace.input_embeds)
+            for index in range(ACTION_DIM - 1):
+                [guess] = draft.propose(tokens[index], 1) or [None]
+                correct[index + 1] += guess == tokens[index + 1]
+                judged[index + 1] += 1
+                draft.accept([tokens[index]], trace.hidden[prompt_length + index:prompt_length + index + 1])
+            draft.end_action(tokens)
+    return correct, judged
+
+
+@dataclass(frozen=True)
+class DraftUnderTest:
+    label: str
+    draft: Draft
+    checkpoint: str = ""                 # "" = packaged (mamba, llama) or none (history)
+    train_accuracy: float | None = None
+
+
+def measure(drafts: list[DraftUnderTest], episodes: Episodes, model, rules: list[Acceptance],
+            num_draft_tokens: list[int], progress: bool = True) -> dict:
+    """Rows for the report: one per (draft, rule, num_draft_tokens), plus token accuracy per draft."""
+    rows, accuracy = [], []
+    runs = [(d, rule, k) for d in drafts for rule in rules for k in num_draft_tokens]
+    for entry, rule, k in tqdm(runs, desc="spec-vla-harness", unit="run", disable=not progress):
+        decoded = replay(entry.draft, episodes, model, k, rule)
+        stats = [s for _, s in decoded]
+        recorded = [trace.tokens for episode in episodes for trace in episode]
+        passes = sum(s.verifier_passes for s in stats)
+        proposed = sum(map(sum, (s.proposed_per_pass for s in stats)))
+        accepted, judged = position_outcome_counts(stats)
+        rows.append({"draft": entry.label, "checkpoint": entry.checkpoint or None,
+                     "draft_train_accuracy": entry.train_accuracy, "acceptance": rule.name, "num_draft_tokens": k,
+                     "actions": len(stats), "acceptance_length": ACTION_DIM * len(stats) / passes,
+                     "passes_per_action": passes / len(stats),
+                     "one_pass_actions": sum(s.verifier_passes == 1 for s in stats) / len(stats),
+                     "draft_ms_per_token": sum(s.draft_ms for s in stats) / proposed if proposed else None,
+                     "draft_ms_per_action": statistics.fmean(s.draft_ms for s in stats),
+                     "same_tokens_as_verifier": sum(t == r for (t, _), r in zip(decoded, recorded)) / len(stats),
+                     "position_accepted": accepted, "position_judged": judged,
+                     "step_passes": [s.verifier_passes for s in stats]})
+    for entry in drafts:
+        correct, judged = token_accuracy(entry.draft, episodes)
+        accuracy.append({"draft": entry.label, "correct": correct, "judged": judged,
+                         **{name: correct[i] / judged[i] if judged[i] else None
+                            for i, name in enumerate(ACTION_NAMES)}})
+    return {"runs": rows, "token_accuracy": accuracy}
+
+
+# --- the report ----------------------------------------------------------------------------
+
+RUN_COLUMNS = [
+    Column("draft", "draft"), Column("draft_train_accuracy", "draft train acc", ".2%"),
+    Column("acceptance", "acceptance"), Column("num_draft_tokens", "k"), Column("actions", "actions"),
+    Column("acceptance_length", "acceptance length", ".2f"), Column("passes_per_action", "passes / action", ".2f"),
+    Column("one_pass_actions", "1-pass actions", ".0%"), Column("draft_ms_per_token", "draft ms / token", ".3f"),
+    Column("draft_ms_per_action", "draft ms / action", ".2f"),
+    Column("same_tokens_as_verifier", "same tokens as verifier", ".0%"),
+]
+ACCURACY_COLUMNS = [Column("draft", "draft")] + [Column(name, name, ".0%") for name in ACTION_NAMES]
+
+
+def build_report(measured: dict, caption: str, figure_dir: Path) -> Report:
+    runs = measured["runs"]
+    run_label = [f"{row['draft']} {row['acceptance']} k={row['num_draft_tokens']}" for row in runs]
+    positions = [{"run": label, **{f"position_{i + 1}": row["position_accepted"][i] / row["position_judged"][i]
+                                   if row["position_judged"][i] else None for i in range(ACTION_DIM)}}
+                 for label, row in zip(run_label, runs)]
+    figures = [
+        plots.acceptance_length_histogram(figure_dir / "harness_acceptance_length_histogram.png",
+                                          {label: row["step_passes"] for label, row in zip(run_label, runs)}, caption),
+        plots.acceptance_by_position(figure_dir / "harness_acceptance_by_position.png",
+                                     {label: (row["position_accepted"], row["position_judged"])
+                                      for label, row in zip(run_label, runs)}, caption),
+        plots.grouped_bars(figure_dir / "harness_token_accuracy.png",
+                           "Teacher-forced token accuracy by action dimension", "accuracy", list(ACTION_NAMES),
+                           {row["draft"]: [row[name] for name in ACTION_NAMES] for row in measured["token_accuracy"]},
+                           caption, ylim=(0, 1)),
+    ]
+    tables = [
+        Table("runs", "Per draft, acceptance rule and num_draft_tokens (k)", RUN_COLUMNS, runs,
+              note="'same tokens as verifier' must be 100% under strict acceptance (lossless); draft ms include "
+                   "all draft work in the decode loop (begin, propose, accept), divided by proposed tokens or "
+                   "actions."),
+        Table("token_accuracy", "Teacher-forced token accuracy by action dimension", ACCURACY_COLUMNS,
+              measured["token_accuracy"],
+              note="Each token guessed given the verifier's true prefix; dx is judged only for drafts that "
+                   "propose whole actions before the prefill (history)."),
+        Table("positions", "Acceptance by draft position (accepted / judged proposals)",
+              [Column("run", "run")] + [Column(f"position_{i + 1}", str(i + 1), ".0%") for i in range(ACTION_DIM)],
+              positions),
+    ]
+    notes = ["Verifier outputs are replayed, not recomputed: verifier time is not measured here. Strict "
+             "acceptance replays exactly; relaxed acceptance is an approximation, because after a kept-but-"
+             "different draft token the verifier's outputs are not recorded and the recorded greedy "
+             "continuation is served instead."]
+    return Report("Offline draft harness", caption, tables, figures, notes)
+
+
+# --- command line --------------------------------------------------------------------------
+
+def parse_draft(item: str) -> tuple[str, str]:
+    """`NAME` or `NAME=CHECKPOINT` -> (name, checkpoint)."""
+    name, _, checkpoint = item.partition("=")
+    if name not in DRAFT_NAMES[1:]:
+        raise ValueError(f"draft '{item}': expected mamba, llama or history, optionally NAME=CHECKPOINT_DIR")
+    if checkpoint and name == "history":
+        raise ValueError("the history draft has no checkpoint")
+    return name, checkpoint
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="spec-vla-harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--traces", type=Path, help="trace directory from spec-vla-collect")
+    source.add_argument("--bag", type=Path, help="rosbag2 bag (MCAP) with camera images and instructions")
+    parser.add_argument("--drafts", nargs="+", default=list(DEFAULT_DRAFTS), metavar="NAME[=CHECKPOINT]",
+                        help="drafts to measure; a checkpoint directory may be given per entry")
+    parser.add_argument("--acceptance", nargs="+", default=list(DEFAULT_RULES),
+                        help="strict, relaxed or relaxed:THRESHOLD")
+    parser.add_argument("--num-draft-tokens", nargs="+", type=int, default=[4])
+    parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--output", type=Path, default=Path("runs/harness"))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        entries = [parse_draft(item) for item in args.drafts]
+        rules = [parse_acceptance(text) for text in args.acceptance]
+        for name, checkpoint in entries:          # cheap checks before anything loads
+            check_draft_config(name, checkpoint, args.verifier)
+    except ValueError as error:
+        parser.error(str(error))
+    if any(k < 1 or k > ACTION_DIM for k in args.num_draft_tokens):
+        parser.error(f"--num-draft-tokens must lie in 1..{ACTION_DIM}")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    verifier = load_verifier(args.verifier, args.device, args.dtype)
+    try:
+        episodes, data = trace_episodes(args.traces, verifier) if args.traces else bag_episodes(args.bag, verifier)
+    except (ValueError, OSError) as error:
+        print(f"spec-vla-harness: {error}", file=sys.stderr)
+        return 2
+    drafts = [DraftUnderTest(f"{name} ({Path(checkpoint).name})" if checkpoint else name,
+                             load_draft(name, checkpoint, verifier), checkpoint,
+                             draft_train_accuracy(name, checkpoint, verifier.name))
+              for name, checkpoint in entries]
+    measured = measure(drafts, episodes, verifier.model, rules, args.num_draft_tokens, not args.no_progress)
+    caption = provenance(verifier.name, args.device, verifier.dtype, data + "; draft ms measured here")
+    report = build_report(measured, caption, args.output)
+    report.write(args.output, REPORT_STEM)
+    print(report.markdown(args.output))
+    print(f"\nreport: {args.output / (REPORT_STEM + '.md')} (+ .json, .csv, .png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

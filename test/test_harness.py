@@ -1,0 +1,196 @@
+"""Offline draft harness: the replayed verifier drives the real Decoder loop.
+
+Synthetic traces (random features, tokens drawn from a known set) make the expected results
+computable: an oracle draft reaches the largest acceptance length its num_draft_tokens allows,
+and a draft guessing uniformly from the same set matches the analytic expectation.
+"""
+import json
+import math
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spec_vla_ros.analysis import harness
+from spec_vla_ros.analysis.harness import DraftUnderTest, build_report, measure, replay, token_accuracy
+from spec_vla_ros.analysis.plots import FIGURE_PIXELS
+from spec_vla_ros.decoding.acceptance import STRICT, Acceptance
+from spec_vla_ros.decoding.decoder import Decoder
+from spec_vla_ros.drafts.base import Draft
+from spec_vla_ros.drafts.history import HistoryDraft
+from spec_vla_ros.training.collect import Trace, TraceWriter, synthetic_episode, trace_action
+from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
+from spec_vla_ros.vla.preprocess import pixel_values
+from spec_vla_ros.vla.prompt import prompt_token_ids
+
+PROMPT_LENGTH = 5
+TOKEN_SET = (ACTION_TOKEN_MIN + 100, ACTION_TOKEN_MIN + 101)     # a random guess from it is right half the time
+
+
+def synthetic_traces(directory, verifier, episodes: int, steps: int, seed: int = 0):
+    """Traces in spec-vla-collect's format: random features, tokens uniform over TOKEN_SET."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden_size = verifier.model.hidden_size
+    writer = TraceWriter(directory, verifier, source={"test": "synthetic"}, storage_dtype="float32")
+    for episode in range(episodes):
+        for step in range(steps):
+            picks = torch.randint(len(TOKEN_SET), (ACTION_DIM,), generator=generator)
+            writer.add(Trace([TOKEN_SET[i] for i in picks], torch.randn(PROMPT_LENGTH + ACTION_DIM - 1, hidden_size,
+                                                                        generator=generator),
+                             torch.randn(PROMPT_LENGTH, hidden_size, generator=generator)),
+                       episode, step, "put the bowl on the plate")
+    return writer.close()
+
+
+class OracleDraft(Draft):
+    """Knows the recorded actions, in order; with `early`, proposes each whole action before the prefill."""
+    name = "oracle"
+
+    def __init__(self, actions, early: bool):
+        self.actions, self.early, self.index, self.produced = actions, early, 0, []
+
+    def propose_early(self, k):
+        self.produced = []
+        return self.actions[self.index][:k] if self.early else []
+
+    def begin(self, hidden, input_embeds):
+        self.produced = []
+
+    def propose(self, next_token, k):
+        start = len(self.produced) + 1
+        return self.actions[self.index][start:start + k]
+
+    def accept(self, tokens, hidden):
+        self.produced += tokens
+
+    def end_action(self, tokens):
+        self.index += 1
+
+
+class RandomDraft(Draft):
+    """Proposes tokens drawn uniformly from TOKEN_SET, whatever it is shown."""
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def propose(self, next_token, k):
+        return [TOKEN_SET[i] for i in self.rng.integers(len(TOKEN_SET), size=k)]
+
+
+def expected_passes(k: int, p: float) -> float:
+    """Expected verifier passes per action for a draft whose every proposal is right with probability p,
+    independently, and that proposes nothing before the prefill: the prefill yields token 1; then
+    each pass proposes r = min(k, 7 - n - 1) tokens, keeps the a leading right ones (P(a) = p^a (1 - p),
+    or p^r when all are right) plus the verifier's own token."""
+    @lru_cache(maxsize=None)
+    def remaining(n: int) -> float:
+        if n >= ACTION_DIM:
+            return 0.0
+        r = min(k, ACTION_DIM - n - 1)
+        outcomes = [(p ** a * (1 - p), a) for a in range(r)] + [(p ** r, r)]
+        return 1.0 + sum(probability * remaining(n + a + 1) for probability, a in outcomes)
+    return 1.0 + remaining(1)
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    from spec_vla_ros.vla.checkpoint import load_verifier
+    return load_verifier()
+
+
+@pytest.fixture(scope="module")
+def traces(verifier, tmp_path_factory):
+    directory = synthetic_traces(tmp_path_factory.mktemp("traces"), verifier, episodes=6, steps=50)
+    episodes, _ = harness.trace_episodes(directory, verifier)
+    return directory, episodes
+
+
+@pytest.mark.parametrize("num_draft_tokens", range(1, ACTION_DIM + 1))
+@pytest.mark.parametrize("early", [False, True])
+def test_an_always_right_draft_reaches_the_largest_acceptance_length(traces, verifier, num_draft_tokens, early):
+    episode = traces[1][0]
+    recorded = [trace.tokens for trace in episode]
+    decoded = replay(OracleDraft(recorded, early), [episode], verifier.model, num_draft_tokens, STRICT)
+    # Before the prefill: all 7 tokens verified in the prefill pass. Otherwise the prefill yields one
+    # token and every later pass k proposals plus the verifier's own token.
+    passes = 1 if early else 1 + math.ceil((ACTION_DIM - 1) / (num_draft_tokens + 1))
+    assert [tokens for tokens, _ in decoded] == recorded
+    assert {stats.verifier_passes for _, stats in decoded} == {passes}
+    assert {stats.acceptance_length for _, stats in decoded} == {ACTION_DIM / passes}
+
+
+@pytest.mark.parametrize("num_draft_tokens", [1, 3, 6])
+def test_a_random_draft_scores_near_its_expected_value(traces, verifier, num_draft_tokens):
+    _, episodes = traces
+    decoded = replay(RandomDraft(), episodes, verifier.model, num_draft_tokens, STRICT)
+    passes = np.array([stats.verifier_passes for _, stats in decoded])
+    assert all(tokens == trace.tokens for (tokens, _), trace in zip(decoded, sum(episodes, [])))     # lossless
+    expected = expected_passes(num_draft_tokens, 1 / len(TOKEN_SET))
+    standard_error = passes.std(ddof=1) / math.sqrt(len(passes))
+    assert abs(passes.mean() - expected) < 4 * standard_error, (passes.mean(), expected, standard_error)
+
+    correct, judged = token_accuracy(RandomDraft(seed=1), episodes)
+    assert judged == [0] + [len(passes)] * (ACTION_DIM - 1)        # no guesses before the prefill
+    tolerance = 4 * math.sqrt(0.25 / len(passes))
+    assert all(abs(c / j - 1 / len(TOKEN_SET)) < tolerance for c, j in zip(correct[1:], judged[1:]))
+
+
+def test_relaxed_acceptance_keeps_near_tokens_in_the_replay(traces, verifier):
+    """A draft one bin off everywhere is rejected under strict acceptance and fully kept when relaxed."""
+    _, episodes = traces
+    recorded = [trace.tokens for trace in episodes[0][:10]]
+    off_by_one = [[token + 1 for token in tokens] for tokens in recorded]
+    strict = replay(OracleDraft(off_by_one, early=True), [episodes[0][:10]], verifier.model, 4, STRICT)
+    relaxed = replay(OracleDraft(off_by_one, early=True), [episodes[0][:10]], verifier.model, 4, Acceptance(1))
+    assert [tokens for tokens, _ in strict] == recorded and all(s.verifier_passes == 7 for _, s in strict)
+    assert [tokens for tokens, _ in relaxed] == off_by_one and all(s.verifier_passes == 1 for _, s in relaxed)
+
+
+def test_replay_matches_live_decoding_with_the_verifier(verifier):
+    """Strict acceptance over recorded outputs takes the same passes as the verifier itself."""
+    prompt_ids = prompt_token_ids(verifier.tokenizer, "put the bowl on the plate")
+    frames_per_episode = 4
+    frames = [frame for seed in (3, 4) for frame in synthetic_episode(seed, frames_per_episode, size=64)[1]]
+    live_decoder = Decoder(verifier.model, HistoryDraft(), 4, STRICT)
+    live, recorded = [], []
+    for index, frame in enumerate(frames):
+        if index % frames_per_episode == 0:
+            live_decoder.reset_episode()
+            recorded.append([])
+        live.append(live_decoder.decode(pixel_values(frame), prompt_ids)[1])
+        recorded[-1].append(trace_action(verifier.model, pixel_values(frame), prompt_ids))
+    replayed = [stats for _, stats in replay(HistoryDraft(), recorded, verifier.model, 4, STRICT)]
+    assert [s.tokens for s in replayed] == [s.tokens for s in live]
+    assert [(s.accepted_per_pass, s.proposed_per_pass) for s in replayed] == \
+        [(s.accepted_per_pass, s.proposed_per_pass) for s in live]
+    assert any(s.verifier_passes < ACTION_DIM for s in live)          # the history draft did get tokens accepted
+
+
+def test_report_and_command_line(traces, verifier, tmp_path, capsys):
+    directory, episodes = traces
+    measured = measure([DraftUnderTest("random", RandomDraft()), DraftUnderTest("history", HistoryDraft())],
+                       episodes, verifier.model, [STRICT, Acceptance(9)], [2, 4], progress=False)
+    assert [(r["draft"], r["acceptance"], r["num_draft_tokens"]) for r in measured["runs"]] == [
+        (d, a, k) for d in ("random", "history") for a in ("strict", "relaxed:9") for k in (2, 4)]
+    for row in measured["runs"]:
+        assert row["actions"] == sum(map(len, episodes)) and 1.0 <= row["acceptance_length"] <= ACTION_DIM
+        assert row["acceptance_length"] == pytest.approx(ACTION_DIM / row["passes_per_action"])
+        if row["acceptance"] == "strict":
+            assert row["same_tokens_as_verifier"] == 1.0
+    report = build_report(measured, "test caption", tmp_path)
+    paths = report.write(tmp_path, "harness")
+    assert set(json.loads(paths["json"].read_text())["tables"]) == {"runs", "token_accuracy", "positions"}
+    for figure in report.figures:
+        with Image.open(figure) as image:
+            assert image.format == "PNG" and image.size == FIGURE_PIXELS
+
+    output = tmp_path / "cli"
+    assert harness.main(["--traces", str(directory), "--drafts", "history", "--acceptance", "strict",
+                         "relaxed:3", "--output", str(output), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "miniature" in printed and f"{sum(map(len, episodes))} recorded actions in 6 episode(s)" in printed
+    rows = json.loads((output / "harness.json").read_text())["tables"]["runs"]
+    assert [(row["draft"], row["acceptance"]) for row in rows] == [("history", "strict"), ("history", "relaxed:3")]
