@@ -6,11 +6,12 @@ read back by the same tools. A record is a dict with at least the fields of
 """
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
 from statistics import fmean
+
+from spec_vla_ros.analysis.report import to_builtin, write_csv
 
 
 def summarize(records: list[dict]) -> dict:
@@ -58,23 +59,8 @@ def write_results(directory: str | Path, records: list[dict], metadata: dict | N
              "tasks_csv": directory / f"{run_name}_tasks.csv"}
     document = {"run_name": run_name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "metadata": metadata or {}, **summary, "episodes": records}
-    paths["json"].write_text(json.dumps(document, indent=2, default=_to_builtin) + "\n")
-    _write_csv(paths["episodes_csv"], records)
-    _write_csv(paths["tasks_csv"], summary["per_task"] + [{"task_id": "all", "instruction": "",
+    paths["json"].write_text(json.dumps(document, indent=2, default=to_builtin) + "\n")
+    write_csv(paths["episodes_csv"], records)
+    write_csv(paths["tasks_csv"], summary["per_task"] + [{"task_id": "all", "instruction": "",
                                                             **summary["overall"]}])
     return paths
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _to_builtin(value):
-    """numpy scalars and arrays (e.g. in extra fields) as plain JSON values."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -46,6 +46,7 @@ def validate_config(config: PolicyConfig) -> None:
     resolve_dtype(config.dtype, config.device)
     if not (config.device == "cpu" or config.device.startswith("cuda")):
         raise ValueError(f"device '{config.device}' is not supported; expected 'cpu' or 'cuda[:N]'")
+    Acceptance(config.relaxed_threshold)       # a negative threshold is invalid even while strict
     Acceptance.from_name(config.acceptance, config.relaxed_threshold)
     if config.draft not in DRAFT_NAMES:
         raise ValueError(f"draft '{config.draft}' is unknown; expected one of {DRAFT_NAMES}")
