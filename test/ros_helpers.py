@@ -71,8 +71,10 @@ class Client:
 
     def collect_stats(self) -> list[dict]:
         from diagnostic_msgs.msg import DiagnosticArray
-        return self.collect(DiagnosticArray, "decode_stats",
-                            convert=lambda m: decode_values((kv.key, kv.value) for kv in m.status[0].values))
+        def convert(msg) -> dict:      # the values, and the answered frame's stamp in seconds
+            stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            return dict(decode_values((kv.key, kv.value) for kv in msg.status[0].values), stamp_s=stamp_s)
+        return self.collect(DiagnosticArray, "decode_stats", convert=convert)
 
     def collect_logs(self, node_name: str) -> list:
         """The node's log messages (via /rosout)."""
@@ -88,7 +90,8 @@ class Client:
             for process in self.watched:
                 assert process.process.poll() is None, f"{process.log_path.name} exited while waiting for {what}:\n" \
                                                        f"{process.log[-3000:]}"
-            assert time.monotonic() < deadline, f"no {what} after {timeout_s} s"
+            assert time.monotonic() < deadline, f"no {what} after {timeout_s} s\n" + "\n".join(
+                f"{process.log_path.name}:\n{process.log[-3000:]}" for process in self.watched)
             self.executor.spin_once(timeout_sec=0.05)
 
     def spin_for(self, seconds: float) -> None:
