@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from spec_vla_ros.analysis import bag_analysis, harness
-from spec_vla_ros.analysis.bags import read_bag
+from spec_vla_ros.analysis.bags import observation_episodes, read_bag
 from spec_vla_ros.analysis.plots import FIGURE_PIXELS
 from spec_vla_ros.control import encode_values
 from spec_vla_ros.decoding.stats import DecodeStats
+from spec_vla_ros.training import collect
 from spec_vla_ros.training.collect import synthetic_episode
 from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
 
@@ -120,7 +121,7 @@ def test_a_bag_without_the_package_topics_is_refused(tmp_path, capsys):
 def test_harness_takes_the_frames_the_policy_acted_on_from_a_bag(tmp_path):
     """Frames without decode statistics (republished while no action came) are not replayed."""
     bag = write_bag(tmp_path / "bag", frames_per_episode=4, acted=lambda episode, frame: frame != 2)
-    episodes = harness.bag_observation_episodes(bag)
+    episodes = observation_episodes(bag)
     assert [(instruction, len(frames)) for instruction, frames in episodes] == [(INSTRUCTIONS[0], 3),
                                                                                 (INSTRUCTIONS[1], 3)]
     first_frames = synthetic_episode(0, 4, size=64)[1]
@@ -132,3 +133,21 @@ def test_harness_takes_the_frames_the_policy_acted_on_from_a_bag(tmp_path):
                          str(output), "--no-progress"]) == 0
     [run] = json.loads((output / "harness.json").read_text())["tables"]["runs"]
     assert run["actions"] == 6 and run["same_tokens_as_verifier"] == 1.0
+
+
+def test_traces_are_collected_from_a_bag(miniature, tmp_path):
+    """A bag is a trace source: the frames the policy acted on, decoded by the verifier here."""
+    from spec_vla_ros.decoding.decoder import Decoder
+    from spec_vla_ros.vla.preprocess import pixel_values
+    from spec_vla_ros.vla.prompt import prompt_token_ids
+
+    bag = write_bag(tmp_path / "bag", frames_per_episode=3, acted=lambda episode, frame: frame != 1)
+    collect.main([str(tmp_path / "traces"), "--source", "bag", "--bag", str(bag)])
+    manifest, steps = collect.read_traces(tmp_path / "traces")
+    assert manifest["source"]["bag"] == str(bag)
+    assert [(s["episode"], s["step"], s["instruction"]) for s in steps] == [
+        (0, 0, INSTRUCTIONS[0]), (0, 1, INSTRUCTIONS[0]), (1, 0, INSTRUCTIONS[1]), (1, 1, INSTRUCTIONS[1])]
+    frame = synthetic_episode(1, 3, size=64)[1][2]            # episode 1's third frame, its second acted on
+    expected, _ = Decoder(miniature.model).decode(pixel_values(frame), prompt_token_ids(miniature.tokenizer,
+                                                                                        INSTRUCTIONS[1]))
+    assert steps[3]["tokens"].tolist() == expected

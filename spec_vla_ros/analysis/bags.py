@@ -55,6 +55,43 @@ def read_bag(path) -> BagRun:
     return run
 
 
+def observation_episodes(path) -> list[tuple[str, list]]:
+    """(instruction, camera frames) per episode from a bag: the frames the policy acted on (their
+    stamps appear in decode_stats; every frame if the bag has none), split at each episode result
+    and each change of instruction. Reads the camera topic, which `read_bag` does not."""
+    from rosbags.highlevel import AnyReader
+
+    from ..ros_conversions import msg_to_image   # cv_bridge: only here
+
+    acted = {stats["image_stamp_ns"] for stats in read_bag(path).decode_stats}
+    episodes, instruction, frames = [], None, []
+
+    def close_episode():
+        if frames:
+            episodes.append((instruction, frames[:]))
+            frames.clear()
+
+    with AnyReader([Path(path)]) as reader:
+        wanted = [c for c in reader.connections if c.topic.split("/")[-2:] == ["camera", "image_raw"]
+                  or c.topic.rsplit("/", 1)[-1] in ("instruction", "episode")]
+        for connection, _, raw in reader.messages(connections=wanted) if wanted else ():   # none = all, in rosbags
+            msg = reader.deserialize(raw, connection.msgtype)
+            name = connection.topic.rsplit("/", 1)[-1]
+            if name == "episode":
+                close_episode()
+            elif name == "instruction":
+                if msg.data != instruction:
+                    close_episode()
+                    instruction = msg.data
+            elif instruction is not None and (not acted or msg.header.stamp.sec * 1_000_000_000
+                                              + msg.header.stamp.nanosec in acted):
+                frames.append(msg_to_image(msg))
+    close_episode()
+    if not episodes:
+        raise ValueError(f"{path}: no camera/image_raw frames with an instruction before them")
+    return episodes
+
+
 def summarize_decoding(decode_stats: list[dict]) -> list[dict]:
     """One row per (draft, acceptance) in order of first use: actions, verifier passes per action,
     acceptance length (tokens per verifier pass) and ms per action."""

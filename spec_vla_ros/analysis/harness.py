@@ -35,7 +35,7 @@ from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
 from ..vla.session import VerifierStep
 from . import plots
-from .bags import read_bag
+from .bags import observation_episodes
 from .evaluate import parse_acceptance
 from .report import Column, Report, Table, draft_train_accuracy, position_outcome_counts, provenance
 
@@ -130,47 +130,10 @@ def trace_episodes(directory: Path, verifier: LoadedVerifier) -> tuple[Episodes,
     return list(episodes.values()), description
 
 
-def bag_observation_episodes(path: Path) -> list[tuple[str, list]]:
-    """(instruction, camera frames) per episode from a bag: the frames the policy acted on (their
-    stamps appear in decode_stats; every frame if the bag has none), split at each episode result
-    and each change of instruction. Reads the camera topic, which `bags.read_bag` does not."""
-    from rosbags.highlevel import AnyReader
-
-    from ..ros_conversions import msg_to_image
-
-    acted = {stats["image_stamp_ns"] for stats in read_bag(path).decode_stats}
-    episodes, instruction, frames = [], None, []
-
-    def close_episode():
-        if frames:
-            episodes.append((instruction, frames[:]))
-            frames.clear()
-
-    with AnyReader([Path(path)]) as reader:
-        wanted = [c for c in reader.connections if c.topic.split("/")[-2:] == ["camera", "image_raw"]
-                  or c.topic.rsplit("/", 1)[-1] in ("instruction", "episode")]
-        for connection, _, raw in reader.messages(connections=wanted) if wanted else ():   # none = all, in rosbags
-            msg = reader.deserialize(raw, connection.msgtype)
-            name = connection.topic.rsplit("/", 1)[-1]
-            if name == "episode":
-                close_episode()
-            elif name == "instruction":
-                if msg.data != instruction:
-                    close_episode()
-                    instruction = msg.data
-            elif instruction is not None and (not acted or msg.header.stamp.sec * 1_000_000_000
-                                              + msg.header.stamp.nanosec in acted):
-                frames.append(msg_to_image(msg))
-    close_episode()
-    if not episodes:
-        raise ValueError(f"{path}: no camera/image_raw frames with an instruction before them")
-    return episodes
-
-
 def bag_episodes(bag: Path, verifier: LoadedVerifier, center_crop: bool = True) -> tuple[Episodes, str]:
     """The bag's observations, decoded greedily by the verifier here, with their features."""
     episodes = []
-    for instruction, images in tqdm(bag_observation_episodes(bag), desc="verifier on bag frames", unit="episode"):
+    for instruction, images in tqdm(observation_episodes(bag), desc="verifier on bag frames", unit="episode"):
         prompt_ids = prompt_token_ids(verifier.tokenizer, instruction)
         episodes.append([trace_action(verifier.model, pixel_values(image, center_crop).to(verifier.device), prompt_ids)
                          for image in images])

@@ -7,8 +7,10 @@ safetensors plus `manifest.json`. No-op actions are dropped as OpenVLA's `no_noo
 does: pose delta norm below 1e-4 with the gripper unchanged from the last kept action.
 
 Sources: `synthetic` (seeded scenes of slowly moving objects: the miniature's default data),
-`images` (a directory of frames, each sub-directory one episode), `libero` (LIBERO-GOAL
-rollouts of the verifier itself, via sim_bridge.libero_goal).
+`images` (a directory of frames, each sub-directory one episode), `bag` (a recorded rosbag2
+bag: the camera frames the policy acted on, with their instructions, split into episodes at
+each episode result; the verifier decodes them here), `libero` (LIBERO-GOAL rollouts of the
+verifier itself, via sim_bridge.libero_goal).
 """
 from __future__ import annotations
 
@@ -211,12 +213,13 @@ def collect_libero(collector: Collector, task_ids, episodes_per_task: int, max_s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="new directory for the shards and manifest.json")
-    parser.add_argument("--source", choices=("synthetic", "images", "libero"), default="synthetic")
+    parser.add_argument("--source", choices=("synthetic", "images", "bag", "libero"), default="synthetic")
     parser.add_argument("--episodes", type=int, default=20, help="synthetic: number of episodes")
     parser.add_argument("--steps-per-episode", type=int, default=20, help="synthetic: control steps per episode")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: first episode seed; libero: env seed")
     parser.add_argument("--images", type=Path, help="images: directory of frames (sub-directories = episodes)")
     parser.add_argument("--instruction", help="images: instruction when instructions.json does not give one")
+    parser.add_argument("--bag", type=Path, help="bag: a bag recorded by bag_recorder or `ros2 bag record`")
     parser.add_argument("--task-ids", type=int, nargs="+", help="libero: task ids (default: all 10)")
     parser.add_argument("--episodes-per-task", type=int, default=1, help="libero")
     parser.add_argument("--max-steps", type=int, default=100, help="libero: policy steps per episode")
@@ -245,6 +248,11 @@ def collect(args) -> Path:
         if args.images is None:
             raise SystemExit("--source images needs --images DIR")
         collect_episodes(collector, tqdm(list(image_episodes(args.images, args.instruction)), desc="episodes"))
+    elif args.source == "bag":
+        if args.bag is None:
+            raise SystemExit("--source bag needs --bag BAG")
+        from ..analysis.bags import observation_episodes
+        collect_episodes(collector, tqdm(observation_episodes(args.bag), desc="episodes"))
     else:
         collect_libero(collector, args.task_ids, args.episodes_per_task, args.max_steps, args.seed)
     path = writer.close()
