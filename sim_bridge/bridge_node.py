@@ -111,7 +111,8 @@ class LiberoGoalBridge(Node):
                            if self.config["publish_wrist"] else None)
         self._instruction_pub = self.create_publisher(String, "instruction", INSTRUCTION_QOS)
         self._episode_pub = self.create_publisher(String, "episode", EPISODE_QOS)
-        self.create_subscription(Float64MultiArray, "action", self._on_action, LATEST_RELIABLE)
+        self._action_topic = self.create_subscription(Float64MultiArray, "action", self._on_action,
+                                                      LATEST_RELIABLE).topic_name
         self.create_service(Trigger, "~/reset_episode", self._service("reset_episode"))
         self.create_service(Trigger, "~/next_task", self._service("next_task"))
 
@@ -190,15 +191,18 @@ class LiberoGoalBridge(Node):
             self.finished.set()
 
     def _wait_for_subscribers(self) -> None:
-        """Publishing before anyone listens would waste the first observation of the run."""
+        """Publishing before anyone listens would waste the first observation of the run. A
+        recorder subscribes too, so also wait for the policy: a publisher on `action` (it creates
+        one once its model is loaded)."""
         waited_since = last_log = time.monotonic()
-        while not (self._camera_pub.get_subscription_count() and self._instruction_pub.get_subscription_count()):
+        while not (self._camera_pub.get_subscription_count() and self._instruction_pub.get_subscription_count()
+                   and self.count_publishers(self._action_topic)):
             if self._wait(0.1, wake_on_action=False)[0] == "stop":
                 return
             if time.monotonic() - last_log > SUBSCRIBER_LOG_PERIOD_S:
                 last_log = time.monotonic()
                 self.get_logger().info(f"waiting {last_log - waited_since:.0f} s for subscribers on "
-                                       "camera/image_raw and instruction")
+                                       "camera/image_raw and instruction and a publisher on action")
 
     def _run_episode(self, task_id: int, episode: int) -> str:
         """Run one episode; returns "done", or the request or stop that cut it short."""
