@@ -105,3 +105,31 @@ def test_kernels_match_the_pytorch_path(core, inputs, monkeypatch):
     assert relative_error(kernel_out, reference) < 1e-3
     assert relative_error(kernel_stepped, reference) < 1e-3
     assert relative_error(kernel_state[-1][1], reference_state[-1][1]) < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["mamba", "llama"])
+def test_carried_state_does_not_depend_on_how_the_action_was_accepted(miniature, kind):
+    """All 7 tokens accepted from the early guess (the prefill read them at once), or one verifier
+    pass per token after proposals: the next action's early proposals are the same."""
+    torch.manual_seed(0)
+    head = EagleHead(kind, default_core_config(kind, miniature.model), carry=True).eval()
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(30, miniature.model.hidden_size, generator=generator)
+    embeds = torch.randn(30, miniature.model.hidden_size, generator=generator)
+    true_hidden = torch.randn(7, miniature.model.hidden_size, generator=generator)
+    tokens = [31744 + 37 * i for i in range(7)]
+    at_once, pass_by_pass = EagleDraft(head, miniature.model), EagleDraft(head, miniature.model)
+    at_once.begin(hidden, embeds)
+    at_once.accept(tokens, true_hidden)
+    at_once.end_action(tokens)
+    pass_by_pass.begin(hidden, embeds)
+    for index in range(6):
+        pass_by_pass.propose(tokens[index], 2)
+        pass_by_pass.accept([tokens[index]], true_hidden[index:index + 1])
+    pass_by_pass.end_action(tokens)
+    early = at_once.propose_early(7)
+    assert len(early) == 7 and early == pass_by_pass.propose_early(7)
+    plain = EagleDraft(EagleHead(kind, default_core_config(kind, miniature.model)).eval(), miniature.model)
+    plain.begin(hidden, embeds)
+    plain.end_action(tokens)
+    assert plain.propose_early(7) == []                # a head trained without --carry guesses nothing early

@@ -121,6 +121,25 @@ def test_relaxed_threshold_zero_is_strict(miniature, observations, trained_draft
         assert [(t, s.accepted_per_pass) for t, s in strict] == [(t, s.accepted_per_pass) for t, s in relaxed]
 
 
+def test_a_carrying_draft_guesses_each_action_after_the_first_of_an_episode(miniature, observations):
+    """A head trained with --carry proposes all 7 tokens before the prefill, from the state the
+    previous action left; nothing at the start of an episode. Strict decoding stays exact."""
+    import torch
+
+    from spec_vla_ros.drafts.eagle_head import EagleDraft, EagleHead, default_core_config
+    torch.manual_seed(0)
+    head = EagleHead("mamba", default_core_config("mamba", miniature.model), context=16, carry=True).eval()
+    decoder = Decoder(miniature.model, EagleDraft(head, miniature.model), 4, Acceptance(0))
+    early = []
+    for index, (pixels, prompt, truth) in enumerate(observations[:4]):
+        if index == 2:
+            decoder.reset_episode()
+        tokens, stats = decoder.decode(pixels, prompt)
+        assert tokens == truth
+        early.append(stats.proposed_per_pass[0])
+    assert early == [0, ACTION_DIM, 0, ACTION_DIM]
+
+
 @pytest.mark.parametrize("threshold", [3, 9])
 def test_relaxed_stays_within_threshold_and_never_flips_the_gripper(miniature, observations, threshold):
     ACCEPTED.clear()
@@ -177,3 +196,7 @@ def test_full_size_benchmark_refuses_cpu_and_builds_in_place():
     assert benchmark.project(ar, timing) == pytest.approx(timing["prefill_ms"] + 6 * timing["pass_ms"][1])
     one_pass = {"draft": "history", "profiles": [{"passes": 1, "proposed_per_pass": [ACTION_DIM]}]}
     assert benchmark.project(one_pass, timing) == pytest.approx(timing["prefill_ms"])
+    carried = {"draft": "mamba", "profiles": [{"passes": 1, "proposed_per_pass": [ACTION_DIM]}]}
+    mamba = timing["draft"]["mamba"]
+    assert benchmark.project(carried, timing) == pytest.approx(
+        timing["prefill_ms"] + mamba["begin_ms"] + ACTION_DIM * mamba["step_ms"])

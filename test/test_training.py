@@ -8,7 +8,8 @@ import torch
 
 from spec_vla_ros.decoding.decoder import Decoder
 from spec_vla_ros.drafts.checkpoints import load_head
-from spec_vla_ros.drafts.eagle_head import EagleDraft, action_logits, verifier_action_rows
+from spec_vla_ros.drafts.eagle_head import (EagleDraft, EagleHead, action_logits, default_core_config,
+                                            verifier_action_rows)
 from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS
 from spec_vla_ros.training import collect, train
 from spec_vla_ros.vla.action_tokenizer import NormStats
@@ -143,3 +144,61 @@ def test_training_drafts_exactly_as_deployed(miniature, traces):
         assert proposals[:checked] == expected[:checked]
         compared.append(checked)
     assert max(compared) > 1, "no chain got past its first proposal: nothing beyond step 1 compared"
+
+
+@pytest.fixture(scope="module")
+def episode_traces(tmp_path_factory):
+    """Episodes of several control steps, for heads that carry their state from one step to the next."""
+    out = tmp_path_factory.mktemp("traces") / "episodes"
+    collect.main([str(out), "--episodes", "8", "--steps-per-episode", "3", "--seed", "900"])
+    return out
+
+
+def test_carry_training_reports_early_proposals_beside_history(episode_traces, tmp_path):
+    training = train.train(train_args(episode_traces, tmp_path / "draft", "--carry", kind="mamba", steps=4,
+                                      eval_every=4, checkpoint_every=4))
+    for split in ("train", "val"):
+        early, history = training[f"{split}_early_chain_accuracy"], training[f"{split}_history_early_accuracy"]
+        assert len(early) == len(history) == ACTION_DIM
+        assert all(a >= b for a, b in zip(early, early[1:])) and all(a >= b for a, b in zip(history, history[1:]))
+    head, config = load_head(tmp_path / "draft")
+    assert head.carry and config["carry"] is True
+    with pytest.raises(SystemExit, match="--carry"):
+        train.train(train_args(episode_traces, tmp_path / "draft", "--resume", kind="mamba", steps=8))
+
+
+@pytest.mark.parametrize("kind", ["mamba", "llama"])
+def test_early_proposals_are_drafted_exactly_as_trained(miniature, episode_traces, kind):
+    """Driven through the Draft protocol over one step, a carrying head's proposals for the next
+    step are what training's chain predicts for them."""
+    torch.manual_seed(0)
+    head = EagleHead(kind, default_core_config(kind, miniature.model), context=8, carry=True).eval()
+    with torch.no_grad():
+        head.copy_bias.fill_(2.0)         # within the untrained head's logit gaps: it decides some tokens
+    dataset = train.TraceDataset([episode_traces], miniature, 0.0, carry=True)
+    draft = EagleDraft(head, miniature.model)
+    action_rows = verifier_action_rows(miniature.model)
+    steps = [step for step in dataset.train if step["next"] is not None][:4]
+    assert steps
+    copied = changed = 0
+    for step in steps:
+        length, tokens = step["prompt_length"], step["tokens"].tolist()
+        draft.reset_episode()
+        assert draft.propose_early(ACTION_DIM) == []               # nothing carried into an episode
+        draft.begin(step["hidden"][:length], step["input_embeds"])
+        for index in range(ACTION_DIM - 1):
+            draft.accept([tokens[index]], step["hidden"][length + index:length + index + 1])
+        draft.end_action(tokens)
+        proposals = draft.propose_early(ACTION_DIM)
+        assert len(proposals) == ACTION_DIM and draft.propose_early(ACTION_DIM) == []   # used once
+
+        inputs, next_embeds, _, _ = dataset.batch(head, [step])
+        with torch.no_grad():
+            _, chained = train.predict(head, inputs, next_embeds, chain=True, early=True)
+            logits = action_logits(chained, action_rows) + train.copy_bonus(head, [step], chained.shape[1])
+        expected = (logits[0, ACTION_DIM - 1:].argmax(-1) + ACTION_TOKEN_MIN).tolist()
+        assert proposals == expected
+        copied += sum(p == t for p, t in zip(proposals, tokens))
+        unbiased = (action_logits(chained[0, ACTION_DIM - 1:], action_rows).argmax(-1) + ACTION_TOKEN_MIN).tolist()
+        changed += proposals != unbiased
+    assert copied and changed, "the copy bias should decide some proposals, not all"

@@ -218,15 +218,17 @@ def project(result: dict, timing: dict) -> float:
     """Projected ms per action at full size for one measured acceptance profile.
 
     Each action: the prefill, then one pass over 1 + proposals for each later pass (AR: 1 token
-    each); a draft adds its begin and about one head step per proposal and one per accept.
+    each); a draft head adds its begin, about one step per proposal and one per accept, and one
+    per early proposal (a carrying head drafts those before the prefill).
     """
     draft = timing["draft"].get(result["draft"])
     total = 0.0
     for profile in result["profiles"]:
+        early = profile["proposed_per_pass"][0] if profile["proposed_per_pass"] else 0
         proposed = profile["proposed_per_pass"][1:] or [0] * (profile["passes"] - 1)
         total += timing["prefill_ms"] + sum(timing["pass_ms"][1 + p] for p in proposed)
         if draft:
-            total += draft["begin_ms"] + draft["step_ms"] * sum(p + 1 for p in proposed)
+            total += draft["begin_ms"] + draft["step_ms"] * (early + sum(p + 1 for p in proposed))
     return total / len(result["profiles"])
 
 

@@ -94,7 +94,8 @@ class Decoder:
             with Timer(stats, "draft_ms"):
                 draft.accept([next_token] + proposals[:accepted], step.hidden[:1 + accepted])
         tokens = tokens[:ACTION_DIM]
-        draft.end_action(tokens)
+        with Timer(stats, "draft_ms"):
+            draft.end_action(tokens)
         stats.verifier_passes = session.passes
         return tokens
 

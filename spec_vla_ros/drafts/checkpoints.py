@@ -33,8 +33,8 @@ def save_draft(directory, head: EagleHead, verifier_name: str, training: dict | 
     state_dict = {key: value.detach().contiguous().cpu() for key, value in head.state_dict().items()}
     save_file(state_dict, directory / WEIGHTS, metadata={"format": "pt"})
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": head.kind, "verifier": verifier_name,
-              "hidden_size": head.hidden_size, "context": head.context, "core": head.core_config,
-              "training": training or {}}
+              "hidden_size": head.hidden_size, "context": head.context, "carry": head.carry,
+              "core": head.core_config, "training": training or {}}
     (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
@@ -89,7 +89,7 @@ def load_head(directory, device="cpu", dtype: torch.dtype = torch.float32) -> tu
     """Build the head from the JSON and load its weights strictly."""
     directory = Path(directory)
     config = read_draft_config(directory)
-    head = EagleHead(config["kind"], config["core"], config["context"])
+    head = EagleHead(config["kind"], config["core"], config["context"], config.get("carry", False))
     with safe_open(directory / WEIGHTS, framework="pt") as weights:
         state_dict = {key: weights.get_tensor(key) for key in weights.keys()}
     expected = head.state_dict()

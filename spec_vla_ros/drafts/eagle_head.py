@@ -10,19 +10,31 @@ Drafting (EAGLE): the first drafted step pairs the verifier's true pending hidde
 verifier's token; later steps feed the head's own predictions. After verification the draft
 rolls back to the state after that first step (exact: same inputs as the verifier's) and
 re-reads the accepted positions with the verifier's true hidden states.
+
+Carried state (a head trained with `spec-vla-train-draft --carry`): the state at the end of
+an action (prompt window and a0..a5 read, the verifier's last hidden state pending) is kept
+into the next control step. Before the next prefill the head drafts the next action from it,
+one token per step on its own predicted hidden states, each step reading the *previous
+action's* token at that position (its best single clue: actions change slowly) and predicting
+the new one. A learned `copy_bias` is added to that previous token's logit (a pointer to the
+history draft's free guess), so the head only overrides the previous token when its own
+prediction is confident. The prefill verifies those 7 guesses (`propose_early`). A Mamba core
+carries this in a fixed-size state; a Llama core would carry one step of KV cache.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..vla.constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
+from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 from ..vla.model import OpenVLA
 from .base import Draft
 from .llama import LlamaCore, layer_config
 from .mamba import MambaConfig, MambaCore
 
 HEAD_KINDS = ("mamba", "llama")
+ACTION_BINS = ACTION_TOKEN_MAX - ACTION_TOKEN_MIN + 1
 
 
 def default_core_config(kind: str, verifier: OpenVLA, num_layers: int = 1) -> dict:
@@ -39,11 +51,12 @@ class EagleHead(nn.Module):
     The verifier's hidden states at the text positions already attend to the image, and a short
     window makes both training and the per-action `begin` several times cheaper."""
 
-    def __init__(self, kind: str, core_config: dict, context: int | None = None):
+    def __init__(self, kind: str, core_config: dict, context: int | None = None, carry: bool = False):
+        """`carry`: trained to guess the next control step's action from this one (see the module doc)."""
         super().__init__()
         if context is not None and context < 1:
             raise ValueError(f"context must be None (whole prompt) or >= 1 prompt positions, got {context}")
-        self.context = context
+        self.context, self.carry = context, carry
         if kind == "mamba":
             self.core = MambaCore(MambaConfig(**core_config))
             hidden_size = core_config["d_model"]
@@ -55,6 +68,8 @@ class EagleHead(nn.Module):
         self.kind, self.core_config, self.hidden_size = kind, dict(core_config), hidden_size
         self.fc = nn.Linear(2 * hidden_size, hidden_size)
         self.norm = nn.RMSNorm(hidden_size, eps=1e-6)    # targets are post-norm hidden states
+        if carry:
+            self.copy_bias = nn.Parameter(torch.zeros(()))
 
     def prompt_start(self, prompt_length: int) -> int:
         """First prompt position the head reads (pairs run from there to prompt_length - 2)."""
@@ -67,6 +82,13 @@ class EagleHead(nn.Module):
             for name in getattr(module, "fp32_parameters", ()):
                 getattr(module, name).data = getattr(module, name).data.float()
         return self
+
+    def copy_bonus(self, previous_tokens: torch.Tensor) -> torch.Tensor:
+        """[..., 256] logit bonus for the previous action's token at each early position."""
+        index = previous_tokens - ACTION_TOKEN_MIN
+        is_action = (index >= 0) & (index < ACTION_BINS)
+        one_hot = F.one_hot(index.clamp(0, ACTION_BINS - 1), ACTION_BINS).to(self.copy_bias.dtype)
+        return one_hot * (self.copy_bias * is_action)[..., None]
 
     def forward(self, hidden: torch.Tensor, next_embeds: torch.Tensor, state=None):
         """hidden_t and embed(token_{t+1}), [b, l, H] each -> predicted hidden_{t+1} [b, l, H], core state."""
@@ -97,6 +119,25 @@ class EagleDraft(Draft):
         self.pending: torch.Tensor | None = None     # the verifier's hidden state at the pending position
         self.snapshots: list = []                    # core states after 0, 1, ... drafted steps
         self.drafted_after: int | None = None        # the next_token the last proposals followed
+        self.action_tokens_read = 0                  # action tokens in the committed state (a6 is never read)
+        self.carried = None                          # (state, pending hidden, tokens) of the last action
+
+    def reset_episode(self) -> None:
+        self.carried = None
+
+    @torch.inference_mode()
+    def propose_early(self, k: int) -> list[int]:
+        """A carrying head's guess of the whole action, from the last action's state (used once)."""
+        if self.carried is None:
+            return []
+        (state, hidden, previous), self.carried = self.carried, None
+        proposals = []
+        bonuses = self.head.copy_bonus(torch.tensor(previous[:k], device=hidden.device))
+        for token, bonus in zip(previous[:k], bonuses):
+            output, state = self.head(hidden.view(1, 1, -1), self._embed([token]), state)
+            hidden = output[0, 0]
+            proposals.append(ACTION_TOKEN_MIN + int((action_logits(hidden, self.action_rows) + bonus).argmax()))
+        return proposals
 
     def _embed(self, tokens: list[int]) -> torch.Tensor:
         return self.embedding(torch.tensor([tokens], device=self.action_rows.device)).to(self.dtype)
@@ -106,7 +147,7 @@ class EagleDraft(Draft):
         start = self.head.prompt_start(hidden.shape[0])
         _, self.state = self.head(hidden[None, start:-1], input_embeds[None, start + 1:])
         self.pending = hidden[-1].to(self.dtype)
-        self.snapshots = []
+        self.snapshots, self.action_tokens_read = [], 0
 
     @torch.inference_mode()
     def propose(self, next_token: int, k: int) -> list[int]:
@@ -125,14 +166,30 @@ class EagleDraft(Draft):
 
     @torch.inference_mode()
     def accept(self, tokens: list[int], hidden: torch.Tensor) -> None:
-        reuse_first = len(self.snapshots) > 1 and tokens[0] == self.drafted_after
+        # Only a0..a5 are ever read (a6 is the last token: nothing is drafted after it), so the
+        # state ends every action alike, however many tokens the last pass accepted.
+        readable = ACTION_DIM - 1 - self.action_tokens_read
+        tokens, hidden = tokens[:readable], hidden[:readable]
+        reuse_first = bool(tokens) and len(self.snapshots) > 1 and tokens[0] == self.drafted_after
         self._rollback(1 if reuse_first else 0)
+        if not tokens:
+            return
         hidden = hidden.to(self.dtype)
         previous = torch.cat([self.pending[None], hidden[:-1]])     # position t's hidden, paired with token t+1
         start = int(reuse_first)
         if start < len(tokens):
             _, self.state = self.head(previous[None, start:], self._embed(tokens[start:]), self.state)
         self.pending = hidden[-1]
+        self.action_tokens_read += len(tokens)
+
+    @torch.inference_mode()
+    def end_action(self, tokens: list[int]) -> None:
+        """A carrying head keeps its state, the pending hidden state and the tokens for the next
+        action's early proposals."""
+        self.carried = None
+        if self.head.carry and self.action_tokens_read == ACTION_DIM - 1:
+            self._rollback(0)
+            self.carried = (self.state, self.pending, list(tokens))
 
     def _rollback(self, drafted_steps: int) -> None:
         """Back to the state after `drafted_steps` of the last proposals (0: the committed state)."""
