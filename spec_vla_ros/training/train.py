@@ -313,13 +313,13 @@ def train(args) -> dict:
         generator.manual_seed(args.seed * 1_000_003 + step)     # batches depend only on the step: resumable
         group = group_of[id(dataset.train[int(torch.randint(len(dataset.train), (), generator=generator))])]
         picks = torch.randint(len(group), (args.batch_size,), generator=generator).tolist()
-        steps = [group[i] for i in picks]
-        inputs, next_embeds, targets, tokens = dataset.batch(head, steps, args.noise, generator)
+        traced = [group[i] for i in picks]
+        inputs, next_embeds, targets, tokens = dataset.batch(head, traced, args.noise, generator)
         for param_group in optimizer.param_groups:
             param_group["lr"] = param_group.get("lr_scale", 1.0) * learning_rate(step, args.steps, args.lr, args.warmup)
         forced, chained = predict(head, inputs, next_embeds, chain=args.chain_weight > 0,
                                   early=group[0]["next"] is not None)
-        bonus = copy_bonus(head, steps, tokens.shape[1])
+        bonus = copy_bonus(head, traced, tokens.shape[1])
         loss, hits = loss_and_hits(forced, targets, tokens, action_rows, bonus)
         if chained is not None:
             loss = loss + args.chain_weight * loss_and_hits(chained, targets, tokens, action_rows, bonus)[0]
