@@ -21,6 +21,20 @@ def test_act_returns_a_denormalized_action_from_the_decoded_tokens(policy, rng):
     np.testing.assert_array_equal(action, again)
 
 
+def test_pixel_values_normalize_the_resized_crop_for_both_backbones(rng):
+    """torchvision's to_tensor + normalize (what OpenVLA's image transforms do) on our resized crop."""
+    import torch
+    from torchvision.transforms.functional import normalize, to_tensor
+
+    from spec_vla_ros.vla.constants import DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD
+    from spec_vla_ros.vla.preprocess import pixel_values, resize_and_crop
+    for center_crop in (True, False):
+        image = rng.integers(0, 256, (256, 200, 3), dtype=np.uint8)
+        resized = to_tensor(resize_and_crop(image, center_crop))
+        expected = torch.cat([normalize(resized, DINO_MEAN, DINO_STD), normalize(resized, SIGLIP_MEAN, SIGLIP_STD)])
+        torch.testing.assert_close(pixel_values(image, center_crop), expected, rtol=0, atol=2e-6)
+
+
 @pytest.mark.parametrize("image, message", [
     (np.zeros((224, 224, 3), dtype=np.float32), "dtype uint8"),
     (np.zeros((224, 224), dtype=np.uint8), r"shape \(H, W, 3\)"),

@@ -39,10 +39,17 @@ def resize_and_crop(image: np.ndarray, center_crop: bool) -> Image.Image:
     return pil
 
 
+# (x / 255 - mean) / std for both normalizations as one multiply-add over the 6 channels.
+_MEAN = torch.tensor(DINO_MEAN + SIGLIP_MEAN, dtype=torch.float64)
+_STD = torch.tensor(DINO_STD + SIGLIP_STD, dtype=torch.float64)
+_SCALE = (1.0 / (255.0 * _STD)).float().view(6, 1, 1)
+_OFFSET = (-_MEAN / _STD).float().view(6, 1, 1)
+
+
 def pixel_values(image: np.ndarray, center_crop: bool = True) -> torch.Tensor:
     """HxWx3 uint8 RGB -> float32 tensor [6, 224, 224] (DINOv2 channels, then SigLIP channels)."""
-    rgb = torch.from_numpy(np.asarray(resize_and_crop(image, center_crop), dtype=np.float32) / 255.0)
-    rgb = rgb.permute(2, 0, 1)
-    dino = (rgb - torch.tensor(DINO_MEAN).view(3, 1, 1)) / torch.tensor(DINO_STD).view(3, 1, 1)
-    siglip = (rgb - torch.tensor(SIGLIP_MEAN).view(3, 1, 1)) / torch.tensor(SIGLIP_STD).view(3, 1, 1)
-    return torch.cat([dino, siglip], dim=0)
+    rgb = torch.from_numpy(np.array(resize_and_crop(image, center_crop))).permute(2, 0, 1).contiguous().float()
+    out = torch.empty(6, IMAGE_SIZE, IMAGE_SIZE)
+    for half in (slice(0, 3), slice(3, 6)):          # written in place: about 3x faster than cat
+        torch.addcmul(_OFFSET[half], rgb, _SCALE[half], out=out[half])
+    return out
