@@ -36,6 +36,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from spec_vla_ros.ros_conversions import image_to_msg
+from spec_vla_ros.topics import EPISODE_QOS, INSTRUCTION_QOS
 from spec_vla_ros.vla.constants import (
     LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS,
     LIBERO_NUM_STEPS_WAIT, LIBERO_RENDER_SIZE,
@@ -73,11 +74,6 @@ PARAMETERS = {
 # reliable publisher serves both sensor-data (best effort) and default (reliable) subscribers.
 LATEST_RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
-INSTRUCTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.VOLATILE)
-# Late joiners (a recorder, an analysis tool) still get the recent episode results.
-EPISODE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SUBSCRIBER_LOG_PERIOD_S = 10.0
 ACK_TIMEOUT_S = 5.0
 

@@ -36,7 +36,7 @@ from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import Image
@@ -45,6 +45,7 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 from .control import action_to_velocity, encode_values, gripper_opening
 from .policy import PolicyConfig, VLAPolicy
 from .ros_conversions import action_to_msg, msg_to_image
+from .topics import EPISODE_QOS, INSTRUCTION_QOS
 from .vla.constants import LIBERO_CONTROL_HZ
 from .vla.prompt import build_prompt
 
@@ -79,10 +80,6 @@ POLICY_FIELDS = tuple(field.name for field in fields(PolicyConfig))
 
 CAMERA_QOS = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                         durability=qos_profile_sensor_data.durability)
-INSTRUCTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.VOLATILE)
-EPISODE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 WARNING_PERIOD_S = 5.0
 
 

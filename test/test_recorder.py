@@ -8,13 +8,14 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 
 from ros_helpers import Client, NodeProcess  # noqa: E402
 from spec_vla_ros.recorder_node import DEFAULT_TOPICS, NODE_NAME  # noqa: E402
 from spec_vla_ros.ros_conversions import action_to_msg, image_to_msg  # noqa: E402
+from spec_vla_ros.topics import EPISODE_QOS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -30,12 +31,10 @@ def recorded_bag(tmp_path):
     recorder = NodeProcess("bag_recorder", NODE_NAME, parameters, tmp_path / "recorder.log", tmp_path)
     client = Client()
     client.watched.append(recorder)
-    episode_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
     publishers = {"/camera/image_raw": client.node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data),
                   "/instruction": client.node.create_publisher(String, "instruction", 10),
                   "/action": client.node.create_publisher(Float64MultiArray, "action", 10),
-                  "/episode": client.node.create_publisher(String, "episode", episode_qos),
+                  "/episode": client.node.create_publisher(String, "episode", EPISODE_QOS),
                   "/extra/chatter": client.node.create_publisher(String, "extra/chatter", 10)}
     image = np.arange(64 * 48 * 3, dtype=np.uint8).reshape(48, 64, 3)
     messages = {"/camera/image_raw": lambda i: image_to_msg(image, frame_id=f"frame{i}"),
