@@ -357,6 +357,36 @@ def save_video(frames: list[np.ndarray], path_stem: str | Path, fps: int = LIBER
 PolicyFn = Callable[[np.ndarray, str], object]
 
 
+def run_episode(env: LiberoGoalEnv, policy: PolicyFn, task_id: int, episode: int,
+                keep_frames: bool = False) -> tuple[dict, list, list[np.ndarray]]:
+    """One episode of `policy(image, instruction)` from initial state `episode`: the env's result
+    record, the stats the policy returned per step (if it returns `(action, stats)`), and the
+    agentview frames when `keep_frames`. A simulator failure ends only this episode; a rejected
+    action costs a step without moving the sim (the env counts it)."""
+    step_stats, frames = [], []
+    try:
+        observation = env.reset(task_id, episode)
+    except SimulatorError as error:
+        log.warning("task %d episode %d failed in reset: %s", task_id, episode, error)
+        return env.result.as_dict(), step_stats, frames
+    instruction = env.tasks[task_id].instruction
+    if keep_frames:
+        frames.append(observation.agentview)
+    while not env.done:
+        output = policy(observation.agentview, instruction)
+        action, stats = output if isinstance(output, tuple) else (output, None)
+        if stats is not None:
+            step_stats.append(stats)
+        try:
+            observation = env.step(action)
+        except ValueError as error:
+            log.warning("task %d episode %d: action rejected: %s", task_id, episode, error)
+            continue
+        if keep_frames:
+            frames.append(observation.agentview)
+    return env.result.as_dict(), step_stats, frames
+
+
 def run_episodes(env: LiberoGoalEnv, policy: PolicyFn, task_ids: Iterable[int] | None = None,
                  episodes_per_task: int = LIBERO_EPISODES_PER_TASK, results_dir: str | Path | None = None,
                  video_dir: str | Path | None = None,
@@ -376,36 +406,16 @@ def run_episodes(env: LiberoGoalEnv, policy: PolicyFn, task_ids: Iterable[int] |
 
     records = []
     for task_id, episode in env.episode_schedule(task_ids, episodes_per_task):
-        instruction = env.tasks[task_id].instruction
-        step_stats = []
         if reset_policy is not None:
             reset_policy()
-        try:
-            observation = env.reset(task_id, episode)
-        except SimulatorError as error:
-            log.warning("task %d episode %d failed in reset: %s", task_id, episode, error)
-            records.append(env.result.as_dict())
-            continue
-        frames = [observation.agentview]
-        while not env.done:
-            output = policy(observation.agentview, instruction)
-            action, stats = output if isinstance(output, tuple) else (output, None)
-            if stats is not None:
-                step_stats.append(stats)
-            try:
-                observation = env.step(action)
-            except ValueError as error:
-                log.warning("task %d episode %d: action rejected: %s", task_id, episode, error)
-                continue
-            frames.append(observation.agentview)
-        record = env.result.as_dict()
+        record, step_stats, frames = run_episode(env, policy, task_id, episode, keep_frames=video_dir is not None)
         if policy_stats_summary is not None:
             record.update(policy_stats_summary(step_stats))
         records.append(record)
         log.info("task %d episode %d: %s after %d steps (%.1f s)", task_id, episode,
                  "success" if record["success"] else f"failure ({record['failure_reason']})",
                  record["steps"], record["wall_seconds"])
-        if video_dir is not None:
+        if frames:
             outcome = "success" if record["success"] else "failure"
             save_video(frames, Path(video_dir) / f"task{task_id}_episode{episode}_{outcome}")
     if results_dir is not None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sim_bridge.libero_goal import LiberoGoalEnv, SimulatorError
+from sim_bridge import libero_goal
+from sim_bridge.libero_goal import LiberoGoalEnv
 from sim_bridge.results import summarize
 
 from ..decoding.acceptance import STRICT, Acceptance
@@ -89,22 +90,10 @@ class Configuration:
 
 def run_episode(env: LiberoGoalEnv, policy: VLAPolicy, task_id: int, episode: int) -> dict:
     """One episode with the policy's current decoder: the env's result record plus the decode
-    statistics of every action (the body of `run_episodes`, keeping per-step data)."""
+    statistics of every action."""
     policy.reset_episode()
-    step_stats: list[DecodeStats] = []
-    try:
-        observation = env.reset(task_id, episode)
-    except SimulatorError:
-        return {**env.result.as_dict(), **episode_decode_record(step_stats)}
-    instruction = env.tasks[task_id].instruction
-    while not env.done:
-        action, stats = policy.act(observation.agentview, instruction)
-        step_stats.append(stats)
-        try:
-            observation = env.step(action)
-        except ValueError:
-            continue                    # rejected by the env, counted in its result
-    return {**env.result.as_dict(), **episode_decode_record(step_stats)}
+    record, step_stats, _ = libero_goal.run_episode(env, policy.act, task_id, episode)
+    return {**record, **episode_decode_record(step_stats)}
 
 
 def episode_decode_record(step_stats: list[DecodeStats]) -> dict:
