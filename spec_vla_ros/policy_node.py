@@ -61,7 +61,8 @@ PARAMETERS = {
     "dtype": (_DEFAULTS.dtype, "auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16 or float16; read-only"),
     "draft": (_DEFAULTS.draft, "draft model: none (autoregressive) | mamba | llama | history; "
                                "a change takes effect at the next action"),
-    "draft_checkpoint": (_DEFAULTS.draft_checkpoint, "draft checkpoint file; '' = the packaged one for the "
+    "draft_checkpoint": (_DEFAULTS.draft_checkpoint, "draft checkpoint directory, or a directory with one "
+                                                     "per kind (mamba/, llama/); '' = the packaged ones for the "
                                                      "embedded miniature"),
     "num_draft_tokens": (_DEFAULTS.num_draft_tokens, "tokens the draft proposes per verifier pass (1-7)"),
     "acceptance": (_DEFAULTS.acceptance, "strict (output identical to greedy decoding) | relaxed"),

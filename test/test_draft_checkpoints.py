@@ -75,6 +75,18 @@ def test_checkpoint_for_another_verifier(miniature, saved, tmp_path):
         load_draft("mamba", str(small), miniature)
 
 
+def test_a_directory_of_drafts_serves_every_kind(miniature, saved, tmp_path):
+    """One draft_checkpoint for both kinds, laid out like the packaged drafts: switching `draft`
+    alone picks the matching sub-directory; a kind without one is refused clearly."""
+    import shutil
+    for kind in ("mamba", "llama"):
+        shutil.copytree(saved[kind], tmp_path / "drafts" / kind)
+        check_draft_config(kind, str(tmp_path / "drafts"), "miniature")
+        assert load_draft(kind, str(tmp_path / "drafts"), miniature).head.kind == kind
+    shutil.rmtree(tmp_path / "drafts" / "llama")
+    expect_error("missing draft.json.*one sub-directory per kind", "llama", tmp_path / "drafts")
+
+
 def test_real_verifier_needs_an_explicit_checkpoint(tmp_path):
     verifier = tmp_path / "openvla-7b-finetuned-libero-goal"
     verifier.mkdir()

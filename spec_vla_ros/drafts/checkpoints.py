@@ -46,7 +46,8 @@ def read_draft_config(directory) -> dict:
         raise DraftCheckpointError(f"draft checkpoint directory '{directory}' does not exist")
     for name in (CONFIG, WEIGHTS):
         if not (directory / name).is_file():
-            raise DraftCheckpointError(f"{directory}: missing {name} (a draft checkpoint has {CONFIG} and {WEIGHTS})")
+            raise DraftCheckpointError(f"{directory}: missing {name} (a draft checkpoint has {CONFIG} and {WEIGHTS}; "
+                                       "a directory of drafts has one sub-directory per kind: mamba/, llama/)")
     try:
         config = json.loads((directory / CONFIG).read_text())
     except (ValueError, UnicodeDecodeError) as error:

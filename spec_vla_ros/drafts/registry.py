@@ -1,7 +1,10 @@
 """Drafts by name: cheap validation for parameter callbacks, and loading.
 
 `mamba` and `llama` need a checkpoint trained for the verifier in use; `""` selects the one
-packaged under drafts/checkpoints/<name>/, trained for the embedded miniature.
+packaged under drafts/checkpoints/<name>/, trained for the embedded miniature. A checkpoint
+path is either one draft's directory or, laid out like the packaged ones, a directory with a
+sub-directory per kind: then one `draft_checkpoint` serves every draft, and switching `draft`
+alone (`ros2 param set ... draft llama`) picks the matching one.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from transformers import LlamaConfig
 from ..vla.checkpoint import (MINIATURE, MINIATURE_SEED, MINIATURE_TEXT_CONFIG, LoadedVerifier, resolve_dtype,
                               vla_config_from_hf)
 from .base import Draft
-from .checkpoints import check_compatible, load_head, read_draft_config
+from .checkpoints import CONFIG, check_compatible, load_head, read_draft_config
 from .eagle_head import HEAD_KINDS, EagleDraft
 from .history import HistoryDraft
 
@@ -37,7 +40,10 @@ def verifier_identity(verifier: str) -> tuple[str, int | None]:
 
 def draft_checkpoint_dir(name: str, checkpoint: str, verifier_name: str) -> Path:
     if checkpoint:
-        return Path(checkpoint)
+        path = Path(checkpoint)
+        if not (path / CONFIG).exists() and (path / name / CONFIG).exists():
+            return path / name                 # a directory of drafts, one per kind
+        return path
     if verifier_name != MINIATURE_NAME:
         raise ValueError(f"draft '{name}' needs draft_checkpoint for verifier '{verifier_name}': the packaged "
                          f"drafts are trained for the embedded miniature only (train one with "
