@@ -38,6 +38,7 @@ setup(
             "spec-vla-eval = spec_vla_ros.analysis.evaluate:main",
             "spec-vla-harness = spec_vla_ros.analysis.harness:main",
             "spec-vla-analyze = spec_vla_ros.analysis.bag_analysis:main",
+            "spec-vla-bag-reindex = spec_vla_ros.analysis.bag_reindex:main",
         ],
     },
 )

@@ -13,7 +13,10 @@ Publishes `camera/image_raw` (agentview, upright, rgb8), optionally `wrist_camer
 
 All sim work runs on one worker thread (the LIBERO GL contexts live there) so callbacks and
 services stay responsive. After `task_ids` x `episodes_per_task` episodes the results files are
-written (sim_bridge.results) and the node exits 0.
+written (sim_bridge.results) and the node exits 0. Stopped (SIGINT/SIGTERM) in the middle of an
+episode, it records and publishes that episode as interrupted (steps and seconds so far) and
+writes the results files with `completed: false`. The seeding mode (`seeding`) is written into
+every record and the results' metadata.
 """
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ from spec_vla_ros.vla.constants import (
 )
 
 from .libero_goal import (
-    AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, WRIST_CAMERA, LiberoGoalEnv, Observation, SimulatorError,
+    AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, SEEDING_MODES, WRIST_CAMERA, LiberoGoalEnv, Observation,
+    SimulatorError,
 )
 from .results import write_results
 
@@ -57,7 +61,10 @@ PARAMETERS = {
                           "episodes per task; episode i starts from the suite's fixed initial state i (max 50)"),
     "max_steps": (LIBERO_GOAL_MAX_STEPS, "policy steps before an episode counts as failed (OpenVLA: 300)"),
     "num_steps_wait": (LIBERO_NUM_STEPS_WAIT, "no-op steps after reset so objects settle (OpenVLA: 10)"),
-    "seed": (0, "base seed of LIBERO's random fixture placement; episode i resets with seed + i"),
+    "seed": (0, "seed of LIBERO's random fixture placement (OpenVLA: 0); see seeding"),
+    "seeding": ("openvla", "openvla: env.seed(seed) once per task, then resets in sequence, as OpenVLA's harness "
+                           "(episodes out of order replay the skipped resets); per_episode: seed + episode before "
+                           "each reset, every episode reproducible on its own"),
     "image_size": (LIBERO_RENDER_SIZE, "rendered image width and height in pixels (OpenVLA: 256)"),
     "mode": ("lockstep", "lockstep: one sim step per action; free_run: step at control_hz holding the last action"),
     "action_timeout": (10.0, "lockstep: seconds without an action before the observation and instruction are "
@@ -76,6 +83,7 @@ LATEST_RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
 SUBSCRIBER_LOG_PERIOD_S = 10.0
 ACK_TIMEOUT_S = 5.0
+STOP_ACK_TIMEOUT_S = 1.0        # when stopping: subscribers may be gone already
 
 
 class LiberoGoalBridge(Node):
@@ -89,7 +97,8 @@ class LiberoGoalBridge(Node):
         self._check_config()
         self.env = LiberoGoalEnv(image_size=self.config["image_size"], wrist_camera=self.config["publish_wrist"],
                                  max_steps=self.config["max_steps"], num_steps_wait=self.config["num_steps_wait"],
-                                 gripper_convention=self.config["gripper_convention"], seed=self.config["seed"])
+                                 gripper_convention=self.config["gripper_convention"], seed=self.config["seed"],
+                                 seeding=self.config["seeding"])
         self.schedule = self.env.episode_schedule(self.config["task_ids"], self.config["episodes_per_task"])
 
         # Shared with the worker, guarded by _condition.
@@ -130,6 +139,8 @@ class LiberoGoalBridge(Node):
         problems = []
         if config["mode"] not in MODES:
             problems.append(f"mode must be one of {MODES}, got {config['mode']!r}")
+        if config["seeding"] not in SEEDING_MODES:
+            problems.append(f"seeding must be one of {SEEDING_MODES}, got {config['seeding']!r}")
         if config["gripper_convention"] not in GRIPPER_CONVENTIONS:
             problems.append(f"gripper_convention must be one of {GRIPPER_CONVENTIONS}, "
                             f"got {config['gripper_convention']!r}")
@@ -170,6 +181,7 @@ class LiberoGoalBridge(Node):
                 task_id, episode = self.schedule[index]
                 outcome = self._run_episode(task_id, episode)
                 if outcome == "stop":
+                    self._record_interrupted()
                     break
                 if outcome == "next_task":
                     while index < len(self.schedule) and self.schedule[index][0] == task_id:
@@ -290,24 +302,32 @@ class LiberoGoalBridge(Node):
         if self._wrist_pub is not None:
             self._wrist_pub.publish(image_to_msg(observation.wrist, stamp, WRIST_CAMERA))
 
+    def _record_interrupted(self) -> None:
+        """The episode the stop cut short, recorded as interrupted (nothing if none was running)."""
+        if self.env.result is not None and not self.env.done:
+            self.env.interrupt("the bridge was stopped")
+            self._publish_result(self.env.result.as_dict())
+
     def _publish_result(self, record: dict) -> None:
         self.records.append(record)
         self._episode_pub.publish(String(data=json.dumps(record)))
-        outcome = "success" if record["success"] else f"failure: {record['failure_reason']}"
+        outcome = ("interrupted" if record["interrupted"] else
+                   "success" if record["success"] else f"failure: {record['failure_reason']}")
         self.get_logger().info(f"task {record['task_id']} episode {record['episode']}: {outcome} "
                                f"({record['steps']} steps, {record['wall_seconds']:.1f} s)")
 
     def _write_results(self, completed: bool) -> None:
         if self.records:
-            metadata = {"source": NODE_NAME, "completed": completed, "parameters": self.config,
+            metadata = {"source": NODE_NAME, "completed": completed, "seeding": self.env.seeding,
+                        "seed": self.env.seed, "parameters": self.config,
                         "rendering_backend": self.env.rendering_backend}
             paths = write_results(self.config["results_dir"], self.records, metadata=metadata)
             self.get_logger().info(f"results written to {paths['json']}")
         # The process exits right after; let subscribers acknowledge the last results first
         # (in short waits: the call holds the GIL, and Fast DDS may take a heartbeat period, 3 s).
-        deadline = time.monotonic() + ACK_TIMEOUT_S
+        deadline = time.monotonic() + (STOP_ACK_TIMEOUT_S if self._stopping else ACK_TIMEOUT_S)
         while not self._episode_pub.wait_for_all_acked(Duration(nanoseconds=100_000_000)):
-            if time.monotonic() > deadline or self._stopping:
+            if time.monotonic() > deadline:
                 break
 
 

@@ -1,10 +1,20 @@
 """LIBERO-GOAL run as OpenVLA's evaluation harness runs it, without ROS.
 
 One episode: `reset(task_id, episode)` loads the suite's fixed initial state number `episode`
-(with a per-episode seed, so the same episode always looks the same) and sends
-`LIBERO_NUM_STEPS_WAIT` no-op actions so objects settle; then `step(action)` until `done`.
-Success is the env's `done` (LIBERO's goal predicate); otherwise the episode fails after
+and sends `LIBERO_NUM_STEPS_WAIT` no-op actions so objects settle; then `step(action)` until
+`done`. Success is the env's `done` (LIBERO's goal predicate); otherwise the episode fails after
 `max_steps`. Images come out upright (robosuite renders them upside down).
+
+Seeding. LIBERO places fixtures (cabinet, stove, rack: not part of the saved initial states) at
+random on every reset, from numpy's global RNG; robosuite's steps draw nothing from it. Two modes:
+- "openvla" (default): OpenVLA's harness (run_libero_eval.py) seeds once per task, right after
+  creating the task's env (`env.seed(seed)`, seed 0 there), then resets in sequence: episode i is
+  the (i+1)-th reset after the seed. Kept exact in any request order: the RNG state before each
+  reset is remembered per (task, seed), an episode asked for again restarts from its own state,
+  and one asked for ahead of the sequence replays the skipped resets first (a reset reloads the
+  MuJoCo model: 2.5-4.5 s each on 2 idle cores).
+- "per_episode": seed + episode before every reset; each episode is reproducible on its own at no
+  replay cost (sharded evaluation). Episode 0 is the same in both modes; later ones differ.
 
 The ROS bridge node and in-process evaluation (`run_episodes`) both drive this class, so the
 two produce identical episodes and identical result records.
@@ -31,6 +41,7 @@ from spec_vla_ros.vla.constants import (
 log = logging.getLogger(__name__)
 
 GRIPPER_CONVENTIONS = ("openvla", "raw")
+SEEDING_MODES = ("openvla", "per_episode")
 AGENTVIEW_CAMERA = "agentview"            # robosuite camera names; also the ROS frame ids
 WRIST_CAMERA = "robot0_eye_in_hand"
 # Debian packages that provide each headless OpenGL backend MuJoCo can use.
@@ -153,6 +164,9 @@ class EpisodeResult:
     rejected_actions: int = 0           # NaN/inf/wrong length: never sent to the sim
     clipped_actions: int = 0            # values outside [-1, 1], clipped before the sim
     failure_reason: str = ""            # empty on success
+    interrupted: bool = False           # stopped from outside before it ended (steps and seconds so far);
+                                        # not an outcome of the policy: summaries leave it out
+    seeding: str = ""                   # the env's seeding mode ("openvla" or "per_episode")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -168,9 +182,11 @@ class LiberoGoalEnv:
 
     def __init__(self, image_size: int = LIBERO_RENDER_SIZE, wrist_camera: bool = False,
                  max_steps: int = LIBERO_GOAL_MAX_STEPS, num_steps_wait: int = LIBERO_NUM_STEPS_WAIT,
-                 gripper_convention: str = "openvla", seed: int = 0):
+                 gripper_convention: str = "openvla", seed: int = 0, seeding: str = "openvla"):
         if gripper_convention not in GRIPPER_CONVENTIONS:
             raise ValueError(f"gripper_convention must be one of {GRIPPER_CONVENTIONS}, got {gripper_convention!r}")
+        if seeding not in SEEDING_MODES:
+            raise ValueError(f"seeding must be one of {SEEDING_MODES}, got {seeding!r}")
         if image_size < 16 or max_steps < 1 or num_steps_wait < 0:
             raise ValueError(f"need image_size >= 16, max_steps >= 1, num_steps_wait >= 0; got "
                              f"{image_size}, {max_steps}, {num_steps_wait}")
@@ -180,6 +196,9 @@ class LiberoGoalEnv:
         self.num_steps_wait = num_steps_wait
         self.gripper_convention = gripper_convention
         self.seed = seed
+        self.seeding = seeding                    # read at every reset (see the module docstring)
+        self._rng_before_reset: dict[tuple[int, int], list] = {}   # openvla: (task, seed) -> state per episode
+        self.replayed_resets = 0                  # openvla: resets replayed to reach an episode out of order
         self.rendering_backend = check_headless_rendering()
         benchmark, self._get_libero_path, self._env_class = _import_libero()
         self._suite = benchmark.get_benchmark_dict()[LIBERO_GOAL_SUITE]()
@@ -226,6 +245,11 @@ class LiberoGoalEnv:
             self._init_states[task_id] = self._suite.get_task_init_states(task_id)
         return self._envs[task_id]
 
+    def initial_states(self, task_id: int) -> np.ndarray:
+        """The suite's fixed initial states of a task (MuJoCo states, one per episode)."""
+        self.task_env(task_id)
+        return self._init_states[task_id]
+
     def reset(self, task_id: int, episode: int) -> Observation:
         """Start `episode` of `task_id` from the suite's fixed initial state number `episode`.
 
@@ -235,17 +259,12 @@ class LiberoGoalEnv:
             raise ValueError(f"no task {task_id} episode {episode}: tasks are 0..{len(self.tasks) - 1}, "
                              f"episodes 0..{LIBERO_EPISODES_PER_TASK - 1}")
         task = self.tasks[task_id]
-        self.result = EpisodeResult(task_id, task.name, episode, task.instruction)
+        self.result = EpisodeResult(task_id, task.name, episode, task.instruction, seeding=self.seeding)
         self.done = False
         started = time.perf_counter()
         try:
             env = self.task_env(task_id)
-            # LIBERO places fixtures (cabinet, stove, rack: not part of the saved initial states)
-            # at random on every reset, from numpy's global RNG. Seeding per episode makes each
-            # (task, episode) look the same however runs are ordered; episode 0 matches OpenVLA's
-            # harness, which seeds once per task (env.seed(0)) and then resets in sequence.
-            env.seed(self.seed + episode)
-            env.reset()
+            self._seeded_reset(env, task_id, episode)
             raw = env.set_init_state(self._init_states[task_id][episode])
             for _ in range(self.num_steps_wait):
                 raw, _, _, _ = env.step(np.array(LIBERO_WAIT_ACTION))
@@ -257,6 +276,37 @@ class LiberoGoalEnv:
         self._episode_start = time.perf_counter()
         self._sim_time_at_start = env.sim.data.time
         return self._observation
+
+    def _seeded_reset(self, env, task_id: int, episode: int) -> None:
+        """`env.reset()` with numpy's global RNG where this env's seeding mode puts it."""
+        if self.seeding == "per_episode":
+            env.seed(self.seed + episode)
+            env.reset()
+            return
+        states = self._rng_before_reset.setdefault((task_id, self.seed), [])
+        if not states:                            # OpenVLA: env.seed(seed) once, when the task's env is made
+            env.seed(self.seed)
+            states.append(np.random.get_state())
+        if len(states) <= episode:
+            log.info("openvla seeding: replaying %d reset(s) of task %d to reach episode %d as OpenVLA's "
+                     "sequence has it", episode + 1 - len(states), task_id, episode)
+        while len(states) <= episode:             # resets OpenVLA's run makes before this episode
+            np.random.set_state(states[-1])
+            env.reset()
+            states.append(np.random.get_state())
+            self.replayed_resets += 1
+        np.random.set_state(states[episode])
+        env.reset()
+        if len(states) == episode + 1:
+            states.append(np.random.get_state())
+
+    def interrupt(self, reason: str = "stopped before the episode ended") -> None:
+        """End the running episode from outside (the bridge is stopping): its result is recorded
+        as interrupted, with the steps and seconds so far, success false. No-op between episodes."""
+        if self.result is None or self.done:
+            return
+        self.result.interrupted = True
+        self._finish(f"interrupted: {reason}")
 
     def step(self, action) -> Observation:
         """Apply one action; return the new observation (the last one if the sim failed).
@@ -419,5 +469,6 @@ def run_episodes(env: LiberoGoalEnv, policy: PolicyFn, task_ids: Iterable[int] |
             outcome = "success" if record["success"] else "failure"
             save_video(frames, Path(video_dir) / f"task{task_id}_episode{episode}_{outcome}")
     if results_dir is not None:
+        metadata = {"seeding": env.seeding, "seed": env.seed, **(metadata or {})}
         write_results(results_dir, records, metadata=metadata, run_name=run_name)
     return records

@@ -3,6 +3,11 @@
 The bridge node and in-process evaluation both write through `write_results`, so every run is
 read back by the same tools. A record is a dict with at least the fields of
 `EpisodeResult`; extra fields (decoding statistics, say) are carried into both files.
+
+An interrupted episode (the run was stopped while it ran: `interrupted: true`, success false,
+steps and seconds so far) is listed with the episodes but is no outcome of the policy: the
+summaries' episodes, success rate and means cover the finished episodes only, and `interrupted`
+counts the others.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ def summarize(records: list[dict]) -> dict:
     return {"overall": _aggregate(records), "per_task": per_task}
 
 
-def _aggregate(rows: list[dict]) -> dict:
+def _aggregate(records: list[dict]) -> dict:
+    rows = [row for row in records if not row.get("interrupted", False)]     # finished episodes
     successes = sum(bool(row["success"]) for row in rows)
 
     def mean(key: str) -> float:
@@ -32,6 +38,7 @@ def _aggregate(rows: list[dict]) -> dict:
 
     return {
         "episodes": len(rows),
+        "interrupted": len(records) - len(rows),
         "successes": successes,
         "success_rate": successes / len(rows) if rows else 0.0,
         "mean_steps": mean("steps"),

@@ -9,6 +9,9 @@ effort (a typical camera driver), as `ros2 bag record` does.
 
 The bag is closed (MCAP summary and metadata.yaml written) on SIGINT, SIGTERM or SIGHUP, after
 taking the messages already delivered: a launch ends the run by signalling the recorder last.
+Every `FLUSH_PERIOD_S` what was recorded since is written to the disk and fsynced (bag_writer), so
+a SIGKILL or a power cut loses at most about that much; `spec-vla-analyze` reads such an
+unfinished bag and `spec-vla-bag-reindex` makes it complete.
 """
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import WriterError
 from rosbags.typesys import Stores, TypesysError, get_typestore
+
+from .bag_writer import FLUSH_PERIOD_S, FlushingBagWriter
 
 NODE_NAME = "bag_recorder"
 DEFAULT_TOPICS = ["camera/image_raw", "wrist_camera/image_raw", "instruction", "action", "decode_stats", "episode"]
@@ -82,7 +87,7 @@ class BagRecorder(Node):
         self.path = Path(output)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.typestore = get_typestore(Stores.ROS2_KILTED)
-        self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer = FlushingBagWriter(self.path)
         self.writer.open()
         self.counts: dict[str, int] = {}
         self._bag_connections = {}       # resolved topic -> rosbags connection
@@ -95,12 +100,20 @@ class BagRecorder(Node):
                 self._subscribe(topic, KNOWN_TYPES[topic], QoSProfile(
                     depth=QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
         self.create_timer(GRAPH_POLL_PERIOD_S, self._poll_graph)
+        self.create_timer(FLUSH_PERIOD_S, self._flush)
         self.get_logger().info(f"recording {', '.join(self.topics)} to {self.path}")
 
     def close(self) -> None:
         self.writer.close()
         summary = ", ".join(f"{topic} {count}" for topic, count in sorted(self.counts.items())) or "no messages"
         self.get_logger().info(f"bag closed: {self.path} ({summary})")
+
+    def _flush(self) -> None:
+        """To the disk: a later SIGKILL or power cut keeps what was recorded until now."""
+        try:
+            self.writer.flush()
+        except OSError as error:      # a full disk, say: keep recording, say it (rate-limited)
+            self.get_logger().error(f"cannot write {self.path}: {error}", throttle_duration_sec=10.0)
 
     @property
     def message_count(self) -> int:
@@ -121,7 +134,11 @@ class BagRecorder(Node):
         connection = self._bag_connections[resolved]
 
         def write(data: bytes) -> None:
-            self.writer.write(connection, self.get_clock().now().nanoseconds, data)
+            try:
+                self.writer.write(connection, self.get_clock().now().nanoseconds, data)
+            except OSError as error:   # a full disk, say: the node goes on and says so (rate-limited)
+                self.get_logger().error(f"cannot write {self.path}: {error}", throttle_duration_sec=10.0)
+                return
             self.counts[resolved] += 1
 
         self._topic_subscriptions[topic] = self.create_subscription(msg_class, topic, write, qos, raw=True)
@@ -158,7 +175,7 @@ def main(args=None) -> int:
     try:
         try:
             node = BagRecorder()
-        except (WriterError, OSError, ParameterException) as error:
+        except (WriterError, OSError, RuntimeError, ParameterException) as error:
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot record: {error}")
             return 2
         executor = SingleThreadedExecutor()

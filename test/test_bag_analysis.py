@@ -1,6 +1,9 @@
 """spec-vla-analyze and the harness's bag input, on small MCAP bags written here with rosbags
-(the recorder's library and format), with plain and namespaced topic names."""
+(the recorder's library and format), with plain and namespaced topic names; unfinished bags (a
+recorder killed: no summary, no metadata.yaml) cut at random points, recovered and reindexed;
+malformed messages skipped."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -114,7 +117,7 @@ def test_a_bag_without_the_package_topics_is_refused(tmp_path, capsys):
         writer.write(connection, 1, store.serialize_cdr(store.types["std_msgs/msg/String"](data="hi"),
                                                         "std_msgs/msg/String"))
     assert bag_analysis.main([str(tmp_path / "bag")]) == 2
-    assert "no decode_stats, action or episode messages" in capsys.readouterr().err
+    assert "no usable decode_stats, action or episode messages" in capsys.readouterr().err
     assert bag_analysis.main([str(tmp_path / "missing")]) == 2
 
 
@@ -151,3 +154,186 @@ def test_traces_are_collected_from_a_bag(miniature, tmp_path):
     expected, _ = Decoder(miniature.model).decode(pixel_values(frame), prompt_token_ids(miniature.tokenizer,
                                                                                         INSTRUCTIONS[1]))
     assert steps[3]["tokens"].tolist() == expected
+
+
+# --- unfinished bags -----------------------------------------------------------------------------
+
+def fresh_rng():
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"random seed {seed}")                  # pytest shows it when the test fails
+    return np.random.default_rng(seed), seed
+
+
+def write_flushed_bag(path, rng):
+    """write_bag's messages through the recorder's FlushingBagWriter, flushed at random points;
+    returns (messages as (topic, time, bytes), [(file size, messages on disk) after each flush],
+    the MCAP bytes as the disk held them before close) and leaves the bag closed (complete)."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    from spec_vla_ros.bag_writer import FlushingBagWriter
+
+    complete = write_bag(path.with_name(path.name + "_source"))
+    with AnyReader([complete]) as reader:
+        source = [(c.topic, c.msgtype, t, bytes(raw)) for c, t, raw in reader.messages()]
+    store = get_typestore(Stores.ROS2_KILTED)
+    written, flushes = [], []
+    with FlushingBagWriter(path) as writer:
+        connections = {}
+        for topic, msgtype, timestamp, raw in source:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(connections[topic], timestamp, raw)
+            written.append((topic, timestamp, raw))
+            if rng.random() < 0.3 and writer.flush():
+                flushes.append((writer.flushed_bytes, len(written)))
+        writer.flush()
+        flushes.append((writer.flushed_bytes, len(written)))
+        [mcap_file] = path.glob("*.mcap")
+        on_disk = mcap_file.read_bytes()
+    return written, flushes, on_disk
+
+
+def unfinished_copy(directory, name, data):
+    """A bag directory holding only the MCAP bytes a killed recorder left (no metadata.yaml)."""
+    directory.mkdir()
+    (directory / f"{name}.mcap").write_bytes(data)
+    return directory
+
+
+def test_recovery_keeps_every_flushed_message_at_any_cut(tmp_path):
+    """Cut the bag at random bytes, as a kill or power cut does: what comes back is exactly the
+    first messages, every message flushed before the cut among them, none past the chunk cut."""
+    from spec_vla_ros.analysis.bags import Recovery, recovered_records, unfinished_mcap_files
+
+    rng, _ = fresh_rng()
+    written, flushes, on_disk = write_flushed_bag(tmp_path / "bag", rng)
+    assert flushes[-1] == (len(on_disk), len(written))
+    cuts = sorted(set(rng.integers(0, len(on_disk) + 1, 12).tolist()) | {len(on_disk)})
+    for index, cut in enumerate(cuts):
+        bag = unfinished_copy(tmp_path / f"cut{index}", "bag", on_disk[:cut])
+        files = unfinished_mcap_files(bag)
+        recovered = [(channel.topic, message.log_time, bytes(message.data))
+                     for _, channel, message in recovered_records(Recovery(files))]
+        at_least = max([count for size, count in flushes if size <= cut], default=0)
+        at_most = min([count for size, count in flushes if size > cut], default=len(written))
+        assert recovered == written[:len(recovered)], f"cut at byte {cut}: not a prefix"
+        assert at_least <= len(recovered) <= at_most, f"cut at byte {cut}: {len(recovered)} of {len(written)}"
+
+
+def test_unfinished_bag_is_analysed_with_a_notice_and_reindexed(tmp_path, capsys):
+    from mcap.reader import make_reader
+    from rosbags.highlevel import AnyReader
+
+    from spec_vla_ros.analysis import bag_reindex
+    from spec_vla_ros.analysis.bags import unfinished_mcap_files
+
+    rng, _ = fresh_rng()
+    written, flushes, on_disk = write_flushed_bag(tmp_path / "complete", rng)
+    # the disk after a kill: everything up to a flush in the second episode, plus half a chunk
+    kept_size, kept = next((size, count) for size, count in flushes if count > len(written) // 2)
+    next_size = next((size for size, _ in flushes if size > kept_size), len(on_disk))
+    bag = unfinished_copy(tmp_path / "bag", "bag", on_disk[:(kept_size + next_size) // 2])
+    assert unfinished_mcap_files(bag) and not (bag / "metadata.yaml").exists()
+
+    output = tmp_path / "report"
+    assert bag_analysis.main([str(bag), "--output", str(output)]) == 0
+    captured = capsys.readouterr()
+    notice = f"recovered {kept} messages from an unfinished bag {bag}"
+    assert notice in captured.err and "spec-vla-bag-reindex" in captured.err
+    document = json.loads((output / "bag_analysis.json").read_text())
+    assert document["recovered"] is True and notice in document["notes"][0]
+    actions = sum(1 for topic, _, _ in written[:kept] if topic == "/action")
+    assert {row["topic"]: row["messages"] for row in document["tables"]["topics"]}["/action"] == actions
+
+    assert bag_reindex.main([str(bag)]) == 0
+    complete = tmp_path / "bag_reindexed"
+    assert f"wrote {kept} messages" in capsys.readouterr().out
+    assert not (bag / "metadata.yaml").exists()                       # the unfinished bag is left alone
+    with AnyReader([complete]) as reader:
+        assert [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()] == written[:kept]
+    [mcap_file] = complete.glob("*.mcap")
+    with mcap_file.open("rb") as stream:
+        reader = make_reader(stream)
+        summary = reader.get_summary()                              # an indexed, complete file
+        assert summary is not None and summary.statistics.message_count == kept and summary.chunk_indexes
+        assert [(channel.topic, message.log_time, bytes(message.data))
+                for _, channel, message in reader.iter_messages()] == written[:kept]
+    assert read_bag(complete).notices == [] and unfinished_mcap_files(complete) == []
+    assert bag_reindex.main([str(complete)]) == 2                   # complete: nothing to do, said so
+    assert "nothing to reindex" in capsys.readouterr().err
+
+
+def test_frames_of_an_unfinished_bag_are_recovered_for_collection(tmp_path):
+    bag = write_bag(tmp_path / "bag", frames_per_episode=3)
+    [mcap_file] = bag.glob("*.mcap")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    data = mcap_file.read_bytes()
+    (unfinished / mcap_file.name).write_bytes(data[:data.rfind(b"\x89MCAP0\r\n")])   # summary kept, magic lost
+    (unfinished / "metadata.yaml").write_text((bag / "metadata.yaml").read_text())
+    expected = observation_episodes(bag)
+    assert "(no MCAP summary" in read_bag(unfinished).notices[0]
+    recovered = observation_episodes(unfinished)
+    assert [(i, len(f)) for i, f in recovered] == [(i, len(f)) for i, f in expected]
+    for (_, frames), (_, reference) in zip(recovered, expected):
+        for frame, reference_frame in zip(frames, reference):
+            np.testing.assert_array_equal(frame, reference_frame)
+
+
+def test_malformed_messages_are_skipped_with_a_count(tmp_path, capsys):
+    """An episode result without `instruction`, one that is not JSON or not an object, a decode_stats
+    status without `draft` or with a wrong type, an action of 6 values: each skipped and counted."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    bag = write_bag(tmp_path / "good")
+    store = get_typestore(Stores.ROS2_KILTED)
+    types = store.types
+    good = read_bag(bag)
+    episode = dict(good.episodes[0])
+    del episode["instruction"]
+    bad_episodes = [json.dumps(episode), "{not json", json.dumps([1, 2]), json.dumps({**good.episodes[0], "steps": "x"})]
+    status = types["diagnostic_msgs/msg/DiagnosticStatus"]
+    key_value = types["diagnostic_msgs/msg/KeyValue"]
+    stats = [{key: value for key, value in good.decode_stats[0].items() if key != "draft"},
+             {**good.decode_stats[0], "verifier_passes": "three"}]
+    mixed = tmp_path / "mixed"
+    with Writer(mixed, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        with AnyReader([bag]) as reader:
+            connections = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=store)
+                           for c in reader.connections}
+            for connection, timestamp, raw in reader.messages():
+                writer.write(connections[connection.topic], timestamp, raw)
+        last = 10**12
+        for text in bad_episodes:
+            last += 1
+            writer.write(connections["/episode"], last, store.serialize_cdr(types["std_msgs/msg/String"](data=text),
+                                                                              "std_msgs/msg/String"))
+        header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=0),
+                                              frame_id="")
+        array = types["diagnostic_msgs/msg/DiagnosticArray"](header=header, status=[
+            status(level=0, name="x", message="", hardware_id="",
+                   values=[key_value(key=k, value=json.dumps(v) if not isinstance(v, str) else v)
+                           for k, v in values.items()]) for values in stats])
+        writer.write(connections["/decode_stats"], last + 1,
+                     store.serialize_cdr(array, "diagnostic_msgs/msg/DiagnosticArray"))
+        writer.write(connections["/action"], last + 2, store.serialize_cdr(types["std_msgs/msg/Float64MultiArray"](
+            layout=types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.zeros(6)),
+            "std_msgs/msg/Float64MultiArray"))
+        writer.write(connections["/instruction"], last + 3, b"\x00\x01")        # not a String's CDR
+
+    run = read_bag(mixed)
+    assert run.episodes == good.episodes and run.decode_stats == good.decode_stats and run.actions == good.actions
+    assert {topic: count for topic, (count, _) in run.skipped.items()} == {
+        "/episode": 4, "/decode_stats": 2, "/action": 1, "/instruction": 1}
+    assert "missing instruction" in run.skipped["/episode"][1]
+
+    output = tmp_path / "report"
+    assert bag_analysis.main([str(mixed), "--output", str(output)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 4 /episode message(s)" in err and "missing instruction" in err and "Traceback" not in err
+    document = json.loads((output / "bag_analysis.json").read_text())
+    assert document["skipped_messages"] == {"/episode": 4, "/decode_stats": 2, "/action": 1, "/instruction": 1}
+    assert len(document["tables"]["episodes"]) == 2

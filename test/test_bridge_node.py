@@ -3,10 +3,13 @@ small policy stand-in talking to it over real DDS (isolated on a ROS domain of i
 
 One run covers the lockstep protocol end to end: waiting for subscribers, the next_task and
 reset_episode services, republishing on action timeout, a rejected action, the episode result
-message, the results files and a clean exit."""
+message, the results files and a clean exit. Another stops the bridge mid-episode: the episode is
+recorded as interrupted."""
+import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +89,18 @@ class Client:
         rclpy.shutdown(context=self.context)
 
 
+def start_bridge(parameters: dict, domain_id: int, rendering: str, cwd: Path, log_path: Path) -> subprocess.Popen:
+    assert set(parameters) <= set(PARAMETERS)
+    command = [sys.executable, "-m", "sim_bridge.bridge_node", "--ros-args"]
+    for name, value in parameters.items():
+        command += ["-p", f"{name}:={value}"]
+    environment = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONPATH=str(REPO_ROOT),
+                       MUJOCO_GL=rendering, PYTHONUNBUFFERED="1")
+    with log_path.open("w") as log:
+        return subprocess.Popen(command, cwd=cwd, env=environment, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
 @pytest.mark.sim
 @pytest.mark.ros
 def test_lockstep_run_over_dds(tmp_path, rendering):
@@ -94,17 +109,10 @@ def test_lockstep_run_over_dds(tmp_path, rendering):
     log_path = tmp_path / "bridge.log"
     parameters = {"task_ids": "[1, 0]", "episodes_per_task": "1", "max_steps": str(MAX_STEPS),
                   "num_steps_wait": "1", "image_size": "64", "publish_wrist": "true", "mode": "lockstep",
-                  "action_timeout": str(ACTION_TIMEOUT_S), "results_dir": str(results_dir)}
-    assert set(parameters) <= set(PARAMETERS)
-    command = [sys.executable, "-m", "sim_bridge.bridge_node", "--ros-args"]
-    for name, value in parameters.items():
-        command += ["-p", f"{name}:={value}"]
-    environment = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONPATH=str(REPO_ROOT),
-                       MUJOCO_GL=rendering, PYTHONUNBUFFERED="1")
+                  "action_timeout": str(ACTION_TIMEOUT_S), "results_dir": str(results_dir),
+                  "seeding": "per_episode"}
     client = Client(domain_id)
-    with log_path.open("w") as log:
-        bridge = subprocess.Popen(command, cwd=tmp_path, env=environment, stdin=subprocess.DEVNULL,
-                                  stdout=log, stderr=subprocess.STDOUT)
+    bridge = start_bridge(parameters, domain_id, rendering, tmp_path, log_path)
     try:
         def observations(count):
             """True once `count` observations, each with its instruction, have arrived."""
@@ -170,4 +178,49 @@ def test_lockstep_run_over_dds(tmp_path, rendering):
     document = json.loads(results_json.read_text())
     assert document["overall"]["episodes"] == 1 and document["overall"]["success_rate"] == 0.0
     assert document["metadata"]["completed"] is True
+    assert document["metadata"]["seeding"] == "per_episode" and result["seeding"] == "per_episode"
     assert len(list(results_dir.glob("*_episodes.csv"))) == 1
+
+
+@pytest.mark.sim
+@pytest.mark.ros
+def test_stopped_mid_episode_records_the_episode_as_interrupted(tmp_path, rendering):
+    """SIGINT after two actions of the first of two episodes: the results files (and the episode
+    topic) hold that episode, interrupted, with its two steps; completed is false; the
+    summaries count no finished episode. The seeding mode (default openvla) is in every file."""
+    domain_id = 10 + (os.getpid() + 45) % 90
+    results_dir = tmp_path / "results"
+    log_path = tmp_path / "bridge.log"
+    parameters = {"task_ids": "[0]", "episodes_per_task": "2", "max_steps": "50", "num_steps_wait": "1",
+                  "image_size": "64", "mode": "lockstep", "results_dir": str(results_dir)}
+    client = Client(domain_id)
+    bridge = start_bridge(parameters, domain_id, rendering, tmp_path, log_path)
+    try:
+        client.spin_until(lambda: client.images, 120, bridge, "the first observation")
+        for step in range(2):
+            client.action_pub.publish(action_to_msg(OPEN_GRIPPER_STILL))
+            client.spin_until(lambda: len(client.images) >= step + 2, 20, bridge, "the next observation")
+        bridge.send_signal(signal.SIGINT)
+        client.spin_until(lambda: client.episodes, 20, bridge, "the interrupted episode's result")
+        bridge.wait(timeout=60)
+    finally:
+        client.close()
+        if bridge.poll() is None:
+            bridge.kill()
+            bridge.wait()
+    assert bridge.returncode == 0, log_path.read_text()
+
+    [published] = client.episodes
+    [results_json] = results_dir.glob("*.json")
+    document = json.loads(results_json.read_text())
+    [record] = document["episodes"]
+    assert record == published
+    assert (record["task_id"], record["episode"], record["steps"]) == (0, 0, 2)
+    assert record["interrupted"] is True and record["success"] is False and record["wall_seconds"] > 0
+    assert record["seeding"] == "openvla" and document["metadata"]["seeding"] == "openvla"
+    assert document["metadata"]["completed"] is False
+    assert document["overall"]["episodes"] == 0 and document["overall"]["interrupted"] == 1
+    [episodes_csv] = results_dir.glob("*_episodes.csv")
+    with episodes_csv.open(newline="") as stream:
+        [row] = csv.DictReader(stream)
+    assert (row["interrupted"], row["steps"], row["seeding"]) == ("True", "2", "openvla")

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim_bridge.libero_goal import run_episodes, to_env_action
+from sim_bridge.libero_goal import LiberoGoalEnv, run_episodes, to_env_action
 from sim_bridge.results import summarize, write_results
-from spec_vla_ros.vla.constants import LIBERO_CONTROL_HZ
+from spec_vla_ros.vla.constants import LIBERO_CONTROL_HZ, LIBERO_WAIT_ACTION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 20
@@ -70,6 +70,24 @@ def test_results_files_report_per_task_and_overall(tmp_path):
     assert len(episode_lines) == 4 and "verifier_passes" in episode_lines[0]
     task_lines = paths["tasks_csv"].read_text().splitlines()
     assert task_lines[-1].startswith("all,") and len(task_lines) == 4
+
+
+def test_interrupted_episodes_are_listed_but_not_counted_as_outcomes(tmp_path):
+    interrupted = _record(3, 2, False, 7, interrupted=True)
+    records = [_record(3, 0, True, 100), _record(3, 1, False, 300), interrupted]
+    summary = summarize(records)
+    assert summary["overall"]["episodes"] == 2 and summary["overall"]["interrupted"] == 1
+    assert summary["overall"]["success_rate"] == 0.5 and summary["overall"]["mean_steps"] == 200.0
+    assert summarize([interrupted])["per_task"][0]["episodes"] == 0
+    paths = write_results(tmp_path, records, run_name="run")
+    assert json.loads(paths["json"].read_text())["episodes"][2]["interrupted"] is True
+    header, *rows = paths["episodes_csv"].read_text().splitlines()
+    assert "interrupted" in header.split(",") and len(rows) == 3
+
+
+def test_unknown_seeding_mode_is_refused():
+    with pytest.raises(ValueError, match="seeding must be one of"):
+        LiberoGoalEnv(seeding="random")
 
 
 @pytest.mark.skipif(ctypes.util.find_library("OSMesa") is not None, reason="OSMesa is installed here")
@@ -205,3 +223,103 @@ def test_simulator_error_in_reset_is_recorded(env, monkeypatch):
     [record] = run_episodes(env, lambda image, instruction: STILL_OPEN, task_ids=[0], episodes_per_task=1)
     assert not record["success"] and record["steps"] == 0
     assert "model failed to compile" in record["failure_reason"]
+
+
+# --- seeding --------------------------------------------------------------------------------
+
+MOVE = [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def fresh_seed() -> int:
+    seed = int.from_bytes(os.urandom(4), "little") % 2**31
+    print(f"LIBERO seed {seed}")                  # pytest shows it when the test fails
+    return seed
+
+
+def openvla_loop(env, task_id: int, seed: int, episodes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """OpenVLA's run_libero_eval.py on the raw LIBERO env: env.seed(seed) once (get_libero_env),
+    then per episode env.reset(), env.set_init_state(initial_states[i]), the dummy wait steps and
+    some motion. Per episode: (model body positions, upright agentview) of its first observation."""
+    raw, states = env.task_env(task_id), env.initial_states(task_id)
+    raw.seed(seed)
+    snapshots = []
+    for episode in range(episodes):
+        raw.reset()
+        observation = raw.set_init_state(states[episode])
+        for _ in range(env.num_steps_wait):
+            observation, _, _, _ = raw.step(np.array(LIBERO_WAIT_ACTION))
+        snapshots.append((raw.sim.model.body_pos.copy(), observation["agentview_image"][::-1, ::-1].copy()))
+        for _ in range(3):
+            raw.step(np.array(MOVE))
+    return snapshots
+
+
+def _snapshot(env, observation, task_id: int = 0):
+    return env.task_env(task_id).sim.model.body_pos.copy(), observation.agentview
+
+
+def _assert_same(actual, expected):
+    np.testing.assert_array_equal(actual[0], expected[0])      # fixture placement (model body positions)
+    np.testing.assert_array_equal(actual[1], expected[1])      # the first image the policy sees
+
+
+@pytest.mark.sim
+def test_openvla_seeding_gives_openvla_episodes_in_any_order(env, monkeypatch):
+    """Episode 1 asked for first (the skipped reset replayed), and again after episode 0 with steps
+    in between, is OpenVLA's episode 1: the harness's own loop on the same env gives the same."""
+    seed = fresh_seed()
+    monkeypatch.setattr(env, "seed", seed)
+    assert env.seeding == "openvla"
+    replayed = env.replayed_resets
+    alone = _snapshot(env, env.reset(0, 1))
+    assert env.replayed_resets == replayed + 1
+    harness = openvla_loop(env, 0, seed, episodes=2)
+    _assert_same(alone, harness[1])
+
+    _assert_same(_snapshot(env, env.reset(0, 0)), harness[0])
+    for _ in range(3):
+        env.step(MOVE)
+    _assert_same(_snapshot(env, env.reset(0, 1)), harness[1])
+    assert env.replayed_resets == replayed + 1                   # in sequence: nothing replayed
+    assert env.result.seeding == "openvla"
+
+
+@pytest.mark.sim
+def test_per_episode_seeding_makes_each_episode_reproducible_alone(env, monkeypatch):
+    """per_episode: episode 1 after episode 0 is episode 1 seeded on its own (seed + 1); episode 0
+    is OpenVLA's, episode 1 is not (fixtures elsewhere)."""
+    seed = fresh_seed()
+    monkeypatch.setattr(env, "seed", seed)
+    monkeypatch.setattr(env, "seeding", "per_episode")
+    first = _snapshot(env, env.reset(0, 0))
+    for _ in range(3):
+        env.step(MOVE)
+    second = _snapshot(env, env.reset(0, 1))
+    assert env.result.seeding == "per_episode"
+
+    raw = env.task_env(0)
+    raw.seed(seed + 1)                                            # episode 1 alone
+    raw.reset()
+    observation = raw.set_init_state(env.initial_states(0)[1])
+    for _ in range(env.num_steps_wait):
+        observation, _, _, _ = raw.step(np.array(LIBERO_WAIT_ACTION))
+    _assert_same(second, (raw.sim.model.body_pos.copy(), observation["agentview_image"][::-1, ::-1]))
+
+    harness = openvla_loop(env, 0, seed, episodes=2)
+    _assert_same(first, harness[0])
+    assert not np.array_equal(second[0], harness[1][0]), "per_episode and openvla seeding agree on episode 1"
+
+
+@pytest.mark.sim
+def test_an_interrupted_episode_keeps_its_steps_so_far(env):
+    env.reset(0, 0)
+    for _ in range(2):
+        env.step(STILL_OPEN)
+    env.interrupt("the bridge was stopped")
+    record = env.result.as_dict()
+    assert env.done and record["interrupted"] is True and record["success"] is False
+    assert record["steps"] == 2 and record["wall_seconds"] > 0
+    assert record["sim_seconds"] == pytest.approx(2 / LIBERO_CONTROL_HZ, abs=1e-6)
+    assert record["failure_reason"] == "interrupted: the bridge was stopped"
+    env.interrupt()                                               # between episodes: nothing changes
+    assert env.result.as_dict() == record

@@ -4,6 +4,10 @@ Reads bags written by the package's recorder, or by `ros2 bag record -s mcap` wi
 topics (remapped or namespaced names included), through `bags.read_bag`; prints a Markdown
 report and writes it, with its JSON, CSVs and plots, next to the bag. Timings are those of the
 machine that ran the policy, which the bag does not name.
+
+A bag whose recorder was killed (no metadata.yaml or MCAP summary) is analysed from what reached
+the disk, with a one-line "recovered N messages from an unfinished bag" notice; `spec-vla-bag-reindex
+BAG` writes a complete copy. Messages the analysis cannot use are skipped with a count.
 """
 from __future__ import annotations
 
@@ -38,10 +42,10 @@ LATENCY_COLUMNS = [Column("stage", "stage"), Column("actions", "actions"), Colum
                    Column("p90_ms", "p90 ms", ".2f")]
 TASK_COLUMNS = [Column("task_id", "task"), Column("instruction", "instruction"), Column("episodes", "episodes"),
                 Column("success_rate", "success", ".0%"), Column("mean_steps", "steps", ".1f"),
-                Column("mean_wall_seconds", "s / episode", ".2f")]
+                Column("mean_wall_seconds", "s / episode", ".2f"), Column("interrupted", "interrupted")]
 EPISODE_COLUMNS = [Column("task_id", "task"), Column("episode", "episode"), Column("success", "success"),
-                   Column("steps", "steps"), Column("wall_seconds", "seconds", ".2f"),
-                   Column("failure_reason", "failure reason")]
+                   Column("interrupted", "interrupted"), Column("steps", "steps"),
+                   Column("wall_seconds", "seconds", ".2f"), Column("failure_reason", "failure reason")]
 
 
 def decode_stats_objects(rows: list[dict]) -> list[DecodeStats]:
@@ -52,8 +56,8 @@ def decode_stats_objects(rows: list[dict]) -> list[DecodeStats]:
 
 def analyze(run: BagRun, figure_dir: Path) -> Report:
     if not (run.decode_stats or run.actions or run.episodes):
-        raise ValueError(f"{run.path} has no decode_stats, action or episode messages "
-                         f"(topics: {sorted(run.message_counts)})")
+        raise ValueError(f"{run.path} has no usable decode_stats, action or episode messages "
+                         f"(topics: {sorted(run.message_counts)})" + "".join(f"; {n}" for n in run.notices))
     verifiers = sorted({row["verifier"] for row in run.decode_stats if "verifier" in row})
     caption = (f"Bag {run.path}: {len(run.decode_stats)} decoded actions, {len(run.actions)} published actions, "
                f"{len(run.episodes)} episode result(s); verifier "
@@ -94,7 +98,9 @@ def analyze(run: BagRun, figure_dir: Path) -> Report:
         figures.append(plots.lines(figure_dir / "bag_actions.png", "Published actions", "action", "value",
                                    {name: (steps, [action[i] for action in run.actions])
                                     for i, name in enumerate(ACTION_NAMES)}, caption))
-    return Report("Bag analysis", caption, tables, figures, extra={"decode_stats": run.decode_stats})
+    return Report("Bag analysis", caption, tables, figures, notes=run.notices,
+                  extra={"decode_stats": run.decode_stats, "recovered": run.recovery is not None,
+                         "skipped_messages": {topic: count for topic, (count, _) in run.skipped.items()}})
 
 
 def latency_rows(decode_stats: list[dict]) -> list[dict]:
@@ -115,7 +121,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     output = args.output or args.bag.with_name(args.bag.name + "_analysis")
     try:
-        report = analyze(read_bag(args.bag), output)
+        run = read_bag(args.bag)
+        for notice in run.notices:
+            print(f"spec-vla-analyze: {notice}", file=sys.stderr)
+        report = analyze(run, output)
     except (ValueError, OSError, AnyReaderError) as error:
         print(f"spec-vla-analyze: {error}", file=sys.stderr)
         return 2

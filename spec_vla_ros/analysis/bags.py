@@ -1,5 +1,16 @@
-"""Reading the package's bags with rosbags' AnyReader (rosbag2 MCAP or SQLite, no ROS needed):
-the decode statistics, actions, instructions and episode results of a run, as plain values.
+"""Reading the package's bags (rosbag2, MCAP or SQLite, no ROS needed): the decode statistics,
+actions, instructions and episode results of a run, as plain values.
+
+A complete bag is read with rosbags' AnyReader. A bag whose recorder never closed it (SIGKILL,
+power cut: no metadata.yaml, or an MCAP file without its summary) is read with mcap's
+non-seeking reader, which walks the records from the start of each file and stops at the first
+one the crash cut off: what reached the disk is recovered, and the run's `notices` say so.
+`reindex_bag` (`spec-vla-bag-reindex`) rewrites such a bag into a complete one.
+
+A message the analysis cannot use (an episode result without `instruction`, a decode_stats
+status without `draft`, an action that is not 7 values, bytes that do not decode as the topic's
+type) is skipped and counted per topic, never raised. Fields beyond the expected ones are kept
+(the bridge and the evaluation add fields to their records).
 
 Topics are matched by their last name segment (`.../decode_stats`, `.../action`, ...), so bags
 of remapped or namespaced nodes read the same.
@@ -7,13 +18,54 @@ of remapped or namespaced nodes read the same.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import logging
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
+from sim_bridge.libero_goal import EpisodeResult
+
+from ..bag_writer import BAG_VERSION
 from ..control import decode_values
 from ..vla.constants import ACTION_DIM
+
+log = logging.getLogger(__name__)
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+RUN_TOPICS = ("decode_stats", "action", "instruction", "episode")
+# What the analysis reads from a decode_stats status (DecodeStats.as_dict() plus the node's
+# counters, as the policy node publishes them): required, and optional but typed when present.
+DECODE_STATS_FIELDS = {"draft": str, "acceptance": str, "tokens": list, "verifier_passes": int,
+                       "accepted_per_pass": list, "proposed_per_pass": list, "draft_ms": float,
+                       "verify_ms": float, "total_ms": float}
+OPTIONAL_DECODE_STATS_FIELDS = {"verifier": str, "policy_ms": float, "image_to_action_ms": float}
+# Episode results: EpisodeResult's fields; those added after the first bags were recorded are optional.
+_FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+_NEWER_EPISODE_FIELDS = ("interrupted", "seeding")
+EPISODE_FIELDS = {f.name: _FIELD_TYPES[f.type] for f in fields(EpisodeResult) if f.name not in _NEWER_EPISODE_FIELDS}
+OPTIONAL_EPISODE_FIELDS = {f.name: _FIELD_TYPES[f.type] for f in fields(EpisodeResult)
+                           if f.name in _NEWER_EPISODE_FIELDS}
+
+
+class MalformedMessage(ValueError):
+    """A message that lacks what the analysis needs; skipped and counted."""
+
+
+@dataclass
+class Recovery:
+    """What was read from an unfinished bag."""
+    files: list[Path]
+    messages: int = 0
+    cut_off: str = ""          # the record reading stopped at ("" = every file read to its end)
+
+    def notice(self, path: Path) -> str:
+        missing = "metadata.yaml" if not (path / "metadata.yaml").exists() else "MCAP summary"
+        tail = f"; reading ended at {self.cut_off}" if self.cut_off else ""
+        return (f"recovered {self.messages} messages from an unfinished bag {path} (no {missing}: the recorder "
+                f"did not close it){tail}; `spec-vla-bag-reindex {path}` writes a complete copy")
 
 
 @dataclass
@@ -25,68 +77,275 @@ class BagRun:
     actions: list = field(default_factory=list)           # published actions, 7 floats each
     instructions: list = field(default_factory=list)
     episodes: list = field(default_factory=list)          # the bridge's episode results
+    recovery: Recovery | None = None                      # set when the bag was unfinished
+    skipped: dict = field(default_factory=dict)           # topic -> [count, first reason]
 
+    def skip(self, topic: str, reason: str) -> None:
+        entry = self.skipped.setdefault(topic, [0, reason])
+        entry[0] += 1
+
+    @property
+    def notices(self) -> list[str]:
+        """One line per thing a reader of the analysis must know: recovery, skipped messages."""
+        lines = [self.recovery.notice(self.path)] if self.recovery else []
+        lines += [f"skipped {count} {topic} message(s) the analysis cannot use (first: {reason})"
+                  for topic, (count, reason) in sorted(self.skipped.items())]
+        return lines
+
+
+# --- finding out whether a bag is complete ---------------------------------------------------
+
+def unfinished_mcap_files(path) -> list[Path]:
+    """The MCAP files (in recording order) of a bag directory that was not closed: no
+    metadata.yaml, or an MCAP file that does not end with MCAP's magic (no summary and footer).
+    [] for a complete bag, and for anything that is not an MCAP bag directory (AnyReader then
+    says what it is)."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    files = sorted(path.glob("*.mcap"), key=_natural_key)
+    if not files:
+        return []
+    if (path / "metadata.yaml").exists() and all(_ends_with_magic(file) for file in files):
+        return []
+    return files
+
+
+def _natural_key(path: Path) -> list:
+    """bag_2.mcap before bag_10.mcap (rosbag2 numbers split files)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _ends_with_magic(file: Path) -> bool:
+    with file.open("rb") as stream:
+        if stream.seek(0, 2) < 2 * len(MCAP_MAGIC):
+            return False
+        stream.seek(-len(MCAP_MAGIC), 2)
+        return stream.read() == MCAP_MAGIC
+
+
+# --- reading messages, complete or recovered -------------------------------------------------
+
+def recovered_records(recovery: Recovery) -> Iterator[tuple]:
+    """(schema, channel, message) records of unfinished MCAP files (mcap's records), in file
+    order, up to the first record a crash cut off in each file; counts into `recovery`."""
+    from mcap.reader import NonSeekingReader
+
+    for file in recovery.files:
+        with file.open("rb") as stream:
+            records = NonSeekingReader(stream).iter_messages(log_time_order=False)
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except Exception as error:   # mcap raises EndOfFile, McapError or struct errors at a cut
+                    recovery.cut_off = f"{file.name} byte {stream.tell()} ({type(error).__name__} {error})".replace(" )", ")")
+                    break
+                recovery.messages += 1
+                yield record
+
+
+class _Undecodable:
+    """Stands in for a message whose bytes are not its type."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class BagReader:
+    """Messages of a bag directory, complete (rosbags' AnyReader) or unfinished (mcap's
+    non-seeking reader), deserialized with rosbags' typestores."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        files = unfinished_mcap_files(self.path)
+        self.recovery = Recovery(files) if files else None
+        self.message_counts: dict[str, int] = {}
+
+    def messages(self, wanted: Callable[[str], bool]) -> Iterator[tuple[str, int, object]]:
+        """(topic, receive time in ns, message) for the topics `wanted(topic)` accepts, in
+        recording order; a message that does not deserialize comes as an `_Undecodable`.
+        Fills `message_counts` (every topic) as it goes."""
+        if self.recovery is None:
+            yield from self._indexed(wanted)
+        else:
+            self.recovery.messages, self.recovery.cut_off = 0, ""
+            yield from self._recovered(wanted)
+
+    def _indexed(self, wanted):
+        from rosbags.highlevel import AnyReader
+
+        with AnyReader([self.path]) as reader:
+            self.message_counts = {connection.topic: connection.msgcount for connection in reader.connections}
+            connections = [connection for connection in reader.connections if wanted(connection.topic)]
+            if not connections:              # rosbags reads every connection when given none
+                return
+            for connection, timestamp, raw in reader.messages(connections=connections):
+                yield connection.topic, timestamp, _deserialize(reader.deserialize, raw, connection.msgtype)
+
+    def _recovered(self, wanted):
+        from rosbags.typesys import Stores, get_typestore
+
+        store = get_typestore(Stores.ROS2_KILTED)
+        self.message_counts = {}
+        for schema, channel, message in recovered_records(self.recovery):
+            self.message_counts[channel.topic] = self.message_counts.get(channel.topic, 0) + 1
+            if not wanted(channel.topic):
+                continue
+            if schema is None:
+                yield channel.topic, message.log_time, _Undecodable("no schema for its channel")
+                continue
+            problem = register_schema(store, schema)
+            yield channel.topic, message.log_time, (_Undecodable(problem) if problem else
+                                                    _deserialize(store.deserialize_cdr, message.data, schema.name))
+
+
+def register_schema(store, schema) -> str:
+    """Make a typestore know an MCAP schema's type (rosbags' parsers); '' or what went wrong."""
+    from rosbags.typesys import TypesysError, get_types_from_idl, get_types_from_msg
+
+    if schema.name in store.types:
+        return ""
+    try:
+        text = schema.data.decode()
+        if schema.encoding == "ros2msg":
+            store.register(get_types_from_msg(text, schema.name))
+        elif schema.encoding == "ros2idl":
+            store.register(get_types_from_idl(text))
+        else:
+            return f"schema encoding {schema.encoding!r} is not ros2msg or ros2idl"
+    except (TypesysError, UnicodeDecodeError, ValueError) as error:
+        return f"cannot parse the schema of {schema.name}: {error}"
+    return "" if schema.name in store.types else f"schema does not define {schema.name}"
+
+
+def _deserialize(deserialize, raw, msgtype):
+    try:
+        return deserialize(raw, msgtype)
+    except Exception as error:        # any bytes may be in a bag; rosbags raises several kinds
+        return _Undecodable(f"not a {msgtype}: {type(error).__name__}: {error}")
+
+
+def _name(topic: str) -> str:
+    return topic.rsplit("/", 1)[-1]
+
+
+# --- the run's values --------------------------------------------------------------------------
 
 def read_bag(path) -> BagRun:
-    from rosbags.highlevel import AnyReader
-
-    run = BagRun(Path(path))
-    with AnyReader([run.path]) as reader:
-        run.message_counts = {connection.topic: connection.msgcount for connection in reader.connections}
-        wanted = [connection for connection in reader.connections
-                  if connection.topic.rsplit("/", 1)[-1] in ("decode_stats", "action", "instruction", "episode")]
-        if not wanted:                   # rosbags reads every connection when given none
-            return run
-        for connection, timestamp, raw in reader.messages(connections=wanted):
-            msg = reader.deserialize(raw, connection.msgtype)
-            name = connection.topic.rsplit("/", 1)[-1]
-            if name == "decode_stats":
-                for status in msg.status:
-                    stats = decode_values((kv.key, kv.value) for kv in status.values)
-                    stats["image_stamp_ns"] = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                    stats["received_ns"] = timestamp
-                    run.decode_stats.append(stats)
-            elif name == "action":
-                run.actions.append([float(v) for v in msg.data])
-            elif name == "instruction":
-                run.instructions.append(msg.data)
-            elif name == "episode":
-                run.episodes.append(json.loads(msg.data))
+    """The run in a bag; recovered when the bag is unfinished, malformed messages skipped."""
+    reader = BagReader(path)
+    run = BagRun(reader.path)
+    for topic, timestamp, msg in reader.messages(lambda topic: _name(topic) in RUN_TOPICS):
+        try:
+            if isinstance(msg, _Undecodable):
+                raise MalformedMessage(msg.reason)
+            _take(run, _name(topic), timestamp, msg, topic)
+        except (MalformedMessage, AttributeError, TypeError, ValueError) as error:
+            run.skip(topic, str(error) or type(error).__name__)
+    run.message_counts = reader.message_counts
+    run.recovery = reader.recovery
     return run
+
+
+def _take(run: BagRun, name: str, timestamp: int, msg, topic: str) -> None:
+    if name == "decode_stats":
+        for status in msg.status:            # one status per action; each checked on its own
+            stats = decode_values((kv.key, kv.value) for kv in status.values)
+            problem = field_problem(stats, DECODE_STATS_FIELDS, OPTIONAL_DECODE_STATS_FIELDS)
+            if problem:
+                run.skip(topic, problem)
+                continue
+            stats["image_stamp_ns"] = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            stats["received_ns"] = timestamp
+            run.decode_stats.append(stats)
+    elif name == "action":
+        values = [float(v) for v in msg.data]
+        if len(values) != ACTION_DIM:
+            raise MalformedMessage(f"{len(values)} values, expected {ACTION_DIM}")
+        run.actions.append(values)
+    elif name == "instruction":
+        if not isinstance(msg.data, str):
+            raise MalformedMessage("no text")
+        run.instructions.append(msg.data)
+    elif name == "episode":
+        try:
+            record = json.loads(msg.data)
+        except ValueError as error:
+            raise MalformedMessage(f"not JSON: {error}") from None
+        problem = field_problem(record, EPISODE_FIELDS, OPTIONAL_EPISODE_FIELDS)
+        if problem:
+            raise MalformedMessage(problem)
+        run.episodes.append(record)
+
+
+def field_problem(record, required: dict, optional: dict) -> str:
+    """'' if `record` is a dict with every required field (and the optional ones it has) of the
+    right type; otherwise what is wrong, for the skip notice."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, expected an object"
+    missing = [name for name in required if name not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for name, kind in {**required, **{k: v for k, v in optional.items() if k in record}}.items():
+        if not _has_type(record[name], kind):
+            return f"{name} is {record[name]!r}, expected {kind.__name__}"
+    return ""
+
+
+def _has_type(value, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def observation_episodes(path) -> list[tuple[str, list]]:
     """(instruction, camera frames) per episode from a bag: the frames the policy acted on (their
     stamps appear in decode_stats; every frame if the bag has none), split at each episode result
-    and each change of instruction. Reads the camera topic, which `read_bag` does not."""
-    from rosbags.highlevel import AnyReader
+    and each change of instruction. Reads the camera topic, which `read_bag` does not. An
+    unfinished bag is recovered and frames that do not convert are skipped; both are logged
+    (warnings) with counts."""
+    from ..ros_conversions import msg_to_image   # image conversion: only here
 
-    from ..ros_conversions import msg_to_image   # cv_bridge: only here
-
-    acted = {stats["image_stamp_ns"] for stats in read_bag(path).decode_stats}
+    run = read_bag(path)
+    for notice in run.notices:
+        log.warning(notice)
+    acted = {stats["image_stamp_ns"] for stats in run.decode_stats}
     episodes, instruction, frames = [], None, []
+    skipped, first_reason = 0, ""
 
     def close_episode():
         if frames:
             episodes.append((instruction, frames[:]))
             frames.clear()
 
-    with AnyReader([Path(path)]) as reader:
-        wanted = [c for c in reader.connections if c.topic.split("/")[-2:] == ["camera", "image_raw"]
-                  or c.topic.rsplit("/", 1)[-1] in ("instruction", "episode")]
-        for connection, _, raw in reader.messages(connections=wanted) if wanted else ():   # none = all, in rosbags
-            msg = reader.deserialize(raw, connection.msgtype)
-            name = connection.topic.rsplit("/", 1)[-1]
-            if name == "episode":
-                close_episode()
-            elif name == "instruction":
+    def wanted(topic: str) -> bool:
+        return topic.split("/")[-2:] == ["camera", "image_raw"] or _name(topic) in ("instruction", "episode")
+
+    for topic, _, msg in BagReader(path).messages(wanted):
+        name = _name(topic)
+        if name == "episode":                # a boundary, even when its record is malformed
+            close_episode()
+            continue
+        try:
+            if isinstance(msg, _Undecodable):
+                raise MalformedMessage(msg.reason)
+            if name == "instruction":
                 if msg.data != instruction:
                     close_episode()
                     instruction = msg.data
             elif instruction is not None and (not acted or msg.header.stamp.sec * 1_000_000_000
                                               + msg.header.stamp.nanosec in acted):
                 frames.append(msg_to_image(msg))
+        except Exception as error:           # one bad frame must not end a collection
+            skipped += 1
+            first_reason = first_reason or f"{topic}: {type(error).__name__}: {error}"
     close_episode()
+    if skipped:
+        log.warning("skipped %d camera/instruction message(s) that do not convert (first: %s)", skipped, first_reason)
     if not episodes:
         raise ValueError(f"{path}: no camera/image_raw frames with an instruction before them")
     return episodes
@@ -111,3 +370,47 @@ def summarize_decoding(decode_stats: list[dict]) -> list[dict]:
             "verify_ms": float(np.mean([stats["verify_ms"] for stats in group])),
         })
     return rows
+
+
+# --- making an unfinished bag complete ---------------------------------------------------------
+
+def reindex_bag(path, output=None) -> tuple[Path, int, Recovery]:
+    """Rewrite an unfinished MCAP bag into a complete one (MCAP summary and metadata.yaml), as
+    `ros2 bag reindex` does, at `output` (default `<bag>_reindexed`, which must not exist); the
+    unfinished bag is left as it is. Every recovered message keeps its topic, type, definition,
+    offered QoS, receive time and bytes. Returns (output, messages written, recovery).
+
+    ValueError: the bag is complete, or not an MCAP bag; rosbags' WriterError: output exists."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2.metadata import parse_qos
+    from rosbags.typesys import Stores, get_typestore
+
+    source = Path(path)
+    output = Path(output) if output is not None else source.with_name(source.name + "_reindexed")
+    files = unfinished_mcap_files(source)
+    if not files:
+        raise ValueError(f"{source} is not an unfinished MCAP bag (it has metadata.yaml and complete MCAP "
+                         "files, or no MCAP file): nothing to reindex")
+    recovery = Recovery(files)
+    store = get_typestore(Stores.ROS2_KILTED)
+    connections, written, schemaless = {}, 0, set()
+    with Writer(output, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
+        for schema, channel, message in recovered_records(recovery):
+            qos = channel.metadata.get("offered_qos_profiles", "")
+            key = (channel.topic, schema.name if schema else "", qos)
+            if key not in connections:
+                problem = "no schema" if schema is None else register_schema(store, schema)
+                if problem:
+                    schemaless.add(f"{channel.topic} ({problem})")
+                    connections[key] = None
+                else:
+                    connections[key] = writer.add_connection(
+                        channel.topic, schema.name, msgdef=schema.data.decode(),
+                        rihs01=store.hash_rihs01(schema.name), offered_qos_profiles=parse_qos(qos))
+            if connections[key] is not None:
+                writer.write(connections[key], message.log_time, message.data)
+                written += 1
+    if schemaless:
+        log.warning("left out the messages of %s: rosbag2 needs each topic's message definition",
+                    ", ".join(sorted(schemaless)))
+    return output, written, recovery
