@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .analysis.bags import read_bag, summarize_decoding
 from .control import decode_values
-from .launch_config import resolve
+from .launch_config import node_environment, resolve
 from .launcher import Launcher
 from .vla.constants import ACTION_DIM
 
@@ -134,8 +134,11 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:
         print(f"spec-vla-demo: {error}", file=sys.stderr)
         return 2
-    # Keep the demo's DDS traffic on this machine unless the user chose otherwise.
+    # Keep the demo's DDS traffic on this machine unless the user chose otherwise (a robot across
+    # hosts must not: README, "DDS and large frames"); the progress client here uses the same
+    # transports as the nodes.
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.update(node_environment())
     print(f"spec-vla-demo: one LIBERO-GOAL episode (task {args.task_id}, {args.max_steps} steps), verifier "
           f"'{args.verifier}', draft '{args.draft}', {args.acceptance} acceptance.\n"
           f"Nodes: {', '.join(node.name for node in nodes)}, as separate processes over DDS. Output: {output}")

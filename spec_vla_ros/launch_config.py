@@ -9,6 +9,9 @@ Every launch argument except `record` defaults to '' = "keep the parameters file
 the parameters file (config/<configuration>.yaml, or `params_file:=`) is the one place where
 defaults for a configuration live. The run ends when a node marked `ends_run` exits (the
 LIBERO bridge, after its episodes) or when any node fails.
+
+`node_environment()` is what both add to the nodes' environment: the DDS settings for camera
+frames of robot size (spec_vla_ros.dds), unless the user set their own.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from .dds import dds_environment
 
 PACKAGE = "spec_vla_ros"
 
@@ -59,11 +64,16 @@ class ResolvedNode:
 
 
 POLICY_ARGUMENTS = (
-    Argument("draft", "draft model: none | mamba | llama | history"),
-    Argument("num_draft_tokens", "tokens the draft proposes per verifier pass"),
-    Argument("acceptance", "strict | relaxed"),
-    Argument("relaxed_threshold", "relaxed acceptance: largest accepted token distance"),
     Argument("verifier", "'miniature' or an OpenVLA HF directory"),
+    Argument("draft", "draft model: none | mamba | llama | history"),
+    Argument("draft_checkpoint", "draft checkpoint directory (or one with mamba/ and llama/); '' = packaged"),
+    Argument("device", "torch device: cpu | cuda | cuda:N"),
+    Argument("dtype", "auto | float32 | bfloat16 | float16"),
+    Argument("unnorm_key", "dataset statistics key for de-normalizing actions, e.g. libero_goal"),
+    Argument("num_draft_tokens", "tokens the draft proposes per verifier pass (1-7)"),
+    Argument("acceptance", "strict | relaxed (Spec-VLA's rule) | relaxed-guarded"),
+    Argument("relaxed_threshold", "relaxed acceptance: largest accepted token distance"),
+    Argument("center_crop", "take the centered 0.9-area crop OpenVLA's LIBERO models were trained with"),
 )
 POLICY_PARAMETERS = {argument.name: argument.name for argument in POLICY_ARGUMENTS}
 PARAMS_FILE_ARGUMENT = Argument("params_file", "parameters file for all nodes ('' = the configuration's own)")
@@ -79,13 +89,14 @@ CONFIGURATIONS = {
             Argument("task_ids", "LIBERO-GOAL task ids, e.g. [0, 3]"),
             Argument("episodes_per_task", "episodes per task"),
             Argument("max_steps", "policy steps before an episode counts as failed"),
+            Argument("seeding", "openvla (env.seed once per task, resets in sequence) | per_episode"),
         ),
         nodes=(
             NodeSpec("bag_recorder", "bag_recorder", arguments={"bag": "output"}, condition="record"),
             NodeSpec("policy_node", "spec_vla_policy", arguments=POLICY_PARAMETERS),
             NodeSpec("libero_bridge_node", "libero_goal_bridge", ends_run=True,
                      arguments={"task_ids": "task_ids", "episodes_per_task": "episodes_per_task",
-                                "max_steps": "max_steps"}),
+                                "max_steps": "max_steps", "seeding": "seeding"}),
         ),
     ),
     "hardware": Configuration(
@@ -95,11 +106,13 @@ CONFIGURATIONS = {
             PARAMS_FILE_ARGUMENT,
             Argument("dry_run", "compute and log actions without publishing motion"),
             Argument("camera_topic", "the robot's RGB camera", "/camera/camera/color/image_raw"),
+            Argument("image_transport", "raw (sensor_msgs/Image) | compressed (<camera_topic>/compressed, jpeg/png)"),
             Argument("twist_topic", "MoveIt Servo's twist command input", "/servo_node/delta_twist_cmds"),
             Argument("gripper_topic", "gripper opening command in [0, 1], 1 = open", "/gripper/opening"),
         ),
         nodes=(
-            NodeSpec("policy_node", "spec_vla_policy", arguments={**POLICY_PARAMETERS, "dry_run": "dry_run"},
+            NodeSpec("policy_node", "spec_vla_policy",
+                     arguments={**POLICY_PARAMETERS, "dry_run": "dry_run", "image_transport": "image_transport"},
                      remapping_arguments={"camera/image_raw": "camera_topic",
                                           "servo/delta_twist_cmds": "twist_topic",
                                           "gripper": "gripper_topic"}),
@@ -122,6 +135,12 @@ def config_dir() -> Path:
     except ImportError:
         pass
     return Path(sys.prefix) / "share" / PACKAGE / "config"
+
+
+def node_environment(environ=None) -> dict[str, str]:
+    """Variables the launch files and the runner add to every node's environment (on top of the
+    user's): FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA unless Fast DDS's transports are set already."""
+    return dds_environment(environ)
 
 
 def truthy(value: str) -> bool:
@@ -155,7 +174,8 @@ def resolve(configuration_name: str, argument_values: dict | None = None) -> lis
 def generate_launch_description(configuration_name: str):
     """launch_ros description of a configuration (needs ROS 2's `launch` and `launch_ros`)."""
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+    from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler,
+                                SetEnvironmentVariable)
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
     from launch_ros.actions import Node
@@ -179,6 +199,8 @@ def generate_launch_description(configuration_name: str):
                                                                    on_exit=end_run_if(node.ends_run)))]
         return actions
 
+    # Decided here, in the environment `ros2 launch` was started from: a user's own setting wins.
+    environment = [SetEnvironmentVariable(name, value) for name, value in node_environment().items()]
     return LaunchDescription(
         [DeclareLaunchArgument(argument.name, default_value=argument.default, description=argument.description)
-         for argument in configuration.arguments] + [OpaqueFunction(function=nodes)])
+         for argument in configuration.arguments] + environment + [OpaqueFunction(function=nodes)])

@@ -5,7 +5,8 @@ Each node is a separate process (its console script with `--ros-args --params-fi
 -p name:=value`), talking over real DDS. The run ends when the node marked `ends_run` exits (the
 LIBERO bridge after its episodes) or a node fails; Ctrl-C / SIGTERM end it too. Stopping goes in
 reverse start order, so the recorder, started first, is the last to close: each node gets SIGINT,
-then SIGTERM and SIGKILL if it does not exit in time.
+then SIGTERM and SIGKILL if it does not exit in time. The nodes get this process's environment
+plus launch_config.node_environment() (DDS settings for large camera frames), as with ros2 launch.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .launch_config import CONFIGURATIONS, ResolvedNode, resolve
+from .dds import describe as describe_dds
+from .launch_config import CONFIGURATIONS, ResolvedNode, node_environment, resolve
 
 SIGINT_TIMEOUT_S = 15.0       # the bridge may be in a ~10 s environment reset
 SIGTERM_TIMEOUT_S = 5.0
@@ -69,16 +71,23 @@ class Launcher:
         self.processes: dict[str, subprocess.Popen] = {}
         self.stop_requested = threading.Event()
 
+    @staticmethod
+    def environment() -> dict[str, str]:
+        """The nodes' environment: ours, the package's DDS settings where we set none, unbuffered output."""
+        return dict(os.environ, **node_environment(), PYTHONUNBUFFERED="1")
+
     def start(self) -> None:
         if self.log_dir is not None:
             Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        environment = self.environment()
+        log(describe_dds())
         for node in self.nodes:
             output = None if self.log_dir is None else open(Path(self.log_dir) / f"{node.name}.log", "w")
             command = node_command(node)
             log(f"starting {node.name}: {shlex.join(command)}")
             # A session of its own: Ctrl-C reaches the launcher only, which stops the nodes in order.
             self.processes[node.name] = subprocess.Popen(
-                command, cwd=self.cwd, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL,
+                command, cwd=self.cwd, env=environment, stdin=subprocess.DEVNULL,
                 stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True,
                 preexec_fn=_die_with_parent)
             if output is not None:

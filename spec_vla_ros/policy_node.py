@@ -9,6 +9,19 @@ Three threads, so that the executor never waits on the model:
 - the loader thread builds a new decoder after a draft / decoding parameter change. The old
   decoder keeps serving meanwhile; VLAPolicy installs the new one between two actions.
 
+Camera frames come as sensor_msgs/Image on `camera/image_raw` (parameter image_transport raw) or
+as sensor_msgs/CompressedImage on `<camera/image_raw, remapped>/compressed` (image_transport
+compressed), the topic image_transport's compressed publisher writes; the parameter may change at
+run time. Decoding: ros_conversions.msg_to_image (encodings, padded rows, byte order, jpeg/png).
+When the camera topic has a publisher but no frame arrived for `no_frame_warning_sec`, the node
+warns (frames of 640x480 and more need Fast DDS's LARGE_DATA transports; see spec_vla_ros.dds).
+
+No exception from a message leaves a callback: a bad message is counted in `inputs_rejected` and
+logged (each kind of problem at once, then at most once per WARNING_PERIOD_S), and the node goes
+on; an unexpected error while computing an action is logged and counted in `inference_errors`.
+Every configuration error at start (parameter types, policy settings, checkpoint files) ends the
+node before any model loads with exit code 2 and one line, "invalid configuration: ...".
+
 A changed instruction, or an episode result on `episode` (from the LIBERO bridge), starts a new
 episode for the drafts (VLAPolicy.reset_episode): earlier actions say nothing about the next task.
 
@@ -18,10 +31,12 @@ reads them back): verifier, DecodeStats.as_dict() (draft, acceptance, tokens, ve
 accepted_per_pass, proposed_per_pass, draft_ms, verify_ms, total_ms, acceptance_length),
 policy_ms (VLAPolicy.act: preprocessing + decode), image_to_action_ms (image stamp -> action
 published), action, dry_run, and the node's running counts: actions, frames_received,
-frames_dropped (replaced by a newer frame before use), frames_stale, inputs_rejected.
+frames_dropped (replaced by a newer frame before use), frames_stale, inputs_rejected,
+inference_errors.
 """
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -36,16 +51,17 @@ from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from .control import action_to_velocity, encode_values, gripper_opening
+from .dds import NO_FRAME_HINT, no_publisher_hint
+from .decoding.acceptance import RULE_DESCRIPTIONS
 from .policy import PolicyConfig, VLAPolicy
-from .ros_conversions import action_to_msg, msg_to_image
-from .topics import EPISODE_QOS, INSTRUCTION_QOS
+from .ros_conversions import COMPRESSED_SUFFIX, action_to_msg, msg_to_image
+from .topics import CAMERA_QOS, EPISODE_QOS, INSTRUCTION_QOS
 from .vla.constants import LIBERO_CONTROL_HZ
 from .vla.prompt import build_prompt
 
@@ -65,7 +81,7 @@ PARAMETERS = {
                                                      "per kind (mamba/, llama/); '' = the packaged ones for the "
                                                      "embedded miniature"),
     "num_draft_tokens": (_DEFAULTS.num_draft_tokens, "tokens the draft proposes per verifier pass (1-7)"),
-    "acceptance": (_DEFAULTS.acceptance, "strict (output identical to greedy decoding) | relaxed"),
+    "acceptance": (_DEFAULTS.acceptance, "; ".join(f"{name}: {rule}" for name, rule in RULE_DESCRIPTIONS.items())),
     "relaxed_threshold": (_DEFAULTS.relaxed_threshold, "relaxed acceptance: largest |draft id - verifier id| "
                                                        "accepted (0 = strict)"),
     "center_crop": (_DEFAULTS.center_crop, "take the centered 0.9-area crop OpenVLA's LIBERO models were "
@@ -75,13 +91,18 @@ PARAMETERS = {
     "stale_image_timeout_sec": (1.0, "frames older than this (by header stamp) are not acted on"),
     "frame_id": ("panda_link0", "frame of servo/delta_twist_cmds (LIBERO's deltas are in the robot base frame)"),
     "dry_run": (False, "compute and log actions and statistics, publish no motion (action, twist, gripper)"),
+    "image_transport": ("raw", "raw: sensor_msgs/Image on camera/image_raw | compressed: sensor_msgs/CompressedImage "
+                               "(jpeg/png) on camera/image_raw/compressed, as image_transport names it"),
+    "no_frame_warning_sec": (5.0, "warn when the camera topic has a publisher but no frame arrived for this long"),
 }
 READ_ONLY = ("verifier", "unnorm_key", "device", "dtype")    # they select the loaded verifier
 POLICY_FIELDS = tuple(field.name for field in fields(PolicyConfig))
 
-CAMERA_QOS = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
-                        durability=qos_profile_sensor_data.durability)
+CAMERA_TOPIC = "camera/image_raw"
+IMAGE_TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 WARNING_PERIOD_S = 5.0
+CAMERA_CHECK_PERIOD_S = 1.0
+NO_PUBLISHER_WARNING_FACTOR = 6     # no publisher at all: warn after 6 x no_frame_warning_sec (a driver may start late)
 
 
 def check_node_settings(values: dict) -> None:
@@ -90,10 +111,49 @@ def check_node_settings(values: dict) -> None:
         raise ValueError(f"control_hz must be positive, got {values['control_hz']}")
     if values["stale_image_timeout_sec"] <= 0:
         raise ValueError(f"stale_image_timeout_sec must be positive, got {values['stale_image_timeout_sec']}")
+    if values["no_frame_warning_sec"] <= 0:
+        raise ValueError(f"no_frame_warning_sec must be positive, got {values['no_frame_warning_sec']}")
+    if values["image_transport"] not in IMAGE_TRANSPORTS:
+        raise ValueError(f"image_transport '{values['image_transport']}' is unknown; expected one of "
+                         f"{', '.join(IMAGE_TRANSPORTS)}")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's text on one line (rcl and rclpy messages may span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class RateLimitedLog:
+    """Each kind of problem is logged at once, then at most once per period; the kind is the
+    message with its numbers blanked, so a camera sending the same bad frame 30 times a second
+    logs once per period, while a different problem is reported at once.
+
+    (rclpy's `throttle_duration_sec` throttles per call site: a second, different problem from
+    the same callback would stay hidden for the period.)"""
+
+    def __init__(self, logger, period_s: float = WARNING_PERIOD_S):
+        self.logger, self.period_s = logger, period_s
+        self._last: dict[tuple, float] = {}
+        self._suppressed: dict[tuple, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, level: str, message: str) -> None:
+        key = (level, re.sub(r"\d+", "#", message))
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self.period_s) < self.period_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        suffix = f" ({suppressed} more like it in the last {self.period_s:.0f} s)" if suppressed else ""
+        getattr(self.logger, level)(message + suffix)
 
 
 class PolicyNode(Node):
-    """The node; `start()` launches the inference and loader threads, `stop()` ends them."""
+    """The node; `start()` launches the inference and loader threads, `stop()` ends them.
+
+    Raises ValueError or a ParameterException for an invalid configuration, before any model loads."""
 
     def __init__(self):
         super().__init__(NODE_NAME)
@@ -102,8 +162,9 @@ class PolicyNode(Node):
                                    ParameterDescriptor(description=description, read_only=name in READ_ONLY))
         self.values = {name: self.get_parameter(name).value for name in PARAMETERS}
         config = self._policy_config(self.values)
-        VLAPolicy.validate(config)
         check_node_settings(self.values)
+        VLAPolicy.validate(config)
+        self.report = RateLimitedLog(self.get_logger())
         self.get_logger().info(f"loading verifier '{config.verifier}' with draft '{config.draft}'")
         started = time.monotonic()
         self.policy = VLAPolicy(config)
@@ -117,20 +178,56 @@ class PolicyNode(Node):
         self._pending_config = None     # PolicyConfig waiting for the loader
         self._stopping = False
         self.counts = {"actions": 0, "frames_received": 0, "frames_dropped": 0, "frames_stale": 0,
-                       "inputs_rejected": 0}
+                       "inputs_rejected": 0, "inference_errors": 0}
         self._threads = [threading.Thread(target=self._serve, name="inference", daemon=True),
                          threading.Thread(target=self._load, name="decoder_loader", daemon=True)]
+        # Executor thread only: when a frame last arrived, since when the camera has had (no) publisher.
+        self._last_frame_s = None
+        self._publisher_seen_s = None
+        self._no_publisher_since_s = time.monotonic()
 
         self._action_pub = self.create_publisher(Float64MultiArray, "action", 10)
         self._twist_pub = self.create_publisher(TwistStamped, "servo/delta_twist_cmds", 10)
         self._gripper_pub = self.create_publisher(Float64, "gripper", 10)
         self._stats_pub = self.create_publisher(DiagnosticArray, "decode_stats", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
-        self.create_subscription(String, "episode", self._on_episode_result, EPISODE_QOS)
-        self.create_subscription(Image, "camera/image_raw", self._on_image, CAMERA_QOS)
+        self.create_subscription(String, "instruction", self._guarded(self._on_instruction, "instruction"),
+                                 INSTRUCTION_QOS)
+        self.create_subscription(String, "episode", self._guarded(self._on_episode_result, "episode result"),
+                                 EPISODE_QOS)
+        self._camera = None
+        self._subscribe_camera(self.values["image_transport"])
+        self.create_timer(CAMERA_CHECK_PERIOD_S, self._guarded(self._check_camera, "camera check", count=False))
         self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.add_post_set_parameters_callback(self._guarded(self._apply_parameters, "parameter change", count=False))
+
+    def camera_topic(self, transport: str) -> str:
+        """The camera topic for a transport: `camera/image_raw` after remapping, + '/compressed'."""
+        if transport == "raw":
+            return CAMERA_TOPIC
+        return f"{self.resolve_topic_name(CAMERA_TOPIC)}/{COMPRESSED_SUFFIX}"
+
+    def _subscribe_camera(self, transport: str) -> None:
+        if self._camera is not None:
+            self.destroy_subscription(self._camera)
+        self._camera = self.create_subscription(IMAGE_TRANSPORTS[transport], self.camera_topic(transport),
+                                                self._guarded(self._on_image, "camera frame"), CAMERA_QOS)
+        self._last_frame_s = self._publisher_seen_s = None
+        self._no_publisher_since_s = time.monotonic()
+        self.get_logger().info(f"camera: {IMAGE_TRANSPORTS[transport].__name__} on {self._camera.topic_name}")
+
+    def _guarded(self, callback, what: str, count: bool = True):
+        """`callback` such that no exception leaves it: counted in inputs_rejected (for messages)
+        and logged, rate-limited."""
+        def guarded(*args):
+            try:
+                return callback(*args)
+            except Exception as error:  # noqa: BLE001 -- a message must never end the node
+                if count:
+                    self._count("inputs_rejected")
+                self.report("error", f"ignored a {what}: {type(error).__name__}: {one_line(error)}")
+            return None
+        return guarded
 
     def start(self) -> None:
         for thread in self._threads:
@@ -157,17 +254,21 @@ class PolicyNode(Node):
 
     def _validate_parameters(self, parameters) -> SetParametersResult:
         """Cheap checks only; an invalid set is rejected as a whole and changes nothing."""
-        values = dict(self.values, **{parameter.name: parameter.value for parameter in parameters})
         try:
-            VLAPolicy.validate(self._policy_config(values))
+            values = dict(self.values, **{parameter.name: parameter.value for parameter in parameters})
             check_node_settings(values)
-        except ValueError as error:
-            self.get_logger().warning(f"rejected parameter change: {error}")
-            return SetParametersResult(successful=False, reason=str(error))
+            VLAPolicy.validate(self._policy_config(values))
+        except Exception as error:  # noqa: BLE001 -- whatever it is, the change is refused, the node goes on
+            reason = one_line(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {one_line(error)}"
+            self.get_logger().warning(f"rejected parameter change: {reason}")
+            return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters) -> None:
+        previous_transport = self.values["image_transport"]
         self.values.update({parameter.name: parameter.value for parameter in parameters})
+        if self.values["image_transport"] != previous_transport:
+            self._subscribe_camera(self.values["image_transport"])
         if any(parameter.name in POLICY_FIELDS for parameter in parameters):
             with self._condition:
                 self._pending_config = self._policy_config(self.values)
@@ -180,7 +281,7 @@ class PolicyNode(Node):
         except ValueError as error:
             instruction = None
             self._count("inputs_rejected")
-            self.get_logger().warning(f"ignoring instruction: {error}; no actions until a valid one arrives")
+            self.report("warning", f"ignoring instruction: {one_line(error)}; no actions until a valid one arrives")
         with self._condition:
             if instruction != self._instruction:
                 self._reset_requested = True
@@ -190,14 +291,15 @@ class PolicyNode(Node):
         with self._condition:
             self._reset_requested = True
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         received = self.get_clock().now()
+        self._last_frame_s = time.monotonic()
         self._count("frames_received")
         try:
             image = msg_to_image(msg)
         except ValueError as error:
             self._count("inputs_rejected")
-            self.get_logger().warning(f"ignoring camera frame: {error}")
+            self.report("warning", f"ignoring camera frame: {one_line(error)}")
             return
         stamp = Time.from_msg(msg.header.stamp)
         with self._condition:
@@ -206,6 +308,28 @@ class PolicyNode(Node):
             # A camera that leaves the stamp unset: the frame's age counts from its receipt.
             self._frame = (image, stamp if stamp.nanoseconds else received, msg.header.stamp)
             self._condition.notify_all()
+
+    def _check_camera(self) -> None:
+        """Warn while the camera topic has a publisher but no frame has arrived for a while, and
+        (less urgently) while it has had no publisher at all for a longer while."""
+        now = time.monotonic()
+        publishers = self.count_publishers(self._camera.topic_name)
+        if publishers == 0:
+            self._publisher_seen_s = None
+            silent_s = now - max(self._no_publisher_since_s, self._last_frame_s or 0.0)
+            if silent_s >= NO_PUBLISHER_WARNING_FACTOR * self.values["no_frame_warning_sec"]:
+                self.get_logger().warning(f"no publisher on camera topic {self._camera.topic_name} for "
+                                          f"{silent_s:.0f} s; {no_publisher_hint()}",
+                                          throttle_duration_sec=NO_PUBLISHER_WARNING_FACTOR * WARNING_PERIOD_S)
+            return
+        self._no_publisher_since_s = now
+        if self._publisher_seen_s is None:
+            self._publisher_seen_s = now
+        silent_s = now - max(self._publisher_seen_s, self._last_frame_s or 0.0)
+        if silent_s >= self.values["no_frame_warning_sec"]:
+            self.get_logger().warning(
+                f"camera topic {self._camera.topic_name} has {publishers} publisher(s) but no frame arrived for "
+                f"{silent_s:.0f} s; likely cause: {NO_FRAME_HINT}", throttle_duration_sec=WARNING_PERIOD_S)
 
     # --- inference thread -----------------------------------------------------------------
 
@@ -230,16 +354,22 @@ class PolicyNode(Node):
                                           throttle_duration_sec=WARNING_PERIOD_S)
                 continue
             if reset:
-                self.policy.reset_episode()
+                try:
+                    self.policy.reset_episode()
+                except Exception as error:  # noqa: BLE001
+                    self._count("inference_errors")
+                    self.report("error", f"could not reset the episode: {type(error).__name__}: {one_line(error)}")
             started = time.perf_counter()
             try:
                 action, stats = self.policy.act(image, instruction)
+                policy_ms = (time.perf_counter() - started) * 1e3
+                self._publish(action, stats, stamp_msg, since, policy_ms)
             except ValueError as error:
                 self._count("inputs_rejected")
-                self.get_logger().warning(f"no action for this frame: {error}")
-                continue
-            policy_ms = (time.perf_counter() - started) * 1e3
-            self._publish(action, stats, stamp_msg, since, policy_ms)
+                self.report("warning", f"no action for this frame: {one_line(error)}")
+            except Exception as error:  # noqa: BLE001 -- the node keeps serving the next frame
+                self._count("inference_errors")
+                self.report("error", f"no action for this frame: {type(error).__name__}: {one_line(error)}")
 
     def _publish(self, action, stats, stamp_msg, since: Time, policy_ms: float) -> None:
         dry_run = self.values["dry_run"]
@@ -290,8 +420,9 @@ class PolicyNode(Node):
             started = time.monotonic()
             try:
                 decoder = self.policy.build_decoder(config)
-            except (ValueError, OSError, RuntimeError) as error:
-                self.get_logger().error(f"could not build the decoder for draft '{config.draft}': {error}; "
+            except Exception as error:  # noqa: BLE001 -- the old decoder keeps serving
+                self.get_logger().error(f"could not build the decoder for draft '{config.draft}': "
+                                        f"{type(error).__name__}: {one_line(error)}; "
                                         f"draft '{self.policy.config.draft}' keeps serving")
                 continue
             with self._condition:
@@ -304,8 +435,11 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> int:
-    """Serve until SIGINT/SIGTERM (exit 0); an invalid configuration exits 2."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    """Serve until SIGINT/SIGTERM (exit 0); an invalid configuration exits 2 with one line."""
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as error:  # noqa: BLE001 -- rcl refuses the command line or the parameters file
+        return invalid_configuration(error)
     stop_requested = threading.Event()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: stop_requested.set())
@@ -314,8 +448,7 @@ def main(args=None) -> int:
         try:
             node = PolicyNode()
         except (ValueError, ParameterException) as error:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid configuration: {error}")
-            return 2
+            return invalid_configuration(error)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         node.start()
@@ -328,6 +461,12 @@ def main(args=None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def invalid_configuration(error: BaseException) -> int:
+    """The one line every configuration error at start ends with; exit code 2."""
+    rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid configuration: {one_line(error)}")
+    return 2
 
 
 if __name__ == "__main__":

@@ -66,10 +66,12 @@ def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -
     from std_msgs.msg import String
 
     from .control import decode_values
+    from .launch_config import node_environment
     from .launcher import node_command
     from .ros_conversions import image_to_msg
 
     domain_id = 1 + os.getpid() % 100
+    os.environ.update(node_environment())         # this process's client too: the transports of a launched run
     environment = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
     command = node_command(ResolvedNode("policy_node", "spec_vla_policy", str(config_dir() / "libero_goal.yaml"),
                                         (), parameters))

@@ -1,5 +1,7 @@
 """Helpers for the multi-process ROS tests: node processes and a client node, both on a ROS
-domain of this test process's own (other test runs on the machine may be using DDS too)."""
+domain of this test process's own (other test runs on the machine may be using DDS too), with
+the DDS settings the launch files and the runner give their nodes (in this process too, so the
+clients use the same transports as the nodes)."""
 from __future__ import annotations
 
 import os
@@ -16,15 +18,16 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from spec_vla_ros.control import decode_values
-from spec_vla_ros.launch_config import ResolvedNode, config_dir
-from spec_vla_ros.launcher import node_command
+from spec_vla_ros.launch_config import ResolvedNode, config_dir, node_environment
+from spec_vla_ros.launcher import Launcher, node_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID = 1 + os.getpid() % 100
+os.environ.update(node_environment())
 
 
 def ros_environment(**extra) -> dict:
-    return dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", **extra)
+    return dict(Launcher.environment(), ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONPATH=str(REPO_ROOT), **extra)
 
 
 class NodeProcess:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spec_vla_ros.launch_config import CONFIGURATIONS, config_dir, resolve
-from spec_vla_ros.launcher import node_command
+from spec_vla_ros.dds import BUILTIN_TRANSPORTS, LARGE_DATA, PROFILES_FILE_VARIABLES, describe
+from spec_vla_ros.launch_config import CONFIGURATIONS, config_dir, node_environment, resolve
+from spec_vla_ros.launcher import Launcher, node_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO_ROOT / "launch").glob("*.launch.py"))
@@ -137,12 +138,32 @@ def test_runner_commands_carry_the_resolved_nodes(configuration):
             assert overrides == node.parameters
 
 
+def test_nodes_get_large_data_transports_unless_the_user_chose(monkeypatch):
+    """The launch files and the runner add FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, never over the
+    user's own transports setting or Fast DDS profiles file."""
+    for name in (BUILTIN_TRANSPORTS, *PROFILES_FILE_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    assert node_environment() == {BUILTIN_TRANSPORTS: LARGE_DATA}
+    assert Launcher.environment()[BUILTIN_TRANSPORTS] == LARGE_DATA
+    monkeypatch.setenv(BUILTIN_TRANSPORTS, "DEFAULT")
+    assert node_environment() == {} and Launcher.environment()[BUILTIN_TRANSPORTS] == "DEFAULT"
+    monkeypatch.delenv(BUILTIN_TRANSPORTS)
+    for name in PROFILES_FILE_VARIABLES:
+        monkeypatch.setenv(name, "/etc/my_fastdds.xml")
+        assert node_environment() == {} and BUILTIN_TRANSPORTS not in Launcher.environment()
+        assert "/etc/my_fastdds.xml" in describe()
+        monkeypatch.delenv(name)
+    # LOCALHOST discovery makes rmw_fastrtps replace the builtin transports: the runner says so.
+    assert "LOCALHOST" not in describe({})
+    assert "LOCALHOST" in describe({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
+
+
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda path: path.name)
 def test_launch_file_builds_the_same_nodes_as_the_runner(path):
     pytest.importorskip("launch_ros", reason="ROS 2's launch_ros is not installed (it is not on PyPI); "
                                              "the launch files are checked statically above")
     from launch import LaunchContext
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
     from launch_ros.actions import Node
 
     spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
@@ -159,3 +180,6 @@ def test_launch_file_builds_the_same_nodes_as_the_runner(path):
     expected = resolve(module.CONFIGURATION)
     assert [(node.node_package, node.node_executable) for node in launched] == \
         [("spec_vla_ros", node.executable) for node in expected]
+    environment = {entity.name[0].perform(context): entity.value[0].perform(context)
+                   for entity in description.entities if isinstance(entity, SetEnvironmentVariable)}
+    assert environment == node_environment()

@@ -1,7 +1,11 @@
 """The policy node as a separate process, driven over real DDS by a client in this process.
 
 One node serves the whole module (loading it takes ~10 s): draft swaps during a run, rejected
-parameter changes, robot commands and dry run, bad inputs, and a camera flood."""
+parameter changes, robot commands and dry run, bad inputs, camera layouts and compressed frames,
+frame sizes at 15 Hz, the no-frame warning, and a camera flood. Configuration errors at start are
+checked on nodes of their own, which end before any model loads."""
+import os
+import subprocess
 import time
 
 import numpy as np
@@ -12,13 +16,18 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 from geometry_msgs.msg import TwistStamped  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.duration import Duration  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Float64, Float64MultiArray, String  # noqa: E402
 
-from ros_helpers import Client, NodeProcess  # noqa: E402
+from ros_helpers import Client, NodeProcess, ros_environment  # noqa: E402
+from test_camera_messages import equivalents, expected_rgb, raw_msg  # noqa: E402
 from spec_vla_ros.control import action_to_velocity, gripper_opening  # noqa: E402
+from spec_vla_ros.launch_config import ResolvedNode, config_dir  # noqa: E402
+from spec_vla_ros.launcher import node_command  # noqa: E402
 from spec_vla_ros.policy_node import NODE_NAME, PARAMETERS  # noqa: E402
-from spec_vla_ros.ros_conversions import image_to_msg  # noqa: E402
+from spec_vla_ros.ros_conversions import (SUPPORTED_ENCODINGS, image_to_compressed_msg, image_to_msg,  # noqa: E402
+                                          msg_to_image)
+from spec_vla_ros.topics import CAMERA_QOS  # noqa: E402
 from spec_vla_ros.vla.constants import MAX_INSTRUCTION_CHARS  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -27,6 +36,8 @@ INSTRUCTION = "put the bowl on the plate"
 ACTION_TIMEOUT_S = 30          # one action on a busy 2-core machine, with margin
 STALE_TIMEOUT_S = 5.0       # generous: a busy machine must not make fresh frames stale
 SWAP_SEQUENCE = ("llama", "history", "mamba")
+RESEND_AFTER_S = 5.0        # a frame sent right after a new subscription matched may be lost once
+SEED = int.from_bytes(os.urandom(4), "little")
 
 
 class PolicyClient(Client):
@@ -40,8 +51,27 @@ class PolicyClient(Client):
         self.stats = self.collect_stats()
         self.logs = self.collect_logs(NODE_NAME)
         self.camera = self.node.create_publisher(Image, "camera/image_raw", 10)
+        self.compressed = self.node.create_publisher(CompressedImage, "camera/image_raw/compressed", CAMERA_QOS)
         self.instruction = self.node.create_publisher(String, "instruction", 10)
         self.image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+
+    def act_on(self, msg, publisher=None) -> dict:
+        """The decode statistics answering exactly this frame (matched by its fresh stamp)."""
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        publisher = publisher or self.camera
+
+        def answered():
+            return next((stats for stats in reversed(self.stats) if stats["stamp_s"] == stamp_s), None)
+
+        publisher.publish(msg)
+        deadline = time.monotonic() + RESEND_AFTER_S
+        while answered() is None and time.monotonic() < deadline:
+            self.spin_for(0.05)
+        if answered() is None:
+            publisher.publish(msg)
+            self.spin_until(lambda: answered() is not None, ACTION_TIMEOUT_S, "decode_stats for a frame")
+        return answered()
 
     def send_frame(self, msg: Image | None = None, age_s: float = 0.0) -> None:
         if msg is None:
@@ -173,8 +203,8 @@ def test_bad_inputs_are_ignored_with_a_warning(policy):
         return lambda: policy.send_frame(msg)
 
     before = policy.step()
-    policy.expect_warning("encoding 'mono8'", frame(encoding="mono8"))
-    policy.expect_warning("bytes with step", frame(data=bytes(100)))            # shorter than 256 x 256 x 3
+    policy.expect_warning("encoding '16UC1' is not supported", frame(encoding="16UC1"))
+    policy.expect_warning("expected step x height", frame(data=bytes(100)))     # shorter than 256 x 256 x 3
     policy.expect_warning("empty", frame(height=0, width=0, step=0, data=b""))
     policy.expect_warning("at least 16 x 16", frame(height=8, width=8, step=24, data=bytes(8 * 8 * 3)))
     huge = String(data="x" * (MAX_INSTRUCTION_CHARS + 1))
@@ -188,6 +218,125 @@ def test_bad_inputs_are_ignored_with_a_warning(policy):
     assert stats["actions"] == before["actions"] + 1
     assert stats["inputs_rejected"] == before["inputs_rejected"] + 6    # a frame without instruction is not bad
     assert stats["frames_stale"] == before["frames_stale"] + 1
+
+
+@pytest.fixture
+def autoregressive(policy):
+    """Draft none while the test runs: identical inputs then give identical actions (speculative
+    decoding's verification passes of varying shape may flip near-tied tokens)."""
+    previous = policy.step()["draft"]
+    [result] = policy.set_parameters(NODE_NAME, draft="none")
+    assert result.successful, result.reason
+    for _ in range(200):
+        if policy.step()["draft"] == "none":
+            break
+    assert policy.stats[-1]["draft"] == "none"
+    yield policy
+    [result] = policy.set_parameters(NODE_NAME, draft=previous)
+    assert result.successful, result.reason
+
+
+def fresh_rgb(test_name: str, height: int = 200, width: int = 240) -> np.ndarray:
+    print(f"seed {SEED}")
+    return np.random.default_rng([SEED, len(test_name)]).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_every_camera_layout_gives_the_rgb8_action(autoregressive, request):
+    """Each supported encoding, big-endian flag and padded rows: the action of the equivalent
+    rgb8 frame, from the same node; the node keeps serving throughout."""
+    policy = autoregressive
+    rgb = fresh_rgb(request.node.name)
+    rng = np.random.default_rng([SEED, 1])
+    reference = {name: policy.act_on(image_to_msg(pixels))["action"]
+                 for name, pixels in (("colour", rgb), ("grey", expected_rgb(rgb, "mono8")))}
+    before = policy.stats[-1]
+    layouts = equivalents(rgb, rng)
+    cases = [(encoding, big_endian, padding) for encoding in SUPPORTED_ENCODINGS
+             for big_endian, padding in ((False, 0), (True, int(rng.integers(1, 40))))]
+    for encoding, big_endian, padding in cases:
+        stats = policy.act_on(raw_msg(layouts[encoding], encoding, big_endian, padding, rng))
+        expected = reference["grey" if encoding.startswith("mono") else "colour"]
+        assert stats["action"] == expected, f"{encoding} big-endian {big_endian} padding {padding}"
+    assert policy.stats[-1]["inputs_rejected"] == before["inputs_rejected"]
+
+
+def test_compressed_frames_give_the_action_of_their_pixels(autoregressive, request):
+    """image_transport compressed: PNG (lossless) and JPEG frames give the action of the rgb8 frame
+    of their decoded pixels; an unknown format is refused; back to raw afterwards."""
+    policy = autoregressive
+    rgb = fresh_rgb(request.node.name)
+    png, jpeg = image_to_compressed_msg(rgb, "png"), image_to_compressed_msg(rgb, "jpeg")
+    jpeg_pixels = msg_to_image(jpeg)
+    assert not np.array_equal(jpeg_pixels, rgb)                     # JPEG is lossy: a different frame
+    expected = {"png": policy.act_on(image_to_msg(rgb))["action"],
+                "jpeg": policy.act_on(image_to_msg(jpeg_pixels))["action"]}
+    [result] = policy.set_parameters(NODE_NAME, image_transport="compressed")
+    assert result.successful, result.reason
+    try:
+        policy.wait_for_subscribers(policy.compressed)
+        for name, msg in (("png", png), ("jpeg", jpeg)):
+            for format_string in (msg.format, name):                   # as image_transport writes it, and bare
+                msg.format = format_string
+                assert policy.act_on(msg, policy.compressed)["action"] == expected[name], format_string
+        theora = CompressedImage(format="theora")
+        theora.data = bytes(jpeg.data)
+        policy.expect_warning("names no codec", lambda: policy.compressed.publish(theora))
+        garbage = CompressedImage(format="jpeg")
+        garbage.data = os.urandom(1000)
+        policy.expect_warning("could not decode", lambda: policy.compressed.publish(garbage))
+    finally:
+        [result] = policy.set_parameters(NODE_NAME, image_transport="raw")
+        assert result.successful, result.reason
+    assert policy.act_on(image_to_msg(rgb))["action"] == expected["png"]    # raw again
+
+
+def test_large_frames_arrive_like_small_ones(policy):
+    """640x480 and 1280x720 rgb8 frames at 15 Hz reach the node (started as the runner starts it,
+    with the package's DDS settings) with no more loss than 256x256 frames. Counted by the node
+    (frames_received, whether or not it had time to act on them), read from the answers to a
+    small frame before and after each burst."""
+    frames, period = 30, 1 / 15
+    rng = np.random.default_rng(SEED)
+    marker = image_to_msg(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    arrived = {}
+    for width, height in ((256, 256), (640, 480), (1280, 720)):
+        msg = image_to_msg(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        before = policy.act_on(marker)["frames_received"]
+        start = time.monotonic()
+        for index in range(frames):
+            policy.send_frame(msg)
+            policy.spin_for(max(0.0, start + (index + 1) * period - time.monotonic()))
+        policy.spin_for(1.0)
+        arrived[f"{width}x{height}"] = policy.act_on(marker)["frames_received"] - before - 1
+    print(f"received / sent at 15 Hz: {arrived} / {frames}")
+    small = arrived["256x256"]
+    assert small >= frames * 0.8, arrived
+    assert arrived["640x480"] >= small - 3 and arrived["1280x720"] >= small - 3, arrived
+
+
+def test_warns_when_the_camera_sends_nothing(policy):
+    """A publisher but no frame: the warning names large frames over default DDS transports and the
+    fix. No publisher at all for longer: the warning names the domain and the transports."""
+    def warned(text: str, since: int) -> bool:
+        return any(text in log.msg and "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA" in log.msg
+                   for log in policy.logs[since:] if log.level == Log.WARN)
+
+    [result] = policy.set_parameters(NODE_NAME, no_frame_warning_sec=1.0)
+    assert result.successful
+    try:
+        policy.step()
+        logs = len(policy.logs)
+        assert policy.camera.get_subscription_count() > 0
+        policy.spin_until(lambda: warned("no frame arrived", logs), 30, "the no-frame warning")
+        policy.node.destroy_publisher(policy.camera)
+        logs = len(policy.logs)
+        policy.spin_until(lambda: warned("no publisher on camera topic", logs), 30, "the no-publisher warning")
+    finally:
+        policy.camera = policy.node.create_publisher(Image, "camera/image_raw", 10)
+        [result] = policy.set_parameters(NODE_NAME, no_frame_warning_sec=PARAMETERS["no_frame_warning_sec"][0])
+        assert result.successful
+    policy.wait_for_subscribers(policy.camera)
+    assert policy.act_on(image_to_msg(policy.image))["actions"] > 0          # still serving
 
 
 def test_camera_flood_keeps_only_the_newest_frame(policy):
@@ -215,3 +364,34 @@ def test_camera_flood_keeps_only_the_newest_frame(policy):
     assert dropped > 0 and acted + dropped + last["frames_stale"] - before["frames_stale"] == received
     latencies = [stats["image_to_action_ms"] - stats["policy_ms"] for stats in policy.stats[actions:]]
     assert max(latencies) < 1000, latencies       # waiting at most for the action in flight
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"unnorm_key": "no_such_dataset"}, "unnorm_key 'no_such_dataset'"),
+    ({"draft": "none", "num_draft_tokens": 0}, "num_draft_tokens"),
+    ({"verifier": "/nonexistent/openvla"}, "/nonexistent/openvla"),
+    ({"image_transport": "theora"}, "image_transport 'theora'"),
+], ids=["unnorm_key", "num_draft_tokens_without_draft", "verifier", "image_transport"])
+def test_configuration_errors_end_the_node_before_any_model_loads(tmp_path, overrides, reason):
+    """Exit 2 with the one line 'invalid configuration: ...', no traceback, nothing loaded."""
+    command = node_command(ResolvedNode("policy_node", NODE_NAME, str(config_dir() / "libero_goal.yaml"), (),
+                                        overrides))
+    result = subprocess.run(command, env=ros_environment(), cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    [line] = [line for line in output.splitlines() if "invalid configuration" in line]
+    assert reason in line and line.split("]: ", 1)[1].startswith("invalid configuration: "), line
+    assert "Traceback" not in output and "loading verifier" not in output, output
+
+
+def test_a_parameter_of_the_wrong_type_is_a_configuration_error(tmp_path):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(f"{NODE_NAME}:\n  ros__parameters:\n    control_hz: fast\n")
+    command = node_command(ResolvedNode("policy_node", NODE_NAME, str(params_file), (), {}))
+    result = subprocess.run(command, env=ros_environment(), cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    [line] = [line for line in output.splitlines() if "invalid configuration" in line]
+    assert "control_hz" in line and "Traceback" not in output and "loading verifier" not in output, output

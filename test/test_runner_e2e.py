@@ -85,4 +85,5 @@ def test_ctrl_c_stops_every_node(tmp_path):
             runner.wait()
     assert runner.returncode == 0, output
     assert "exit codes: spec_vla_policy 0" in output
+    assert "DDS: FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA" in output          # the nodes' transports, said once
     assert "stopping" in policy_log.read_text()

@@ -1,0 +1,229 @@
+"""`spec-vla-bench dds`: how many camera frames of each size arrive over DDS, default Fast DDS
+transports vs what the launch files and spec-vla-launch set (spec_vla_ros.dds).
+
+For each transport setting and frame size, a subscriber and a publisher run as two processes (a
+ROS domain of their own): the publisher sends `--frames` rgb8 frames at `--hz` with the camera
+QoS of the policy node (sensor data, best effort, depth 1) once it has matched the subscriber,
+then says how many it sent on a reliable topic; the subscriber counts the frames that arrived
+whole and the UDP receive-buffer errors of its network namespace (/proc/net/snmp) meanwhile.
+
+`--publisher-prefix` / `--subscriber-prefix` run a role under a command prefix, e.g. in a network
+namespace: scripts/dds_two_hosts.sh measures two "hosts" joined by a veth that way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from .dds import BUILTIN_TRANSPORTS, PROFILES_FILE_VARIABLES, dds_environment
+
+IMAGE_TOPIC = "dds_benchmark/image"
+DONE_TOPIC = "dds_benchmark/done"
+DEFAULT_SIZES = ("256x256", "640x480", "1280x720")
+MATCH_TIMEOUT_S = 30.0
+SETTLE_S = 2.0              # after matching: discovery completes both ways before the first frame
+LINGER_S = 3.0              # after the last frame: late fragments and the 'done' message arrive
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="frame sizes, WIDTHxHEIGHT")
+    parser.add_argument("--frames", type=int, default=60, help="frames per size")
+    parser.add_argument("--hz", type=float, default=15.0, help="publishing rate")
+    parser.add_argument("--transports", nargs="+", default=["default", "package"], choices=["default", "package"],
+                        help="default: Fast DDS's own transports; package: what the launch files and runner set")
+    parser.add_argument("--publisher-prefix", default="", help="command prefix for the publisher process")
+    parser.add_argument("--subscriber-prefix", default="", help="command prefix for the subscriber process")
+    parser.add_argument("--discovery-range", default="", help="ROS_AUTOMATIC_DISCOVERY_RANGE for both processes "
+                                                              "('' = as in this environment)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = []
+    print(f"{args.frames} frames per size at {args.hz:g} Hz, rgb8, sensor-data QoS (best effort, depth 1)")
+    print("| transports | frame | received / sent | UDP receive-buffer errors |\n|---|---|---|---|")
+    for transports in args.transports:
+        for size in args.sizes:
+            result = measure(size, args.frames, args.hz, transports, args.publisher_prefix, args.subscriber_prefix,
+                             args.discovery_range)
+            rows.append(result)
+            print(f"| {result['transports']} | {size} | {result['received']} / {result['sent']} | "
+                  f"{result['udp_rcvbuf_errors']} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(rows, file, indent=1)
+    return 0
+
+
+def transport_environment(transports: str, discovery_range: str, domain_id: int) -> dict:
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in (BUILTIN_TRANSPORTS, *PROFILES_FILE_VARIABLES)}
+    if transports == "package":
+        environment.update(dds_environment(environment))
+    environment.update(ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
+    if discovery_range:
+        environment["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range
+    return environment
+
+
+def measure(size: str, frames: int, hz: float, transports: str, publisher_prefix: str = "",
+            subscriber_prefix: str = "", discovery_range: str = "") -> dict:
+    """One publisher -> subscriber run; the subscriber's result dict."""
+    domain_id = 100 + (os.getpid() + int(time.monotonic())) % 100
+    environment = transport_environment(transports, discovery_range, domain_id)
+    role = [sys.executable, "-m", "spec_vla_ros.dds_benchmark"]
+    timeout_s = MATCH_TIMEOUT_S + SETTLE_S + frames / hz + LINGER_S + 30
+    subscriber = subprocess.Popen(shlex.split(subscriber_prefix) + role + ["subscribe", "--size", size,
+                                                                          "--timeout", str(timeout_s)],
+                                  env=environment, stdout=subprocess.PIPE, text=True)
+    publisher = subprocess.Popen(shlex.split(publisher_prefix) + role + ["publish", "--size", size, "--frames",
+                                                                        str(frames), "--hz", str(hz)],
+                                 env=environment, stdout=subprocess.PIPE, text=True)
+    try:
+        output, _ = subscriber.communicate(timeout=timeout_s + 30)
+        publisher_output, _ = publisher.communicate(timeout=60)
+    finally:
+        for process in (publisher, subscriber):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    if subscriber.returncode != 0 or not lines:
+        raise RuntimeError(f"the subscriber failed (exit {subscriber.returncode}): {output[-2000:]}")
+    label = "default" if transports == "default" else \
+        f"{BUILTIN_TRANSPORTS}={environment.get(BUILTIN_TRANSPORTS, 'yours')}"
+    result = dict(json.loads(lines[-1]), transports=label, size=size, publisher=publisher_output.strip())
+    if result["sent"] is None:          # the publisher never matched the subscriber: nothing was sent
+        result["sent"] = f"0 ({result['publisher'] or 'publisher exit ' + str(publisher.returncode)})"
+    return result
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    width, _, height = size.lower().partition("x")
+    return int(width), int(height)
+
+
+class _Role:
+    def __init__(self, name: str):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.rclpy = rclpy
+        rclpy.init()
+        self.node = rclpy.create_node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.executor.spin_once(timeout_sec=min(left, 0.05))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.try_shutdown()
+
+
+def _done_qos():
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def udp_receive_buffer_errors() -> int:
+    """RcvbufErrors of this network namespace's UDP counters (Linux), -1 where unknown."""
+    try:
+        with open("/proc/net/snmp") as file:
+            udp = [line.split() for line in file if line.startswith("Udp:")]
+        return int(udp[1][udp[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def subscribe(size: str, timeout_s: float) -> dict:
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from .topics import CAMERA_QOS
+
+    width, height = parse_size(size)
+    role = _Role("dds_benchmark_subscriber")
+    received, sent = set(), []
+    role.node.create_subscription(Image, IMAGE_TOPIC, lambda msg: received.add(msg.header.frame_id) if (
+        msg.width, msg.height, len(msg.data)) == (width, height, width * height * 3) else None, CAMERA_QOS)
+    role.node.create_subscription(String, DONE_TOPIC, lambda msg: sent.append(int(msg.data)), _done_qos())
+    errors_before = udp_receive_buffer_errors()
+    deadline = time.monotonic() + timeout_s
+    while not sent and time.monotonic() < deadline:
+        role.spin_for(0.1)
+    role.spin_for(0.5)
+    errors = udp_receive_buffer_errors()
+    role.close()
+    return {"received": len(received), "sent": sent[0] if sent else None,
+            "udp_rcvbuf_errors": errors - errors_before if min(errors, errors_before) >= 0 else None}
+
+
+def publish(size: str, frames: int, hz: float) -> int:
+    import numpy as np
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from .ros_conversions import image_to_msg
+    from .topics import CAMERA_QOS
+
+    width, height = parse_size(size)
+    role = _Role("dds_benchmark_publisher")
+    images = role.node.create_publisher(Image, IMAGE_TOPIC, CAMERA_QOS)
+    done = role.node.create_publisher(String, DONE_TOPIC, _done_qos())
+    deadline = time.monotonic() + MATCH_TIMEOUT_S
+    while images.get_subscription_count() == 0 or done.get_subscription_count() == 0:
+        if time.monotonic() > deadline:
+            print(f"no subscriber matched within {MATCH_TIMEOUT_S:.0f} s", flush=True)
+            role.close()
+            return 1
+        role.spin_for(0.1)
+    role.spin_for(SETTLE_S)
+    msg = image_to_msg(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    start = time.monotonic()
+    for index in range(frames):
+        msg.header.frame_id = str(index)
+        msg.header.stamp = role.node.get_clock().now().to_msg()
+        images.publish(msg)
+        role.spin_for(max(0.0, start + (index + 1) / hz - time.monotonic()))
+    role.spin_for(LINGER_S)
+    done.publish(String(data=str(frames)))
+    role.spin_for(LINGER_S)
+    role.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spec_vla_ros.dds_benchmark", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    add_arguments(commands.add_parser("run", help="the benchmark (default)"))
+    subscriber = commands.add_parser("subscribe", help="one role: count frames (prints a JSON line)")
+    subscriber.add_argument("--size", required=True)
+    subscriber.add_argument("--timeout", type=float, required=True)
+    publisher = commands.add_parser("publish", help="one role: send frames")
+    publisher.add_argument("--size", required=True)
+    publisher.add_argument("--frames", type=int, required=True)
+    publisher.add_argument("--hz", type=float, required=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "subscribe", "publish", "-h", "--help"):
+        argv.insert(0, "run")
+    args = parser.parse_args(argv)
+    if args.command == "subscribe":
+        print(json.dumps(subscribe(args.size, args.timeout)), flush=True)
+        return 0
+    if args.command == "publish":
+        return publish(args.size, args.frames, args.hz)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
