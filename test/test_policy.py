@@ -1,4 +1,6 @@
 """VLAPolicy: the whole (image, instruction) -> action path, and its input validation."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,18 +23,28 @@ def test_act_returns_a_denormalized_action_from_the_decoded_tokens(policy, rng):
     np.testing.assert_array_equal(action, again)
 
 
-def test_pixel_values_normalize_the_resized_crop_for_both_backbones(rng):
-    """torchvision's to_tensor + normalize (what OpenVLA's image transforms do) on our resized crop."""
+def test_pixel_values_normalize_the_harness_image_for_both_backbones():
+    """torchvision's to_tensor + normalize (what OpenVLA's image processor does) on the harness's
+    224 x 224 image, with the published OpenVLA-7B values (the default) and with others."""
+    import os
+
     import torch
     from torchvision.transforms.functional import normalize, to_tensor
 
-    from spec_vla_ros.vla.constants import DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD
-    from spec_vla_ros.vla.preprocess import pixel_values, resize_and_crop
+    from spec_vla_ros.vla.constants import OPENVLA_DINO_MEAN, OPENVLA_DINO_STD, SIGLIP_MEAN, SIGLIP_STD
+    from spec_vla_ros.vla.preprocess import ImageNormalization, pixel_values, resize_and_crop
+    other = ImageNormalization((0.1, 0.2, 0.3, 0.4, 0.5, 0.6), (0.7, 0.8, 0.9, 1.1, 1.2, 1.3))
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = np.random.default_rng(seed)
     for center_crop in (True, False):
-        image = rng.integers(0, 256, (256, 200, 3), dtype=np.uint8)
-        resized = to_tensor(resize_and_crop(image, center_crop))
-        expected = torch.cat([normalize(resized, DINO_MEAN, DINO_STD), normalize(resized, SIGLIP_MEAN, SIGLIP_STD)])
-        torch.testing.assert_close(pixel_values(image, center_crop), expected, rtol=0, atol=2e-6)
+        image = rng.integers(0, 256, (int(rng.integers(16, 400)), int(rng.integers(16, 400)), 3), dtype=np.uint8)
+        harness = to_tensor(resize_and_crop(image, center_crop))
+        expected = torch.cat([normalize(harness, OPENVLA_DINO_MEAN, OPENVLA_DINO_STD),
+                              normalize(harness, SIGLIP_MEAN, SIGLIP_STD)])
+        assert torch.equal(pixel_values(image, center_crop), expected), f"seed {seed}"
+        expected = torch.cat([normalize(harness, other.mean[:3], other.std[:3]),
+                              normalize(harness, other.mean[3:], other.std[3:])])
+        assert torch.equal(pixel_values(image, center_crop, other), expected), f"seed {seed}"
 
 
 @pytest.mark.parametrize("image, message", [
@@ -59,6 +71,11 @@ def test_bad_instructions_are_rejected(policy, instruction, message):
     ({"acceptance": "loose"}, "acceptance 'loose' is unknown"),
     ({"acceptance": "relaxed", "relaxed_threshold": -1}, "threshold must be an integer >= 0"),
     ({"draft": "history", "num_draft_tokens": 0}, "num_draft_tokens must be an integer in 1..7"),
+    ({"draft": "none", "num_draft_tokens": 0}, "num_draft_tokens must be an integer in 1..7, got 0"),
+    ({"draft": "none", "num_draft_tokens": 8}, "num_draft_tokens must be an integer in 1..7, got 8"),
+    ({"draft": "none", "num_draft_tokens": True}, "num_draft_tokens must be an integer in 1..7, got True"),
+    ({"acceptance": "relaxed_guarded"}, "expected one of strict, relaxed, relaxed-guarded"),
+    ({"unnorm_key": "libero_spatial"}, r"unnorm_key 'libero_spatial' is not in .*expected one of \['libero_goal'\]"),
     ({"dtype": "int8"}, "dtype 'int8' is not supported"),
     ({"device": "tpu"}, "device 'tpu' is not supported"),
     ({"verifier": "/nonexistent/openvla"}, "does not exist"),
@@ -72,3 +89,67 @@ def test_running_policy_refuses_to_change_its_verifier(policy):
     with pytest.raises(ValueError, match="'dtype' cannot change"):
         policy.build_decoder(policy.config.replace(dtype="bfloat16"))
 
+
+
+@pytest.mark.parametrize("acceptance", ["strict", "relaxed", "relaxed-guarded"])
+def test_every_acceptance_rule_is_a_valid_policy_setting(acceptance):
+    validate_config(PolicyConfig(draft="history", acceptance=acceptance, relaxed_threshold=9))
+
+
+@pytest.fixture(scope="module")
+def written_checkpoint(miniature, tmp_path_factory):
+    from spec_vla_ros.vla.checkpoint import write_checkpoint
+    return write_checkpoint(miniature, tmp_path_factory.mktemp("openvla") / "miniature")
+
+
+def refuse_to_load(monkeypatch):
+    import spec_vla_ros.policy as policy_module
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the verifier was loaded before the configuration was checked")
+    monkeypatch.setattr(policy_module, "load_verifier", fail)
+
+
+def test_an_unknown_unnorm_key_is_refused_before_the_checkpoint_loads(written_checkpoint, monkeypatch):
+    refuse_to_load(monkeypatch)
+    config = PolicyConfig(verifier=str(written_checkpoint), draft="none", unnorm_key="libero_10")
+    with pytest.raises(ValueError, match=r"unnorm_key 'libero_10' is not in .*expected one of \['libero_goal'\]"):
+        validate_config(config)
+    with pytest.raises(ValueError, match="unnorm_key 'libero_10'"):
+        VLAPolicy(config)
+
+
+def test_statistics_files_are_checked_before_the_checkpoint_loads(written_checkpoint, tmp_path, monkeypatch):
+    import json
+    import shutil
+    refuse_to_load(monkeypatch)
+    copy = Path(shutil.copytree(written_checkpoint, tmp_path / "copy"))
+    statistics = copy / "dataset_statistics.json"
+    entry = json.loads(statistics.read_text())["libero_goal"]
+    statistics.write_text(json.dumps({"libero_goal_no_noops": entry}))       # OpenVLA's fallback key
+    validate_config(PolicyConfig(verifier=str(copy), draft="none"))
+    entry["action"]["q99"] = entry["action"]["q99"][:6]
+    statistics.write_text(json.dumps({"libero_goal": entry}))
+    with pytest.raises(ValueError, match="'q99' for 'libero_goal' must be 7 finite numbers"):
+        validate_config(PolicyConfig(verifier=str(copy), draft="none"))
+    statistics.unlink()                                                       # then config.json's norm_stats
+    validate_config(PolicyConfig(verifier=str(copy), draft="none"))
+    with pytest.raises(ValueError, match="unnorm_key 'bridge'"):
+        validate_config(PolicyConfig(verifier=str(copy), draft="none", unnorm_key="bridge"))
+
+
+def test_a_checkpoint_without_a_mask_denormalizes_the_gripper(written_checkpoint, tmp_path, rng):
+    """OpenVLA's default mask is all true: the loaded policy de-normalizes every dimension."""
+    import json
+    import shutil
+    copy = Path(shutil.copytree(written_checkpoint, tmp_path / "copy"))
+    statistics = json.loads((copy / "dataset_statistics.json").read_text())
+    action = statistics["libero_goal"]["action"]
+    del action["mask"]
+    action["q01"][6], action["q99"][6] = -0.5, 0.25
+    (copy / "dataset_statistics.json").write_text(json.dumps(statistics))
+    policy = VLAPolicy(PolicyConfig(verifier=str(copy), draft="none"))
+    action_out, stats = policy.act(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "turn on the stove")
+    x = token_ids_to_actions(stats.tokens)
+    q01, q99 = np.array(action["q01"]), np.array(action["q99"])
+    np.testing.assert_allclose(action_out, 0.5 * (x + 1) * (q99 - q01) + q01, rtol=0, atol=1e-12)

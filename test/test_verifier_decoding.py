@@ -39,10 +39,15 @@ def full_recompute(model, embeds):
     return tokens
 
 
-def test_prompt_follows_openvla(miniature):
-    ids = prompt_token_ids(miniature.tokenizer, "  Open The Drawer ")
+@pytest.mark.parametrize("instruction", ["  Open The Drawer ", "turn on the stove", "\tPut the bowl on the plate\n"])
+def test_prompt_follows_openvla(miniature, instruction):
+    """OpenVLA's get_vla_action: f"In: What action should the robot take to {task_label.lower()}?\\nOut:",
+    lowercased, never stripped; predict_action appends 29871 when the ids do not end with it."""
+    openvla_prompt = f"In: What action should the robot take to {instruction.lower()}?\nOut:"
+    ids = prompt_token_ids(miniature.tokenizer, instruction)
     assert ids[0] == 1 and ids[-1] == EMPTY_TOKEN_ID
-    assert miniature.tokenizer.decode(ids[1:-1]) == "In: What action should the robot take to open the drawer?\nOut:"
+    assert ids[:-1] == miniature.tokenizer(openvla_prompt).input_ids
+    assert miniature.tokenizer.decode(ids[1:-1]) == openvla_prompt
 
 
 def test_ar_decoding_matches_generate_and_full_recompute(miniature, rng):

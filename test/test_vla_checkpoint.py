@@ -1,13 +1,16 @@
 import json
+import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from spec_vla_ros.vla.checkpoint import (CheckpointError, build_miniature, load_checkpoint, load_verifier,
+from spec_vla_ros.vla.checkpoint import (CheckpointError, build_miniature, load_checkpoint, load_verifier, main,
                                          write_checkpoint)
-from spec_vla_ros.vla.constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, PADDED_VOCAB_SIZE
+from spec_vla_ros.vla.constants import (ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, OPENVLA_DINO_MEAN, OPENVLA_DINO_STD,
+                                        PADDED_VOCAB_SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +36,19 @@ def test_miniature_is_deterministic_and_openvla_shaped(miniature):
 
 def test_written_checkpoint_has_the_openvla_layout(written):
     names = {p.name for p in written.iterdir()}
-    assert {"config.json", "model.safetensors.index.json", "dataset_statistics.json", "tokenizer.json"} <= names
+    assert {"config.json", "model.safetensors.index.json", "dataset_statistics.json", "tokenizer.json",
+            "preprocessor_config.json"} <= names
     assert len([n for n in names if n.startswith("model-") and n.endswith(".safetensors")]) > 1
     config = json.loads((written / "config.json").read_text())
     assert config["timm_model_ids"] == ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
     assert config["text_config"]["vocab_size"] == PADDED_VOCAB_SIZE
     assert "libero_goal" in config["norm_stats"]
+    processor = json.loads((written / "preprocessor_config.json").read_text())   # OpenVLA-7B's layout and values
+    assert processor["tvf_normalize_params"] == [
+        {"inplace": False, "mean": list(OPENVLA_DINO_MEAN), "std": list(OPENVLA_DINO_STD)},
+        {"inplace": False, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}]
+    assert processor["image_resize_strategy"] == "resize-naive" and processor["use_fused_vision_backbone"]
+    assert processor["input_sizes"] == [[3, 224, 224], [3, 224, 224]]
 
 
 def test_loads_back_bit_identically(miniature, written):
@@ -56,6 +66,27 @@ def test_loads_back_bit_identically(miniature, written):
         b = loaded.model.embed_inputs(pixel_values[None], torch.tensor([ids]))
     assert torch.equal(a, b)
     assert load_verifier(str(written)).name == miniature.name
+    assert (loaded.image_normalization.mean, loaded.image_normalization.std) == \
+        (miniature.image_normalization.mean, miniature.image_normalization.std)
+    assert loaded.image_normalization.mean[:3] == OPENVLA_DINO_MEAN and "preprocessor_config.json" in \
+        loaded.image_normalization.source
+
+
+def test_written_miniature_acts_like_the_in_memory_one(miniature, tmp_path):
+    """`spec-vla-write-miniature DIR`, then `load_verifier(DIR)`: the same actions, preprocessing included."""
+    from spec_vla_ros.decoding.decoder import Decoder
+    from spec_vla_ros.vla.preprocess import pixel_values
+    from spec_vla_ros.vla.prompt import prompt_token_ids
+
+    main([str(tmp_path / "openvla-miniature")])
+    loaded = load_verifier(str(tmp_path / "openvla-miniature"))
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = np.random.default_rng(seed)
+    for instruction in ("turn on the stove", "Put the bowl on the plate"):
+        image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        tokens = [Decoder(v.model).decode(pixel_values(image, True, v.image_normalization),
+                                          prompt_token_ids(v.tokenizer, instruction))[0] for v in (miniature, loaded)]
+        assert tokens[0] == tokens[1], f"seed {seed}"
 
 
 def edit_shard(directory, edit):
@@ -90,12 +121,14 @@ def test_misshaped_key_is_named(written, tmp_path):
 
 @pytest.mark.parametrize("remove, message", [("config.json", "missing config.json"),
                                              ("tokenizer.json", "missing tokenizer files"),
-                                             ("dataset_statistics.json", None)])
+                                             ("dataset_statistics.json", None),
+                                             ("preprocessor_config.json", None)])
 def test_missing_files_are_named(written, tmp_path, remove, message):
     directory = copy_of(written, tmp_path)
     (directory / remove).unlink()
-    if message is None:          # statistics fall back to config.json's norm_stats, as OpenVLA does
-        assert load_checkpoint(directory).norm_stats["libero_goal"]
+    if message is None:          # statistics fall back to config.json's norm_stats, as OpenVLA does;
+        loaded = load_checkpoint(directory)     # normalization to the published checkpoints' values
+        assert loaded.norm_stats["libero_goal"] and loaded.image_normalization.mean[:3] == OPENVLA_DINO_MEAN
         return
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(directory)

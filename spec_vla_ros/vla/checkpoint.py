@@ -1,15 +1,19 @@
 """Verifier checkpoints: the embedded miniature, and real OpenVLA directories (HF format).
 
 An OpenVLA directory holds `config.json`, `model.safetensors` or sharded `model-*.safetensors`
-with `model.safetensors.index.json`, `dataset_statistics.json` and tokenizer files. Loading is
-strict: every key of the checkpoint is used, every key of the model is filled, every shape
-matches; otherwise the error names the keys. The miniature is the same architecture at toy
-size, built deterministically from a seed, and can be written in that same format
-(`spec-vla-write-miniature DIR`) and read back through the same loader.
+with `model.safetensors.index.json`, `dataset_statistics.json`, `preprocessor_config.json` (the
+image normalization) and tokenizer files (`tokenizer.json`, or only sentencepiece's
+`tokenizer.model`). Loading is strict: every key of the checkpoint is used, every key of the
+model is filled, every shape matches; otherwise the error names the keys. Nothing is loaded
+through transformers' Auto classes, so the custom classes a real `config.json` names in its
+`auto_map` are never consulted and no trust-remote-code question is asked. The miniature is the
+same architecture at toy size, built deterministically from a seed, and can be written in that
+same format (`spec-vla-write-miniature DIR`) and read back through the same loader.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +22,14 @@ import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoTokenizer
+from transformers import LlamaTokenizer, PreTrainedTokenizerFast
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from .action_tokenizer import LIBERO_GOAL_STATS
 from .constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, DEFAULT_UNNORM_KEY, PAD_TOKEN_ID, PADDED_VOCAB_SIZE
 from .model import OpenVLA, VLAConfig
+from .preprocess import (OPENVLA_NORMALIZATION, ImageNormalization, normalization_from_preprocessor_config,
+                         openvla_preprocessor_config)
 from .prompt import build_miniature_tokenizer
 
 MINIATURE = "miniature"
@@ -51,11 +57,18 @@ MINIATURE_CALIBRATION_INSTRUCTIONS = ("open the drawer", "put the bowl on the pl
                                       "push the plate to the front", "put the wine bottle on the rack")
 MINIATURE_ACTION_LOGIT_SCALE = 8.0
 MINIATURE_NON_ACTION_LOGIT_SCALE = 0.05
+# The miniature normalizes images as the published OpenVLA-7B checkpoints do (and writes these
+# values into its preprocessor_config.json).
+MINIATURE_NORMALIZATION = ImageNormalization(OPENVLA_NORMALIZATION.mean, OPENVLA_NORMALIZATION.std,
+                                             "miniature (OpenVLA-7B checkpoints' values)")
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
 SINGLE_WEIGHTS = "model.safetensors"
 STATISTICS = "dataset_statistics.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+FAST_TOKENIZER, SENTENCEPIECE_TOKENIZER = "tokenizer.json", "tokenizer.model"
+TOKENIZER_FILES = (FAST_TOKENIZER, SENTENCEPIECE_TOKENIZER)
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 class CheckpointError(ValueError):
@@ -68,6 +81,8 @@ class LoadedVerifier:
     tokenizer: object
     norm_stats: dict          # {unnorm_key: {"action": {"q01", "q99", "mask"}}}
     name: str                 # "miniature-seed0" or the checkpoint directory's name
+    # pass to preprocess.pixel_values: the checkpoint's preprocessor_config.json values
+    image_normalization: ImageNormalization = OPENVLA_NORMALIZATION
 
     @property
     def device(self) -> torch.device:
@@ -109,7 +124,8 @@ def ordinal_action_head(model: OpenVLA, tokenizer, generator: torch.Generator) -
     for index, image in enumerate(calibration_images(generator, 2 * len(MINIATURE_CALIBRATION_INSTRUCTIONS))):
         instruction = MINIATURE_CALIBRATION_INSTRUCTIONS[index % len(MINIATURE_CALIBRATION_INSTRUCTIONS)]
         session = VerifierSession(model)
-        hidden.append(session.prefill(pixel_values(image), prompt_token_ids(tokenizer, instruction)).hidden[-1])
+        pixels = pixel_values(image, normalization=MINIATURE_NORMALIZATION)
+        hidden.append(session.prefill(pixels, prompt_token_ids(tokenizer, instruction)).hidden[-1])
         action_ids = torch.randint(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1, (6,), generator=generator).tolist()
         hidden.extend(session.extend(action_ids).hidden)
     hidden = torch.stack(hidden)
@@ -136,13 +152,14 @@ def build_miniature(seed: int = MINIATURE_SEED) -> LoadedVerifier:
         model = OpenVLA(miniature_config()).eval()
     ordinal_action_head(model, tokenizer, torch.Generator().manual_seed(seed))
     return LoadedVerifier(model, tokenizer, {DEFAULT_UNNORM_KEY: LIBERO_GOAL_STATS.to_json_entry()},
-                          f"{MINIATURE}-seed{seed}")
+                          f"{MINIATURE}-seed{seed}", MINIATURE_NORMALIZATION)
 
 
 # --- writing ---------------------------------------------------------------------------------
 
 def write_checkpoint(verifier: LoadedVerifier, directory: Path, max_shard_size: str = "20MB") -> Path:
-    """Write `verifier` as an OpenVLA HF directory (sharded safetensors + index, stats, tokenizer)."""
+    """Write `verifier` as an OpenVLA HF directory (sharded safetensors + index, stats, image
+    preprocessor config, tokenizer)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = verifier.model.config
@@ -158,6 +175,8 @@ def write_checkpoint(verifier: LoadedVerifier, directory: Path, max_shard_size: 
     }
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
     (directory / STATISTICS).write_text(json.dumps(verifier.norm_stats, indent=2))
+    (directory / PREPROCESSOR_CONFIG).write_text(
+        json.dumps(openvla_preprocessor_config(verifier.image_normalization), indent=2))
     state_dict = {k: v.contiguous() for k, v in verifier.model.state_dict().items()}
     split = split_torch_state_dict_into_shards(state_dict, max_shard_size=max_shard_size)
     for filename, keys in split.filename_to_tensors.items():
@@ -242,11 +261,75 @@ def load_state_dict_strict(model: OpenVLA, state_dict: dict, source: Path) -> No
     model.load_state_dict(state_dict, strict=True, assign=True)
 
 
+def is_installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:             # a dotted name whose parent package is missing
+        return False
+
+
+def load_tokenizer(directory: Path):
+    """The checkpoint's Llama-2 tokenizer, built by class, never through `AutoTokenizer`.
+
+    `AutoTokenizer` first loads `config.json` with `AutoConfig`, and a real OpenVLA config names
+    custom classes (`auto_map`, model_type `openvla`): it would ask whether to run remote code
+    and warn about the model type. Here `tokenizer.json` is loaded as it is (what OpenVLA's
+    `LlamaTokenizerFast` did), with `tokenizer_config.json` / `special_tokens_map.json`; a
+    directory with only sentencepiece's `tokenizer.model` is converted by transformers'
+    `LlamaTokenizer` (needs the sentencepiece and protobuf packages). Raises CheckpointError.
+    """
+    directory = Path(directory)
+    if (directory / FAST_TOKENIZER).exists():
+        try:
+            return PreTrainedTokenizerFast.from_pretrained(directory)
+        except Exception as error:              # the tokenizers library raises plain Exception
+            raise CheckpointError(f"{directory / FAST_TOKENIZER}: cannot be loaded ({error})") from None
+    if not (directory / SENTENCEPIECE_TOKENIZER).exists():
+        raise CheckpointError(f"{directory}: missing tokenizer files (expected one of {list(TOKENIZER_FILES)})")
+    missing = [name for name in ("sentencepiece", "google.protobuf") if not is_installed(name)]
+    if missing:
+        raise CheckpointError(f"{directory}: only {SENTENCEPIECE_TOKENIZER} is present, and reading it needs the "
+                              f"packages {missing} (pip install sentencepiece protobuf)")
+    settings_file = directory / TOKENIZER_CONFIG
+    try:
+        settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+        # Llama-2 adds BOS (transformers 4's LlamaTokenizer default, which OpenVLA ran with);
+        # transformers 5 adds it only when told, so say so unless tokenizer_config.json decides.
+        return LlamaTokenizer.from_pretrained(directory, add_bos_token=settings.get("add_bos_token", True))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{settings_file}: not valid JSON ({error})") from None
+    except (ImportError, OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{directory}: {SENTENCEPIECE_TOKENIZER} is not a sentencepiece model: {error}") from None
+
+
+def load_image_normalization(directory: Path) -> ImageNormalization:
+    """DINOv2 / SigLIP normalization from the checkpoint's `preprocessor_config.json`.
+
+    Without the file, the published OpenVLA-7B checkpoints' values: the published fine-tunes
+    carry exactly those, and OpenVLA's fine-tuning scripts save the processor they loaded, so a
+    directory without the file is most likely one of them with the file left out (OpenVLA's own
+    `AutoProcessor` cannot load such a directory at all). The exact ImageNet values would be
+    what no published OpenVLA evaluation used. `source` says which was taken. Raises
+    CheckpointError for a file that is not valid JSON or not in OpenVLA's layout.
+    """
+    path = Path(directory) / PREPROCESSOR_CONFIG
+    if not path.exists():
+        return ImageNormalization(OPENVLA_NORMALIZATION.mean, OPENVLA_NORMALIZATION.std,
+                                  f"default: no {PREPROCESSOR_CONFIG} (OpenVLA-7B checkpoints' values)")
+    try:
+        return normalization_from_preprocessor_config(json.loads(path.read_text()), str(path))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
+
+
 def load_checkpoint(directory, device: str = "cpu", dtype: str = "auto") -> LoadedVerifier:
     """Load an OpenVLA HF directory strictly onto `device` without materializing a random model first."""
     directory = Path(directory)
     check_checkpoint_files(directory)
     hf_config = json.loads((directory / "config.json").read_text())
+    tokenizer, image_normalization = load_tokenizer(directory), load_image_normalization(directory)   # cheap first
     torch_dtype = resolve_dtype(dtype, device)
     config = vla_config_from_hf(hf_config)
     with torch.device("meta"):
@@ -260,9 +343,8 @@ def load_checkpoint(directory, device: str = "cpu", dtype: str = "auto") -> Load
         norm_stats = json.loads((directory / STATISTICS).read_text())
     if not norm_stats:
         raise CheckpointError(f"{directory}: missing {STATISTICS} (and config.json has no 'norm_stats')")
-    tokenizer = AutoTokenizer.from_pretrained(directory)
     name = hf_config.get("spec_vla_ros", {}).get("name", directory.name)
-    return LoadedVerifier(model, tokenizer, norm_stats, name)
+    return LoadedVerifier(model, tokenizer, norm_stats, name, image_normalization)
 
 
 def load_verifier(verifier: str = MINIATURE, device: str = "cpu", dtype: str = "auto") -> LoadedVerifier:
@@ -270,7 +352,7 @@ def load_verifier(verifier: str = MINIATURE, device: str = "cpu", dtype: str = "
     if verifier == MINIATURE:
         loaded = build_miniature()
         return LoadedVerifier(loaded.model.to(device=device, dtype=resolve_dtype(dtype, device)),
-                              loaded.tokenizer, loaded.norm_stats, loaded.name)
+                              loaded.tokenizer, loaded.norm_stats, loaded.name, loaded.image_normalization)
     return load_checkpoint(verifier, device, dtype)
 
 

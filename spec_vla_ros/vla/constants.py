@@ -29,8 +29,13 @@ IMAGE_SIZE = 224
 PATCH_SIZE = 14
 NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE) ** 2      # 256 projected patch embeddings
 CENTER_CROP_AREA = 0.9
-DINO_MEAN = (0.485, 0.456, 0.406)   # ImageNet statistics (DINOv2 featurizer)
+JPEG_QUALITY = 95                   # tf.image.encode_jpeg's default; the harness JPEG-encodes every frame
+DINO_MEAN = (0.485, 0.456, 0.406)   # ImageNet statistics (DINOv2 featurizer; timm's data config, OpenVLA training)
 DINO_STD = (0.229, 0.224, 0.225)
+# What the published OpenVLA-7B checkpoints' preprocessor_config.json (tvf_normalize_params) hold,
+# and so what OpenVLA's harness applies: the ImageNet values above rounded to bfloat16.
+OPENVLA_DINO_MEAN = (0.484375, 0.455078125, 0.40625)
+OPENVLA_DINO_STD = (0.228515625, 0.2236328125, 0.224609375)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)       # SigLIP (fused featurizer)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 DINO_TIMM_NAME = "vit_large_patch14_reg4_dinov2.lvd142m"
@@ -65,6 +70,10 @@ LIBERO_GOAL_INSTRUCTIONS = (        # the suite's task language, in task-id orde
 # --- Speculative decoding ------------------------------------------------------------------
 GRIPPER_BIN_GAP = 128               # token distance between the open and close gripper bins
 DEFAULT_RELAXED_THRESHOLD = 9       # Spec-VLA's relaxed acceptance
+# Strict speculative decoding reproduces AR's token wherever the verifier's top-2 logit margin
+# exceeds this (float32): passes of other shapes move a logit by at most 1.8e-5 (measured on the
+# miniature, CPU, logits of magnitude ~4), so a flip needs a margin below ~4e-5.
+STRICT_TIE_TOLERANCE_FP32 = 1e-4
 GRIPPER_OPEN_ABOVE = 0.5            # gripper value (OpenVLA's [0, 1]) above which the harness opens (sign of 2x - 1)
 NOOP_POSE_NORM = 1e-4               # OpenVLA's no_noops data: |pose delta| below this with an unchanged gripper
 

@@ -72,8 +72,10 @@ def build_vit(timm_id: str, image_size: int, overrides: dict | None) -> VisionTr
 
 
 def second_to_last_patch_tokens(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
-    """Patch tokens (prefix tokens dropped, no final norm) after the second-to-last block."""
-    return vit.get_intermediate_layers(images, n={len(vit.blocks) - 2})[0]
+    """Patch tokens (prefix tokens dropped, no final norm) after the second-to-last block; the
+    last block, whose output OpenVLA never uses, is not run."""
+    return vit.forward_intermediates(images, indices=[len(vit.blocks) - 2], output_fmt="NLC",
+                                     intermediates_only=True, stop_early=True)[0]
 
 
 class PrismaticVisionBackbone(nn.Module):
