@@ -11,13 +11,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .decoding.acceptance import Acceptance
+from .decoding.acceptance import RULES, Acceptance
 from .decoding.decoder import Decoder
 from .decoding.stats import DecodeStats
 from .drafts.registry import DRAFT_NAMES, check_draft_config, load_draft
-from .vla.action_tokenizer import select_norm_stats, token_ids_to_actions
+from .vla.action_tokenizer import EMBEDDED_NORM_STATS, read_norm_stats, select_norm_stats, token_ids_to_actions
 from .vla.checkpoint import MINIATURE, check_checkpoint_files, load_verifier, resolve_dtype
-from .vla.constants import DEFAULT_UNNORM_KEY
+from .vla.constants import ACTION_DIM, DEFAULT_UNNORM_KEY
 from .vla.preprocess import pixel_values, validate_image
 from .vla.prompt import build_prompt, prompt_token_ids
 
@@ -31,7 +31,7 @@ class PolicyConfig:
     draft: str = "mamba"               # none | mamba | llama | history
     draft_checkpoint: str = ""         # "" = the packaged checkpoint trained for the miniature
     num_draft_tokens: int = 4
-    acceptance: str = "strict"         # strict | relaxed
+    acceptance: str = "strict"         # strict | relaxed (Spec-VLA's exact rule) | relaxed-guarded
     relaxed_threshold: int = 9
     center_crop: bool = True
 
@@ -40,19 +40,26 @@ class PolicyConfig:
 
 
 def validate_config(config: PolicyConfig) -> None:
-    """Cheap checks (no model loading) raising ValueError with the reason; safe in a parameter callback."""
+    """Every check that needs no model: the checkpoint's files and its action statistics for
+    `unnorm_key`, device and dtype, the acceptance rule, num_draft_tokens, the draft and its
+    checkpoint. Raises ValueError with one line naming what is wrong and what is expected; safe
+    in a parameter callback and before any load."""
     if config.verifier != MINIATURE:
         check_checkpoint_files(config.verifier)
+    select_norm_stats(EMBEDDED_NORM_STATS if config.verifier == MINIATURE else read_norm_stats(config.verifier),
+                      config.unnorm_key)
     resolve_dtype(config.dtype, config.device)
     if not (config.device == "cpu" or config.device.startswith("cuda")):
         raise ValueError(f"device '{config.device}' is not supported; expected 'cpu' or 'cuda[:N]'")
     Acceptance(config.relaxed_threshold)       # a negative threshold is invalid even while strict
-    Acceptance.from_name(config.acceptance, config.relaxed_threshold)
+    if config.acceptance not in RULES:
+        raise ValueError(f"acceptance '{config.acceptance}' is unknown; expected one of {', '.join(RULES)}")
     if config.draft not in DRAFT_NAMES:
         raise ValueError(f"draft '{config.draft}' is unknown; expected one of {DRAFT_NAMES}")
+    tokens = config.num_draft_tokens           # checked whatever the draft, so a later draft swap cannot fail on it
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= ACTION_DIM:
+        raise ValueError(f"num_draft_tokens must be an integer in 1..{ACTION_DIM}, got {tokens!r}")
     if config.draft != "none":
-        if not isinstance(config.num_draft_tokens, int) or not 1 <= config.num_draft_tokens <= 7:
-            raise ValueError(f"num_draft_tokens must be an integer in 1..7, got {config.num_draft_tokens!r}")
         check_draft_config(config.draft, config.draft_checkpoint, config.verifier)
 
 
@@ -87,10 +94,19 @@ class VLAPolicy:
             self.decoder.reset_episode()
 
     def act(self, image: np.ndarray, instruction: str) -> tuple[np.ndarray, DecodeStats]:
-        """HxWx3 uint8 RGB image + instruction -> de-normalized 7-DoF action (float64) and stats."""
+        """HxWx3 uint8 RGB image + instruction -> de-normalized 7-DoF action (float64) and stats.
+
+        The action is read from the 7 ids `stats.tokens`, as OpenVLA's `predict_action` reads the
+        last 7 ids of prompt + output (see Decoder.decode for an early EOS)."""
+        tokens, stats = self.decode(image, instruction)
+        return self.norm_stats.unnormalize(token_ids_to_actions(tokens)), stats
+
+    def decode(self, image: np.ndarray, instruction: str, decoder: Decoder | None = None) -> tuple[list[int], DecodeStats]:
+        """The 7 token ids and stats for an observation, with the installed decoder or `decoder`
+        (e.g. a reference decoder run on the same observations); ValueError for a bad image or
+        instruction."""
         validate_image(image)
         build_prompt(instruction)
         with self._lock:
             prompt_ids = prompt_token_ids(self.verifier.tokenizer, instruction)
-            tokens, stats = self.decoder.decode(pixel_values(image, self.config.center_crop), prompt_ids)
-        return self.norm_stats.unnormalize(token_ids_to_actions(tokens)), stats
+            return (decoder or self.decoder).decode(pixel_values(image, self.config.center_crop, self.verifier.image_normalization), prompt_ids)

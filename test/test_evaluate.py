@@ -1,5 +1,5 @@
 """spec-vla-eval: configuration names, the resumable episode log, and (simulator) the report,
-lossless strict speculative decoding and resuming an interrupted run.
+AR's noise floor beside strict speculative decoding, and resuming an interrupted run.
 
 The sim tests share one small env (64 x 64 agentview, a few steps per episode) and one policy:
 creating a LIBERO env costs ~10 s and each reset ~7 s on 2 cores.
@@ -19,22 +19,34 @@ MAX_STEPS = 4
 
 # --- no simulator -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, draft, threshold, name", [
-    ("ar", "none", 0, "ar"),
-    ("mamba", "mamba", 0, "mamba"),
-    ("llama:strict", "llama", 0, "llama"),
-    ("history:relaxed", "history", DEFAULT_RELAXED_THRESHOLD, f"history:relaxed:{DEFAULT_RELAXED_THRESHOLD}"),
-    ("Mamba:relaxed:3", "mamba", 3, "mamba:relaxed:3"),
-    ("mamba:relaxed:0", "mamba", 0, "mamba"),                     # threshold 0 is strict
+@pytest.mark.parametrize("text, draft, threshold, rule, name", [
+    ("ar", "none", 0, "strict", "ar"),
+    ("mamba", "mamba", 0, "strict", "mamba"),
+    ("llama:strict", "llama", 0, "strict", "llama"),
+    ("history:relaxed", "history", DEFAULT_RELAXED_THRESHOLD, "relaxed", f"history:relaxed:{DEFAULT_RELAXED_THRESHOLD}"),
+    ("Mamba:relaxed:3", "mamba", 3, "relaxed", "mamba:relaxed:3"),
+    ("mamba:relaxed:0", "mamba", 0, "strict", "mamba"),                     # threshold 0 is strict
+    ("llama:relaxed-guarded", "llama", DEFAULT_RELAXED_THRESHOLD, "relaxed-guarded",
+     f"llama:relaxed-guarded:{DEFAULT_RELAXED_THRESHOLD}"),
+    ("history:Relaxed-Guarded:4", "history", 4, "relaxed-guarded", "history:relaxed-guarded:4"),
 ])
-def test_configuration_names_parse_and_round_trip(text, draft, threshold, name):
+def test_configuration_names_parse_and_round_trip(text, draft, threshold, rule, name):
+    from spec_vla_ros.policy import PolicyConfig, validate_config
     configuration = Configuration.parse(text)
     assert (configuration.draft, configuration.acceptance.threshold) == (draft, threshold)
+    assert configuration.acceptance.rule == rule
     assert configuration.name == name and Configuration.parse(name) == configuration
+    policy_config = configuration.policy_config(PolicyConfig(draft="none"), {})
+    assert (policy_config.acceptance, policy_config.relaxed_threshold) == (rule, threshold)
+    validate_config(policy_config)
+
+
+def test_the_two_relaxed_rules_are_different_configurations():
+    assert Configuration.parse("mamba:relaxed:9") != Configuration.parse("mamba:relaxed-guarded:9")
 
 
 @pytest.mark.parametrize("text", ["nope", "ar:relaxed", "mamba:loose", "mamba:relaxed:x", "llama:relaxed:3:4",
-                                  "history:strict:2"])
+                                  "history:strict:2", "mamba:guarded", "mamba:relaxed-guarded:-1"])
 def test_bad_configuration_names_are_rejected(text):
     with pytest.raises(ValueError, match="configuration"):
         Configuration.parse(text)
@@ -73,15 +85,17 @@ def _log(directory):
 
 
 @pytest.mark.sim
-def test_report_and_lossless_strict_speculative_decoding(env, policy, tmp_path):
+def test_report_with_ars_noise_floor_and_strict_speculative_decoding(env, policy, tmp_path):
     configurations = [Configuration.parse("ar"), Configuration.parse("history")]
     run_evaluation(env, policy, configurations, [0], 1, tmp_path, progress=False)
 
     episodes = {record["configuration"]: record for record in _log(tmp_path)}
     ar, history = episodes["ar"], episodes["history"]
     assert ar["steps"] == history["steps"] == MAX_STEPS
-    assert history["step_tokens"] == ar["step_tokens"]                      # lossless, action by action
-    assert ar["step_passes"] == [ACTION_DIM] * MAX_STEPS
+    # Strict decoding equals AR up to near-tied argmaxes (tested on fresh inputs in test_speculative);
+    # here: AR's own noise floor is recorded for every AR action, and for AR only.
+    assert len(ar["step_reshaped_same"]) == MAX_STEPS and "step_reshaped_same" not in history
+    assert ar["step_passes"] == [ACTION_DIM] * MAX_STEPS and ar["eos_actions"] == 0
     # History proposes the previous action before the prefill: one pass exactly when it repeats.
     previous = [None] + history["step_tokens"][:-1]
     assert [passes == 1 for passes in history["step_passes"]] == [
@@ -93,8 +107,12 @@ def test_report_and_lossless_strict_speculative_decoding(env, policy, tmp_path):
     for row in rows.values():
         assert row["episodes"] == 1 and row["success_rate"] == 0.0 and row["mean_episode_s"] > 0
         assert row["actions"] == MAX_STEPS and row["ms_per_action"] > 0
-        assert row["speedup_episode"] > 0 and row["same_actions_as_ar"] == 1.0
+        assert row["speedup_episode"] > 0 and row["same_actions_as_ar"] == float(episodes[row["configuration"]][
+            "step_tokens"] == ar["step_tokens"])
     assert rows["ar"]["acceptance_length"] == 1.0 and rows["ar"]["speedup_action"] == 1.0
+    assert rows["ar"]["noise_floor_actions"] == sum(ar["step_reshaped_same"]) / MAX_STEPS
+    assert rows["ar"]["noise_floor_episodes"] == float(all(ar["step_reshaped_same"]))
+    assert rows["history"].get("noise_floor_actions") is None
     assert rows["history"]["passes_per_action"] == sum(history["step_passes"]) / MAX_STEPS
     assert rows["history"]["acceptance_length"] == pytest.approx(ACTION_DIM / rows["history"]["passes_per_action"])
     tasks = document["tables"]["tasks"]
@@ -103,6 +121,8 @@ def test_report_and_lossless_strict_speculative_decoding(env, policy, tmp_path):
 
     markdown = (tmp_path / "eval.md").read_text()
     assert "miniature" in markdown and "1 task(s) x 1 episode(s)" in markdown and "| history |" in markdown
+    assert "AR noise floor (actions)" in markdown and f"seeding {env.seeding}" in markdown
+    assert json.loads((tmp_path / evaluate.SETTINGS_FILE).read_text())["seeding"] == env.seeding
     assert (tmp_path / "eval_configurations.csv").read_text().count("\n") == 3      # header + 2 rows
     assert len(document["figures"]) == 4
     for figure in document["figures"]:
@@ -115,14 +135,14 @@ def test_an_interrupted_run_resumes_and_counts_each_episode_once(env, policy, tm
     configurations = [Configuration.parse("history")]
     real_run_episode, runs = evaluate.run_episode, []
 
-    def counted(env, policy, task_id, episode):
+    def counted(env, policy, task_id, episode, **options):
         runs.append((task_id, episode))
-        return real_run_episode(env, policy, task_id, episode)
+        return real_run_episode(env, policy, task_id, episode, **options)
 
-    def killed_after_one_episode(*args):
+    def killed_after_one_episode(*args, **options):
         if runs:
             raise KeyboardInterrupt
-        return counted(*args)
+        return counted(*args, **options)
 
     original_decoder = policy.decoder
     monkeypatch.setattr(evaluate, "run_episode", killed_after_one_episode)
@@ -137,3 +157,27 @@ def test_an_interrupted_run_resumes_and_counts_each_episode_once(env, policy, tm
     assert sorted((r["task_id"], r["episode"]) for r in _log(tmp_path)) == [(0, 0), (0, 1)]
     [row] = json.loads((tmp_path / "eval.json").read_text())["tables"]["configurations"]
     assert row["episodes"] == 2 and row["actions"] == 2 * MAX_STEPS
+
+
+def test_the_seeding_option_defaults_to_openvlas_order_and_is_passed_to_the_env(monkeypatch, tmp_path):
+    """--seeding reaches LiberoGoalEnv(seeding=...) (nothing runs: the env is a stand-in)."""
+    made = []
+
+    class StandIn:
+        def __init__(self, **options):
+            made.append(options)
+
+        def __enter__(self):
+            raise KeyboardInterrupt          # stop before any episode
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(evaluate, "LiberoGoalEnv", StandIn)
+    monkeypatch.setattr(evaluate, "VLAPolicy", type("P", (), {"validate": staticmethod(lambda config: None),
+                                                               "__init__": lambda self, config: None}))
+    for argv, seeding in (([], "openvla"), (["--seeding", "per_episode"], "per_episode")):
+        assert evaluate.main(argv + ["--output", str(tmp_path), "--no-progress"]) == 130
+        assert made[-1]["seeding"] == seeding
+    with pytest.raises(SystemExit):
+        evaluate.main(["--seeding", "shuffled"])

@@ -6,6 +6,7 @@ and a draft guessing uniformly from the same set matches the analytic expectatio
 """
 import json
 import math
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -21,7 +22,7 @@ from spec_vla_ros.decoding.decoder import Decoder
 from spec_vla_ros.drafts.base import Draft
 from spec_vla_ros.drafts.history import HistoryDraft
 from spec_vla_ros.training.collect import Trace, TraceWriter, synthetic_episode, trace_action
-from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
+from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN, EOS_TOKEN_ID, STRICT_TIE_TOLERANCE_FP32
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
 
@@ -150,10 +151,15 @@ def test_relaxed_acceptance_keeps_near_tokens_in_the_replay(traces, verifier):
 
 
 def test_replay_matches_live_decoding_with_the_verifier(verifier):
-    """Strict acceptance over recorded outputs takes the same passes as the verifier itself."""
+    """Strict acceptance over recorded outputs takes the same passes as the verifier itself wherever
+    live decoding gives the recorded (AR) tokens. Where it does not, the first difference is a
+    near-tie of the recorded AR logits (live passes have other shapes), and the history draft's
+    later proposals in that episode differ, so the comparison stops there. Fresh seeds."""
+    seed = int.from_bytes(os.urandom(4), "little") % 10**6
     prompt_ids = prompt_token_ids(verifier.tokenizer, "put the bowl on the plate")
-    frames_per_episode = 4
-    frames = [frame for seed in (3, 4) for frame in synthetic_episode(seed, frames_per_episode, size=64)[1]]
+    frames_per_episode = 6
+    frames = [frame for episode in (seed, seed + 1)
+              for frame in synthetic_episode(episode, frames_per_episode, size=64)[1]]
     live_decoder = Decoder(verifier.model, HistoryDraft(), 4, STRICT)
     live, recorded = [], []
     for index, frame in enumerate(frames):
@@ -163,10 +169,43 @@ def test_replay_matches_live_decoding_with_the_verifier(verifier):
         live.append(live_decoder.decode(pixel_values(frame), prompt_ids)[1])
         recorded[-1].append(trace_action(verifier.model, pixel_values(frame), prompt_ids))
     replayed = [stats for _, stats in replay(HistoryDraft(), recorded, verifier.model, 4, STRICT)]
-    assert [s.tokens for s in replayed] == [s.tokens for s in live]
-    assert [(s.accepted_per_pass, s.proposed_per_pass) for s in replayed] == \
-        [(s.accepted_per_pass, s.proposed_per_pass) for s in live]
-    assert any(s.verifier_passes < ACTION_DIM for s in live)          # the history draft did get tokens accepted
+    lm_head = verifier.model.language_model.lm_head
+    compared = 0
+    for episode, traces in enumerate(recorded):
+        start = episode * frames_per_episode
+        for step, trace in enumerate(traces):
+            mine, theirs = live[start + step], replayed[start + step]
+            message = f"seed {seed}, episode {episode}, step {step}"
+            assert theirs.tokens == trace.tokens, message
+            if mine.tokens != trace.tokens:
+                first = next(i for i, (a, b) in enumerate(zip(mine.generated, trace.tokens)) if a != b)
+                with torch.inference_mode():
+                    logits = lm_head(trace.hidden[trace.prompt_length - 1:]).float()
+                gap = float(logits[first, trace.tokens[first]] - logits[first, mine.generated[first]])
+                assert 0 <= gap <= STRICT_TIE_TOLERANCE_FP32, f"{message}: AR logit gap {gap:.3g} at token {first}"
+                break
+            assert (mine.accepted_per_pass, mine.proposed_per_pass) == \
+                (theirs.accepted_per_pass, theirs.proposed_per_pass), message
+            compared += 1
+    assert compared >= 2, f"seed {seed}: near-ties cut both episodes short"
+    assert any(s.verifier_passes < ACTION_DIM for s in live), f"seed {seed}: history got nothing accepted"
+
+
+def test_a_recorded_eos_ends_the_replayed_action(verifier):
+    """Traces record 7 greedy tokens whatever they are; an EOS among them ends the action, as
+    OpenVLA's generate does, and 'same tokens as verifier' compares up to it."""
+    generator = torch.Generator().manual_seed(0)
+    hidden_size = verifier.model.hidden_size
+    tokens = [ACTION_TOKEN_MIN + 100, ACTION_TOKEN_MIN + 101, EOS_TOKEN_ID] + [ACTION_TOKEN_MIN + 100] * 4
+    trace = Trace(tokens, torch.randn(PROMPT_LENGTH + ACTION_DIM - 1, hidden_size, generator=generator),
+                  torch.randn(PROMPT_LENGTH, hidden_size, generator=generator))
+    for draft in (HistoryDraft(), OracleDraft([tokens] * 4, early=True)):      # replay, then token accuracy
+        measured = measure([DraftUnderTest("d", draft)], [[trace, trace]], verifier.model, [STRICT], [3],
+                           progress=False)
+        [row] = measured["runs"]
+        assert row["same_tokens_as_verifier"] == 1.0 and row["stopped_at_eos"] == 2
+    [(_, stats)] = replay(HistoryDraft(), [[trace]], verifier.model, 3, STRICT)
+    assert stats.generated == tokens[:3] and stats.verifier_passes == 3
 
 
 def test_report_and_command_line(traces, verifier, tmp_path, capsys):

@@ -1,9 +1,12 @@
 """`spec-vla-eval`: autoregressive vs speculative decoding on LIBERO-GOAL, in one process.
 
-Every configuration (`ar`, `mamba`, `llama`, `history`, each optionally `:relaxed[:T]`) drives
-one loaded verifier on the same tasks and fixed initial states. Configurations take turns
-episode by episode, so drifting machine load hits all of them alike, and speedups are ratios
-measured in the same run. Each finished episode is appended to `episodes.jsonl` in the output
+Every configuration (`ar`, `mamba`, `llama`, `history`, each optionally `:RULE[:T]` with RULE
+`strict`, `relaxed` = Spec-VLA's exact rule or `relaxed-guarded`) drives one loaded verifier on
+the same tasks and fixed initial states. Configurations take turns episode by episode, so
+drifting machine load hits all of them alike, and speedups are ratios measured in the same run.
+Beside "same actions as AR" the report gives AR's own noise floor: how often greedy decoding
+reproduces its actions when only the shapes of its verifier passes change (each pass one
+position longer; computed after each AR episode on its observations, outside the timed decode). Each finished episode is appended to `episodes.jsonl` in the output
 directory; rerunning the same command skips the episodes already there, so a killed run
 continues where it stopped and no episode is counted twice.
 """
@@ -24,7 +27,8 @@ from sim_bridge import libero_goal
 from sim_bridge.libero_goal import LiberoGoalEnv
 from sim_bridge.results import summarize
 
-from ..decoding.acceptance import STRICT, Acceptance
+from ..decoding.acceptance import GUARDED_RULE, RELAXED_RULE, RULE_DESCRIPTIONS, STRICT, Acceptance
+from ..decoding.noise_floor import reshaped_ar_decoder
 from ..decoding.stats import DecodeStats
 from ..drafts.registry import DRAFT_NAMES
 from ..policy import PolicyConfig, VLAPolicy
@@ -33,7 +37,7 @@ from ..vla.constants import (
     ACTION_DIM, DEFAULT_RELAXED_THRESHOLD, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS,
     LIBERO_GOAL_NUM_TASKS, LIBERO_RENDER_SIZE, PUBLISHED_LIBERO_GOAL_RESULTS,
 )
-from . import plots
+from . import plots, ray_eval
 from .report import Column, Report, Table, draft_train_accuracy, percentile, position_outcome_counts, provenance
 
 AR = "ar"
@@ -43,21 +47,30 @@ SETTINGS_FILE = "settings.json"
 REPORT_STEM = "eval"
 
 
+SEEDINGS = {
+    "openvla": "OpenVLA's harness: the env is seeded once per task (env.seed(0)) and reset in sequence, "
+               "so fixture placements match the published evaluations",
+    "per_episode": "seed + episode before every reset: each (task, episode) looks the same whatever ran "
+                   "before it (sharded or resumed evaluations)",
+}
+
+
 def parse_acceptance(text: str) -> Acceptance:
-    """`strict`, `relaxed` (Spec-VLA's threshold) or `relaxed:THRESHOLD`."""
+    """`strict`, `relaxed[:T]` (Spec-VLA's exact rule) or `relaxed-guarded[:T]`; T defaults to
+    Spec-VLA's threshold (9)."""
     rule, _, threshold = text.strip().lower().partition(":")
-    if rule == "relaxed" and threshold:
+    if rule in (RELAXED_RULE, GUARDED_RULE) and threshold:
         if not threshold.isdigit():
-            raise ValueError(f"acceptance '{text}': the relaxed threshold must be an integer >= 0")
-        return Acceptance(int(threshold))
+            raise ValueError(f"acceptance '{text}': the {rule} threshold must be an integer >= 0")
+        return Acceptance.from_name(rule, int(threshold))
     if threshold:
-        raise ValueError(f"acceptance '{text}': only relaxed takes a threshold")
+        raise ValueError(f"acceptance '{text}': only {RELAXED_RULE} and {GUARDED_RULE} take a threshold")
     return Acceptance.from_name(rule, DEFAULT_RELAXED_THRESHOLD)
 
 
 @dataclass(frozen=True)
 class Configuration:
-    """A decoding configuration, named `DRAFT[:strict|:relaxed[:THRESHOLD]]` (`ar` = no draft)."""
+    """A decoding configuration, named `DRAFT[:strict|:relaxed[:T]|:relaxed-guarded[:T]]` (`ar` = no draft)."""
     draft: str
     acceptance: Acceptance = STRICT
 
@@ -81,19 +94,32 @@ class Configuration:
             raise ValueError(f"configuration '{text}': {error}") from None
 
     def policy_config(self, base: PolicyConfig, checkpoints: dict[str, str]) -> PolicyConfig:
-        return base.replace(draft=self.draft, acceptance="strict" if self.acceptance == STRICT else "relaxed",
+        return base.replace(draft=self.draft, acceptance=self.acceptance.rule,
                             relaxed_threshold=self.acceptance.threshold,
                             draft_checkpoint=checkpoints.get(self.draft, ""))
 
 
 # --- running episodes ----------------------------------------------------------------------
 
-def run_episode(env: LiberoGoalEnv, policy: VLAPolicy, task_id: int, episode: int) -> dict:
+def run_episode(env: LiberoGoalEnv, policy: VLAPolicy, task_id: int, episode: int,
+                noise_floor: bool = False) -> dict:
     """One episode with the policy's current decoder: the env's result record plus the decode
-    statistics of every action."""
+    statistics of every action. With `noise_floor` (AR episodes), each observation is decoded
+    again after the episode, untimed, by AR with reshaped passes (`step_reshaped_same`)."""
     policy.reset_episode()
-    record, step_stats, _ = libero_goal.run_episode(env, policy.act, task_id, episode)
-    return {**record, **episode_decode_record(step_stats)}
+    observed = []
+
+    def act(image, instruction):
+        observed.append((image, instruction))
+        return policy.act(image, instruction)
+
+    record, step_stats, _ = libero_goal.run_episode(env, act, task_id, episode)
+    record = {**record, **episode_decode_record(step_stats)}
+    if noise_floor:
+        probe = reshaped_ar_decoder(policy.verifier.model)
+        record["step_reshaped_same"] = [policy.decode(image, instruction, probe)[0] == stats.tokens
+                                        for (image, instruction), stats in zip(observed, step_stats)]
+    return record
 
 
 def episode_decode_record(step_stats: list[DecodeStats]) -> dict:
@@ -103,6 +129,7 @@ def episode_decode_record(step_stats: list[DecodeStats]) -> dict:
             "step_tokens": [stats.tokens for stats in step_stats],
             "step_passes": [stats.verifier_passes for stats in step_stats],
             "step_decode_ms": [round(stats.total_ms, 3) for stats in step_stats],
+            "eos_actions": sum(stats.stopped_at_eos for stats in step_stats),
             "draft_ms": sum(stats.draft_ms for stats in step_stats),
             "verify_ms": sum(stats.verify_ms for stats in step_stats),
             "position_accepted": accepted, "position_judged": judged}
@@ -153,7 +180,7 @@ def run_settings(env: LiberoGoalEnv, policy: VLAPolicy, checkpoints: dict[str, s
             "center_crop": config.center_crop, "num_draft_tokens": config.num_draft_tokens,
             "draft_checkpoints": dict(sorted(checkpoints.items())), "max_steps": env.max_steps,
             "num_steps_wait": env.num_steps_wait, "image_size": env.image_size, "seed": env.seed,
-            "torch_threads": torch.get_num_threads()}
+            "seeding": env.seeding, "torch_threads": torch.get_num_threads()}
 
 
 def check_settings(output_dir: Path, settings: dict) -> None:
@@ -196,7 +223,7 @@ def run_evaluation(env: LiberoGoalEnv, policy: VLAPolicy, configurations: list[C
         for task_id, episode, configuration in bar:
             bar.set_description(f"{configuration.name} task {task_id} episode {episode}")
             policy.set_decoder(decoders[configuration.name], configuration.policy_config(base, checkpoints))
-            record = run_episode(env, policy, task_id, episode)
+            record = run_episode(env, policy, task_id, episode, noise_floor=configuration.draft == "none")
             log.append({"configuration": configuration.name, **record})
             bar.set_postfix(seconds=f"{record['wall_seconds']:.1f}", success=record["success"])
     finally:
@@ -222,7 +249,17 @@ def decode_summary(records: list[dict]) -> dict:
             "ms_per_action_median": percentile(decode_ms, 50),
             "ms_per_action_p90": percentile(decode_ms, 90),
             "draft_ms_per_action": sum(r["draft_ms"] for r in records) / actions if actions else None,
-            "verify_ms_per_action": sum(r["verify_ms"] for r in records) / actions if actions else None}
+            "verify_ms_per_action": sum(r["verify_ms"] for r in records) / actions if actions else None,
+            "eos_actions": sum(r.get("eos_actions", 0) for r in records)}
+
+
+def noise_floor(records: list[dict]) -> dict:
+    """AR's agreement with itself under reshaped passes: share of actions, and of episodes
+    whose every action agrees (comparable with 'same actions as AR', which counts episodes)."""
+    checked = [r["step_reshaped_same"] for r in records if "step_reshaped_same" in r]
+    steps = [same for episode in checked for same in episode]
+    return {"noise_floor_actions": sum(steps) / len(steps) if steps else None,
+            "noise_floor_episodes": sum(map(all, checked)) / len(checked) if checked else None}
 
 
 def episode_summary(records: list[dict]) -> dict:
@@ -252,6 +289,8 @@ def group_row(records: list[dict], reference: list[dict] | None) -> dict:
     """One table row; speedups and action agreement are against the reference (AR) records of the
     same tasks and episodes, from this run."""
     row = {**episode_summary(records), **decode_summary(records)}
+    if records and records[0]["configuration"] == AR:
+        row.update(noise_floor(records))
     if reference:
         ar = {**episode_summary(reference), **decode_summary(reference)}
         row.update(speedup_episode=ratio(ar["mean_episode_s"], row["mean_episode_s"]),
@@ -269,6 +308,7 @@ def build_report(records: list[dict], configurations: list[Configuration], setti
     caption = provenance(settings["verifier_name"], settings["device"], settings["dtype"],
                          f"LIBERO-GOAL in-process, {len(task_ids)} task(s) x {episodes_per_task} episode(s), "
                          f"max_steps {settings['max_steps']}, {settings['image_size']} px renders, "
+                         f"seeding {settings.get('seeding', 'per_episode')}, "
                          f"num_draft_tokens {settings['num_draft_tokens']}, "
                          f"drafts: {draft_checkpoint_description(settings)}")
 
@@ -314,9 +354,15 @@ def build_report(records: list[dict], configurations: list[Configuration], setti
     ]
     tables = [
         Table("configurations", "Per configuration", CONFIGURATION_COLUMNS, overall,
-              note="Speedups and 'same actions as AR' compare with the AR episodes of this run (same tasks and "
-                   "initial states). Acceptance length = action tokens per verifier pass (AR = 1). Decode ms "
-                   "excludes image preprocessing and the simulator; seconds per episode include both."),
+              note="Speedups and 'same actions as AR' (share of episodes whose every action equals AR's) compare "
+                   "with the AR episodes of this run (same tasks and initial states). AR's noise floor (row ar): "
+                   "the share of AR episodes (actions) that AR reproduces when only the shapes of its verifier "
+                   "passes change (one position longer); strict configurations are expected near it, not at 100 %, where the "
+                   "verifier has near-tied argmaxes. Acceptance length = tokens per verifier pass (AR = 1). "
+                   "EOS stops: actions the verifier ended with an EOS (read from prompt + output, as OpenVLA). "
+                   "Decode ms excludes image preprocessing and the simulator; seconds per episode include both. "
+                   f"Acceptance rules: relaxed = {RULE_DESCRIPTIONS[RELAXED_RULE]}; relaxed-guarded = "
+                   f"{RULE_DESCRIPTIONS[GUARDED_RULE]}."),
         Table("tasks", "Per task", TASK_COLUMNS, per_task),
         Table("positions", "Acceptance by draft position (accepted / judged proposals)", POSITION_COLUMNS, positions),
         Table("published", "Published results (not measured here)", PUBLISHED_COLUMNS,
@@ -351,6 +397,8 @@ CONFIGURATION_COLUMNS = [
     Column("passes_per_action", "passes / action", ".2f"), Column("ms_per_action", "decode ms / action", ".1f"),
     Column("ms_per_action_median", "median", ".1f"), Column("ms_per_action_p90", "p90", ".1f"),
     Column("speedup_action", "speedup (decode)", ".2f"), Column("same_actions_as_ar", "same actions as AR", ".0%"),
+    Column("noise_floor_episodes", "AR noise floor (episodes)", ".0%"),
+    Column("noise_floor_actions", "AR noise floor (actions)", ".1%"), Column("eos_actions", "EOS stops"),
 ]
 TASK_COLUMNS = [
     Column("task_id", "task"), Column("configuration", "configuration"), Column("episodes", "episodes"),
@@ -385,7 +433,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spec-vla-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configurations", nargs="+", default=list(DEFAULT_CONFIGURATIONS),
-                        help="ar | mamba | llama | history, each optionally :relaxed or :relaxed:THRESHOLD")
+                        help="ar | mamba | llama | history, each optionally :strict, :relaxed[:T] (Spec-VLA's "
+                             "exact rule, |draft id - verifier id| <= T, default T 9) or :relaxed-guarded[:T] "
+                             "(also both ids action tokens and the gripper on the verifier's side)")
     parser.add_argument("--tasks", nargs="+", type=int, default=list(range(LIBERO_GOAL_NUM_TASKS)),
                         help="LIBERO-GOAL task ids (0-9)")
     parser.add_argument("--episodes", type=int, default=LIBERO_EPISODES_PER_TASK,
@@ -401,8 +451,17 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
                         help="draft checkpoint for mamba or llama (default: the packaged one)")
     parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="rendered image size")
-    parser.add_argument("--seed", type=int, default=0, help="env seed (fixture placement per episode)")
+    parser.add_argument("--seed", type=int, default=0, help="env seed (fixture placement)")
+    parser.add_argument("--seeding", choices=sorted(SEEDINGS), default=None,
+                        help="; ".join(f"{name}: {text}" for name, text in SEEDINGS.items())
+                        + " (default: openvla; per_episode with --ray)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--ray", nargs="?", const=ray_eval.LOCAL, metavar="ADDRESS",
+                        help="spread the episodes over Ray actors (one per GPU with --device cuda, else per CPU "
+                             "slot): no ADDRESS starts a local instance, 'auto' joins the running cluster; "
+                             "always per-episode seeding")
+    parser.add_argument("--ray-workers", type=int, default=0,
+                        help="with --ray: at most this many actors (0: one per GPU / CPU slot of the cluster)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     base = PolicyConfig(verifier=args.verifier, device=args.device, dtype=args.dtype, draft="none",
@@ -415,11 +474,18 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
+    if args.ray:
+        if args.seeding not in (None, ray_eval.PER_EPISODE_SEEDING):
+            parser.error(f"--ray needs --seeding {ray_eval.PER_EPISODE_SEEDING}: an episode runs wherever an "
+                         "actor is free, so it must be determined by (task, episode) alone")
+        return evaluate_with_ray(args, base, configurations, checkpoints)
+    args.seeding = args.seeding or "openvla"
     if args.threads:
         torch.set_num_threads(args.threads)
     policy = VLAPolicy(base)
     try:
-        with LiberoGoalEnv(image_size=args.image_size, max_steps=args.max_steps, seed=args.seed) as env:
+        with LiberoGoalEnv(image_size=args.image_size, max_steps=args.max_steps, seed=args.seed,
+                           seeding=args.seeding) as env:
             report = run_evaluation(env, policy, configurations, args.tasks, args.episodes, args.output,
                                     checkpoints, progress=not args.no_progress)
     except ValueError as error:                   # e.g. an output directory of a run with other settings
@@ -432,6 +498,32 @@ def main(argv=None) -> int:
     print(report.markdown(args.output))
     print(f"\nreport: {args.output / (REPORT_STEM + '.md')} (+ .json, .csv, .png)")
     return 0
+
+
+def evaluate_with_ray(args, base: PolicyConfig, configurations: list[Configuration], checkpoints: dict) -> int:
+    """`spec-vla-eval --ray`: the same log and report, the episodes run by Ray actors (ray_eval.py)."""
+    spec = ray_eval.WorkerSpec(base, checkpoints, {"image_size": args.image_size, "max_steps": args.max_steps,
+                                                   "seed": args.seed}, threads=args.threads or 1)
+    try:
+        report, run = ray_eval.evaluate_on_ray(spec, configurations, args.tasks, args.episodes, args.output,
+                                               args.ray, args.ray_workers, progress=not args.no_progress)
+    except ValueError as error:
+        print(f"spec-vla-eval: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished episodes are kept in {args.output / EPISODES_FILE}; "
+              "rerun the same command to continue", file=sys.stderr)
+        return 130
+    for name, reason in run.failed_configurations.items():
+        print(f"spec-vla-eval: configuration '{name}' failed: {reason}", file=sys.stderr)
+    for configuration, task_id, episode, reason in run.failed_episodes:
+        print(f"spec-vla-eval: {configuration} task {task_id} episode {episode} gave up: {reason}", file=sys.stderr)
+    if report is None:
+        return 1
+    print(report.markdown(args.output))
+    print(f"\nreport: {args.output / (REPORT_STEM + '.md')} (+ .json, .csv, .png); {run.workers} Ray workers, "
+          f"{run.reruns} episode(s) rerun after a fault")
+    return 1 if run.failed_configurations or run.failed_episodes else 0
 
 
 if __name__ == "__main__":

@@ -4,8 +4,15 @@ Every configuration (AR, and each draft x acceptance rule x num_draft_tokens) de
 sequence of observations, interleaved observation by observation so that machine load affects
 all alike; each has its own draft instance, reset at episode boundaries. Reported per
 configuration: verifier passes per action, acceptance length (tokens per pass), the acceptance
-rate at each draft position, ms per action (median, p90), speedup vs AR in this run, and the
-largest |bin difference| from the AR action per dimension (0 everywhere under strict acceptance).
+rate at each draft position, ms per action (median, p90), speedup vs AR in this run, the share
+of actions identical to AR's, the actions the verifier ended with an EOS, and the largest |bin
+difference| from the AR action per dimension.
+
+AR's noise floor is measured beside them: the row `ar-reshaped` is greedy decoding with every
+verifier pass one position longer (decoding/noise_floor.py). Its "same as AR" is the share of
+actions greedy decoding reproduces when only the passes' shapes change; strict
+speculative decoding, which verifies in passes of other shapes, is expected near it, not at
+100 %, where the verifier has near-tied argmaxes (see acceptance.LOSSLESS_CLAIM).
 
 `--arch openvla-7b` additionally builds the full-size OpenVLA architecture with random weights
 directly on the device in bf16 (no download, never 7B fp32 parameters on the CPU), times its
@@ -26,14 +33,16 @@ import torch
 from ..drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config
 from ..drafts.registry import DRAFT_NAMES, load_draft
 from ..training.collect import synthetic_episode
+from ..vla.action_tokenizer import token_ids_to_bin_indices
 from ..vla.checkpoint import load_verifier, resolve_dtype
 from ..vla.constants import ACTION_DIM, ACTION_NAMES, EMPTY_TOKEN_ID, BOS_TOKEN_ID
 from ..vla.model import OpenVLA, VLAConfig
 from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
 from ..vla.session import VerifierSession
-from .acceptance import Acceptance
+from .acceptance import GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
 from .decoder import Decoder
+from .noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
 
 BENCH_SEED = 100_000          # synthetic episodes far from the training seeds (0..)
 ARCHES = ("miniature", "openvla-7b")
@@ -48,9 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mamba-checkpoint", default="", help="'' = the packaged one (miniature only)")
     parser.add_argument("--llama-checkpoint", default="", help="'' = the packaged one (miniature only)")
     parser.add_argument("--thresholds", type=int, nargs="+", default=[0, 3, 6, 9],
-                        help="0 = strict acceptance, otherwise relaxed with that threshold")
+                        help="0 = strict acceptance, otherwise each rule of --relaxed-rules with that threshold")
+    parser.add_argument("--relaxed-rules", nargs="+", default=[RELAXED_RULE], choices=[RELAXED_RULE, GUARDED_RULE],
+                        help="relaxed: Spec-VLA's exact rule (|draft id - verifier id| <= T); relaxed-guarded: also "
+                             "both ids action tokens and the gripper on the verifier's side")
     parser.add_argument("--num-draft-tokens", type=int, nargs="+", default=[2, 4, 6])
-    parser.add_argument("--episodes", type=int, default=3, help="synthetic episodes (seeds from 100000)")
+    parser.add_argument("--episodes", type=int, default=3, help="synthetic episodes (seeds from --seed)")
+    parser.add_argument("--seed", type=int, default=BENCH_SEED,
+                        help="first synthetic episode's seed (default 100000, far from the training seeds)")
     parser.add_argument("--steps-per-episode", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2, help="untimed actions per configuration first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -65,24 +79,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="run --arch openvla-7b on a CPU anyway")
 
 
-def observations(episodes: int, steps: int):
+def observations(episodes: int, steps: int, seed: int = BENCH_SEED):
     """[(episode, instruction, frame)] from seeded synthetic episodes."""
     return [(episode, instruction, frame)
             for episode in range(episodes)
-            for instruction, frames in [synthetic_episode(BENCH_SEED + episode, steps)]
+            for instruction, frames in [synthetic_episode(seed + episode, steps)]
             for frame in frames]
 
 
+def acceptance_rules(thresholds: list[int], rules: list[str]) -> list[Acceptance]:
+    """Strict for threshold 0, otherwise one rule per name; each rule once, in the order given."""
+    made = [STRICT if threshold == 0 else Acceptance.from_name(rule, threshold)
+            for threshold in thresholds for rule in rules]
+    return list(dict.fromkeys(made))
+
+
 def configurations(args, verifier) -> list[dict]:
-    configs = [{"draft": "none", "acceptance": Acceptance(0), "num_draft_tokens": 0,
-                "decoder": Decoder(verifier.model)}]
+    """AR first, then AR's noise-floor twin, then each draft x acceptance rule x k."""
+    configs = [{"draft": "none", "acceptance": STRICT, "num_draft_tokens": 0, "decoder": Decoder(verifier.model)},
+               {"draft": RESHAPED_AR, "acceptance": STRICT, "num_draft_tokens": 0,
+                "decoder": reshaped_ar_decoder(verifier.model)}]
     checkpoints = {"mamba": args.mamba_checkpoint, "llama": args.llama_checkpoint}
     for name in args.drafts:
-        for threshold in args.thresholds:
+        for acceptance in acceptance_rules(args.thresholds, args.relaxed_rules):
             for k in args.num_draft_tokens:
                 draft = load_draft(name, checkpoints.get(name, ""), verifier)
-                configs.append({"draft": name, "acceptance": Acceptance(threshold), "num_draft_tokens": k,
-                                "decoder": Decoder(verifier.model, draft, k, Acceptance(threshold))})
+                configs.append({"draft": name, "acceptance": acceptance, "num_draft_tokens": k,
+                                "decoder": Decoder(verifier.model, draft, k, acceptance)})
     return configs
 
 
@@ -93,7 +116,8 @@ def summarize(config: dict, records: list, ar_tokens: list, ar_median: float | N
     for stats in records:
         for position, accepted in stats.position_outcomes():
             judged.setdefault(position, []).append(accepted)
-    deviation = np.abs(np.array([s.tokens for s in records]) - np.array(ar_tokens)).max(axis=0)
+    deviation = np.abs(token_ids_to_bin_indices([s.tokens for s in records])
+                       - token_ids_to_bin_indices(ar_tokens)).max(axis=0)
     median = float(np.median(ms))
     return {
         "draft": config["draft"], "acceptance": config["acceptance"].name,
@@ -104,6 +128,8 @@ def summarize(config: dict, records: list, ar_tokens: list, ar_median: float | N
         "ms_median": median, "ms_p90": float(np.percentile(ms, 90)),
         "draft_ms_mean": float(np.mean([s.draft_ms for s in records])),
         "speedup": (ar_median / median) if ar_median else 1.0,
+        "same_as_ar": same_share([s.tokens for s in records], ar_tokens),
+        "stopped_at_eos": sum(s.stopped_at_eos for s in records),
         "max_abs_dbin": {name: int(d) for name, d in zip(ACTION_NAMES, deviation)},
         "profiles": [{"passes": s.verifier_passes, "proposed_per_pass": s.proposed_per_pass} for s in records],
     }
@@ -111,9 +137,9 @@ def summarize(config: dict, records: list, ar_tokens: list, ar_median: float | N
 
 def measure(args, verifier) -> list[dict]:
     configs = configurations(args, verifier)
-    observed = observations(args.episodes, args.steps_per_episode)
+    observed = observations(args.episodes, args.steps_per_episode, args.seed)
     tokenizer = verifier.tokenizer
-    inputs = [(episode, pixel_values(frame), prompt_token_ids(tokenizer, instruction))
+    inputs = [(episode, pixel_values(frame, True, verifier.image_normalization), prompt_token_ids(tokenizer, instruction))
               for episode, instruction, frame in observed]
     for config in configs:                               # warm-up: first calls allocate and dispatch slowly
         for _, pixels, prompt_ids in inputs[:args.warmup]:
@@ -134,14 +160,20 @@ def measure(args, verifier) -> list[dict]:
 
 def markdown_table(results: list[dict]) -> str:
     lines = ["| draft | acceptance | k | passes/action | accept len | accept rate by position | ms median | "
-             "ms p90 | speedup | max abs dbin (dx dy dz droll dpitch dyaw grip) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "ms p90 | speedup | same as AR | EOS stops | max abs dbin (dx dy dz droll dpitch dyaw grip) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rates = " ".join(f"{rate:.2f}" for rate in r["accept_rate_by_position"]) or "-"
         deviation = " ".join(str(value) for value in r["max_abs_dbin"].values())
         lines.append(f"| {r['draft']} | {r['acceptance']} | {r['num_draft_tokens'] or '-'} | "
                      f"{r['passes_per_action']:.2f} | {r['acceptance_length']:.2f} | {rates} | {r['ms_median']:.1f} | "
-                     f"{r['ms_p90']:.1f} | {r['speedup']:.2f}x | {deviation} |")
+                     f"{r['ms_p90']:.1f} | {r['speedup']:.2f}x | {r['same_as_ar']:.1%} | {r['stopped_at_eos']} | "
+                     f"{deviation} |")
+    floor = next((r["same_as_ar"] for r in results if r["draft"] == RESHAPED_AR), None)
+    if floor is not None:
+        lines += ["", f"AR noise floor: {floor:.1%} of actions identical to AR when only the passes' shapes "
+                      f"change (row {RESHAPED_AR}); strict rows are expected near it, relaxed rows below it. "
+                      f"'EOS stops': actions the verifier ended with an EOS (read from prompt + output as OpenVLA)."]
     return "\n".join(lines)
 
 
@@ -273,6 +305,8 @@ def run(args) -> dict:
     verifier = load_verifier(args.verifier, args.device, args.dtype)
     results = measure(args, verifier)
     output = {"verifier": verifier.name, "device": args.device, "observations": results[0]["actions"],
+              "seed": args.seed, "threads": torch.get_num_threads(),
+              "ar_noise_floor": next(r["same_as_ar"] for r in results if r["draft"] == RESHAPED_AR),
               "results": results}
     table = markdown_table(results)
     if args.arch == "openvla-7b":

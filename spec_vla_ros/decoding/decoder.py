@@ -7,7 +7,14 @@ Speculative loop for one action (gpt-fast style, specialised to a fixed 7-token 
      verifier's pending token; one verifier pass checks them; the longest prefix that passes
      the acceptance rule is kept, plus the verifier's own token at the first rejection (free);
      the KV cache and the draft roll back to the accepted prefix.
-With `draft=None` this is plain autoregressive greedy decoding: 7 passes per action.
+With `draft=None` this is plain autoregressive greedy decoding: 7 passes per action (fewer
+after an EOS). Strict acceptance gives AR's tokens up to near-ties: see acceptance.LOSSLESS_CLAIM.
+
+Stopping follows OpenVLA's `predict_action`: `generate(max_new_tokens=7)` stops after an EOS
+(id 2), and the action is read from the last 7 ids of prompt + output. When the verifier
+emits EOS as token i < 6, the action's first 6 - i "tokens" are the prompt's last ids (e.g.
+"Out", ":", 29871), decoded through the clip in `token_ids_to_bin_indices` like any other id.
+Both decoders stop there; a draft's proposals past an EOS are never kept.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import time
 import torch
 
 from ..drafts.base import Draft
-from ..vla.constants import ACTION_DIM
+from ..vla.constants import ACTION_DIM, EOS_TOKEN_ID
 from ..vla.model import OpenVLA
 from ..vla.session import VerifierSession
 from .acceptance import STRICT, Acceptance
@@ -44,19 +51,22 @@ class Decoder:
             self.draft.reset_episode()
 
     def decode(self, pixel_values: torch.Tensor, prompt_ids: list[int]) -> tuple[list[int], DecodeStats]:
+        """-> the 7 token ids the action is read from (OpenVLA's last 7 ids of prompt + output), and
+        the statistics (`stats.generated`: the verifier's output itself, ending with EOS if it stopped)."""
         stats = DecodeStats(draft=self.draft_name, acceptance=self.acceptance.name)
         start = time.perf_counter()
-        tokens = self._speculative(pixel_values, prompt_ids, stats) if self.draft else \
+        generated = self._speculative(pixel_values, prompt_ids, stats) if self.draft else \
             self._autoregressive(pixel_values, prompt_ids, stats)
-        stats.tokens = tokens
+        stats.generated = generated
+        stats.tokens = action_token_ids(prompt_ids, generated)
         stats.total_ms = (time.perf_counter() - start) * 1e3
-        return tokens, stats
+        return stats.tokens, stats
 
     def _autoregressive(self, pixel_values, prompt_ids, stats: DecodeStats) -> list[int]:
         session = self.new_session()
         with Timer(stats, "verify_ms"):
             tokens = [session.prefill(pixel_values, prompt_ids).greedy()[-1]]
-            while len(tokens) < ACTION_DIM:
+            while not finished(tokens):
                 tokens.append(session.extend(tokens[-1:]).greedy()[-1])
         stats.verifier_passes = session.passes
         return tokens
@@ -67,9 +77,7 @@ class Decoder:
             early = draft.propose_early(ACTION_DIM)[:ACTION_DIM]
         with Timer(stats, "verify_ms"):
             step = session.prefill(pixel_values, prompt_ids, early)
-        verifier_tokens = step.greedy()
-        accepted = self.acceptance.accepted_prefix(early, verifier_tokens)
-        tokens = early[:accepted] + verifier_tokens[accepted:accepted + 1]
+        accepted, tokens = self._judge(early, step.greedy(), 0)
         stats.proposed_per_pass.append(len(early))
         stats.accepted_per_pass.append(accepted)
         prompt_length = session.length - len(early)      # BOS, patches, prompt tokens
@@ -79,15 +87,14 @@ class Decoder:
             if accepted:
                 draft.accept(early[:accepted], step.hidden[prompt_length:prompt_length + accepted])
 
-        while len(tokens) < ACTION_DIM:
+        while not finished(tokens):
             next_token = tokens[-1]
             with Timer(stats, "draft_ms"):
                 proposals = draft.propose(next_token, min(self.num_draft_tokens, ACTION_DIM - len(tokens) - 1))
             with Timer(stats, "verify_ms"):
                 step = session.extend([next_token] + proposals)
-            verifier_tokens = step.greedy()
-            accepted = self.acceptance.accepted_prefix(proposals, verifier_tokens, len(tokens))
-            tokens += proposals[:accepted] + verifier_tokens[accepted:accepted + 1]
+            accepted, new_tokens = self._judge(proposals, step.greedy(), len(tokens))
+            tokens += new_tokens
             stats.proposed_per_pass.append(len(proposals))
             stats.accepted_per_pass.append(accepted)
             session.truncate(session.length - len(proposals) + accepted)
@@ -98,6 +105,30 @@ class Decoder:
             draft.end_action(tokens)
         stats.verifier_passes = session.passes
         return tokens
+
+    def _judge(self, proposals: list[int], verifier_tokens: list[int], start: int) -> tuple[int, list[int]]:
+        """(proposals kept, tokens this pass adds): the accepted prefix plus the verifier's own token
+        after it, cut after the 7th token of the action and after an EOS (generate stops there)."""
+        accepted = self.acceptance.accepted_prefix(proposals, verifier_tokens, start)
+        new_tokens = until_eos((proposals[:accepted] + verifier_tokens[accepted:accepted + 1])[:ACTION_DIM - start])
+        return min(accepted, len(new_tokens)), new_tokens
+
+
+def until_eos(tokens: list[int]) -> list[int]:
+    """`tokens` up to and including the first EOS."""
+    return tokens[:tokens.index(EOS_TOKEN_ID) + 1] if EOS_TOKEN_ID in tokens else tokens
+
+
+def finished(tokens: list[int]) -> bool:
+    """OpenVLA's `generate(max_new_tokens=7)` stops after 7 tokens or an EOS."""
+    return len(tokens) >= ACTION_DIM or (bool(tokens) and tokens[-1] == EOS_TOKEN_ID)
+
+
+def action_token_ids(prompt_ids: list[int], generated: list[int]) -> list[int]:
+    """OpenVLA's `predict_action`: the action is read from the last 7 ids of prompt + output
+    (the prompt's tail when the output stopped at an early EOS). Every OpenVLA prompt is longer
+    than 6 ids; replays that pass no prompt get fewer ids only when the output stopped early."""
+    return (list(prompt_ids) + list(generated))[-ACTION_DIM:]
 
 
 class Timer:

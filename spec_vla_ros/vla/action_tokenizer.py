@@ -79,27 +79,67 @@ class NormStats:
 
 
 LIBERO_GOAL_STATS = NormStats(LIBERO_GOAL_Q01, LIBERO_GOAL_Q99, LIBERO_GOAL_MASK, DEFAULT_UNNORM_KEY)
+EMBEDDED_NORM_STATS = {DEFAULT_UNNORM_KEY: LIBERO_GOAL_STATS.to_json_entry()}   # the miniature's statistics
+
+
+def norm_stats_from_entry(entry, unnorm_key: str) -> NormStats:
+    """One `{"action": {"q01", "q99", "mask"?}}` entry as NormStats; ValueError naming what is malformed.
+
+    Without a `mask` every dimension is de-normalized, as OpenVLA's `predict_action` does
+    (`mask = stats.get("mask", np.ones_like(q01, dtype=bool))`).
+    """
+    action = entry.get("action") if isinstance(entry, dict) else None
+    if not isinstance(action, dict):
+        raise ValueError(f"norm stats for '{unnorm_key}' have no 'action' entry; expected "
+                         "{'action': {'q01': [7 numbers], 'q99': [7 numbers], 'mask': [7 booleans] (optional)}}")
+    values = {}
+    for name in ("q01", "q99"):
+        numbers = action.get(name)
+        if (not isinstance(numbers, list) or len(numbers) != ACTION_DIM
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers)
+                or not np.all(np.isfinite(numbers))):
+            raise ValueError(f"norm stats '{name}' for '{unnorm_key}' must be {ACTION_DIM} finite numbers, "
+                             f"got {numbers!r}")
+        values[name] = tuple(float(x) for x in numbers)
+    if any(high < low for low, high in zip(values["q01"], values["q99"])):
+        raise ValueError(f"norm stats for '{unnorm_key}': q99 must be >= q01 in every dimension, "
+                         f"got q01 {list(values['q01'])} and q99 {list(values['q99'])}")
+    mask = action.get("mask", [True] * ACTION_DIM)
+    if not isinstance(mask, list) or len(mask) != ACTION_DIM or not all(isinstance(m, bool) for m in mask):
+        raise ValueError(f"norm stats 'mask' for '{unnorm_key}' must be {ACTION_DIM} booleans, got {mask!r}")
+    return NormStats(values["q01"], values["q99"], tuple(mask), unnorm_key)
 
 
 def select_norm_stats(norm_stats: dict, unnorm_key: str = DEFAULT_UNNORM_KEY) -> NormStats:
-    """Pick `unnorm_key` from a checkpoint's statistics dict, falling back as OpenVLA's LIBERO runs do."""
+    """Pick `unnorm_key` from a checkpoint's statistics dict, falling back as OpenVLA's LIBERO runs
+    do (`libero_goal` -> `libero_goal_no_noops`); ValueError naming the keys that exist."""
     candidates = [unnorm_key] + [k for k in FALLBACK_UNNORM_KEYS if unnorm_key == DEFAULT_UNNORM_KEY]
+    if not isinstance(norm_stats, dict):
+        raise ValueError(f"norm stats must map unnorm keys to statistics, got {type(norm_stats).__name__}")
     for key in candidates:
         if key in norm_stats:
-            action = norm_stats[key]["action"]
-            mask = action.get("mask", [True] * (ACTION_DIM - 1) + [False])
-            return NormStats(tuple(action["q01"]), tuple(action["q99"]), tuple(bool(m) for m in mask), key)
-    raise KeyError(f"unnorm_key '{unnorm_key}' not in the checkpoint's statistics "
-                   f"(tried {candidates}; available: {sorted(norm_stats)})")
+            return norm_stats_from_entry(norm_stats[key], key)
+    raise ValueError(f"unnorm_key '{unnorm_key}' is not in the checkpoint's statistics "
+                     f"(tried {candidates}); expected one of {sorted(norm_stats)}")
+
+
+def read_norm_stats(checkpoint_dir: Path) -> dict:
+    """The statistics dict of an OpenVLA directory: `dataset_statistics.json` when it exists, or
+    else `config.json`'s `norm_stats` (the loader's order); ValueError if that holds none."""
+    checkpoint_dir = Path(checkpoint_dir)
+    statistics_file, config_file = checkpoint_dir / "dataset_statistics.json", checkpoint_dir / "config.json"
+    path = statistics_file if statistics_file.exists() else config_file
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not readable JSON ({error})") from None
+    stats = document.get("norm_stats") if path == config_file and isinstance(document, dict) else document
+    if not stats or not isinstance(stats, dict):
+        raise ValueError(f"{checkpoint_dir}: no action statistics; expected dataset_statistics.json "
+                         "or 'norm_stats' in config.json, mapping unnorm keys to {'action': {...}}")
+    return stats
 
 
 def load_norm_stats(checkpoint_dir: Path, unnorm_key: str = DEFAULT_UNNORM_KEY) -> NormStats:
     """Statistics from `dataset_statistics.json`, or else `config.json`'s `norm_stats`."""
-    checkpoint_dir = Path(checkpoint_dir)
-    stats_file = checkpoint_dir / "dataset_statistics.json"
-    if stats_file.exists():
-        return select_norm_stats(json.loads(stats_file.read_text()), unnorm_key)
-    config = json.loads((checkpoint_dir / "config.json").read_text())
-    if "norm_stats" not in config:
-        raise FileNotFoundError(f"{checkpoint_dir}: no dataset_statistics.json and no 'norm_stats' in config.json")
-    return select_norm_stats(config["norm_stats"], unnorm_key)
+    return select_norm_stats(read_norm_stats(checkpoint_dir), unnorm_key)

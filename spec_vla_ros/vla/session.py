@@ -27,7 +27,15 @@ class VerifierStep:
     input_embeds: torch.Tensor
 
     def greedy(self) -> list[int]:
+        """The argmax per row; an exact tie goes to the lowest id (torch.argmax returns the first)."""
         return self.logits.argmax(dim=-1).tolist()
+
+    def top2_margins(self) -> list[float]:
+        """Per row, the largest logit minus the second largest (0.0 at an exact tie): how far the
+        greedy choice is from flipping. Float32 logits of one position move by ~1e-5 between
+        passes of different shapes (see decoding.acceptance.LOSSLESS_CLAIM)."""
+        top = self.logits.float().topk(2, dim=-1).values
+        return (top[:, 0] - top[:, 1]).tolist()
 
 
 class VerifierSession:
