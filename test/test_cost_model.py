@@ -1,0 +1,193 @@
+"""The OpenVLA-7B cost model (decoding/cost_model.py) against the architecture the code builds.
+
+Parameter counts are compared with the real modules built on the meta device (no memory); the
+weights each piece *reads* are compared with the modules that actually run, found with forward
+hooks on the tiny architecture of `spec-vla-bench gpu` (same code, small widths).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from spec_vla_ros.bench import main as bench_main
+from spec_vla_ros.decoding import cost_model
+from spec_vla_ros.decoding.gpu_benchmark import (TINY_TEXT_CONFIG, TINY_VISION_OVERRIDES, architecture,
+                                                 count_dispatched_ops)
+from spec_vla_ros.drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config
+from spec_vla_ros.vla.checkpoint import miniature_config
+from spec_vla_ros.vla.constants import ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
+from spec_vla_ros.vla.model import OpenVLA, VLAConfig
+from spec_vla_ros.vla.session import VerifierSession
+
+
+def module_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def parts_of(model: OpenVLA) -> dict:
+    language_model = model.language_model
+    return {"vision_backbone.featurizer": model.vision_backbone.featurizer,
+            "vision_backbone.fused_featurizer": model.vision_backbone.fused_featurizer,
+            "projector": model.projector,
+            "language_model.model.embed_tokens": language_model.model.embed_tokens,
+            "language_model.model.layers": language_model.model.layers,
+            "language_model.model.norm": language_model.model.norm,
+            "language_model.lm_head": language_model.lm_head}
+
+
+@pytest.fixture(scope="module")
+def meta_7b():
+    with torch.device("meta"):
+        return OpenVLA(VLAConfig())
+
+
+def test_the_module_imports_without_torch():
+    code = "import sys, spec_vla_ros.decoding.cost_model; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_openvla_7b_parameter_counts_match_the_built_architecture(meta_7b):
+    counts = cost_model.OPENVLA_7B.parameter_counts()
+    built = {name: module_parameters(module) for name, module in parts_of(meta_7b).items()}
+    assert set(counts) == set(built)
+    for name in built:
+        assert abs(counts[name] - built[name]) <= 0.01 * built[name], (name, counts[name], built[name])
+    assert sum(counts.values()) == module_parameters(meta_7b)
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_7b_draft_head_parameter_counts_match_the_built_heads(meta_7b, kind):
+    with torch.device("meta"):
+        head = EagleHead(kind, default_core_config(kind, meta_7b), context=cost_model.DEFAULT_DRAFT_CONTEXT)
+    expected = cost_model.draft_heads(cost_model.OPENVLA_7B)[kind].parameters()
+    assert abs(expected - module_parameters(head)) <= 0.01 * module_parameters(head), (expected, module_parameters(head))
+
+
+def test_shapes_follow_the_configuration_the_model_is_built_from():
+    """The miniature (whatever its widths) and the tiny arch are read from their VLAConfig."""
+    for config in (miniature_config(), architecture("tiny")):
+        with torch.device("meta"):
+            model = OpenVLA(config)
+        counts = cost_model.shape_from_config(config).parameter_counts()
+        assert counts == {name: module_parameters(module) for name, module in parts_of(model).items()}
+
+
+class Executed:
+    """Forward hooks that record which modules of `root` ran."""
+
+    def __init__(self, root):
+        self.ran = set()
+        self.handles = [m.register_forward_hook(lambda module, *_: self.ran.add(module)) for m in root.modules()]
+
+    def close(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def test_weights_read_are_those_of_the_modules_that_run():
+    torch.manual_seed(0)
+    config = architecture("tiny")
+    model = OpenVLA(config).eval()
+    costs = cost_model.action_costs(cost_model.shape_from_config(config), prompt_tokens=12)
+    prompt = [BOS_TOKEN_ID] + list(range(100, 110)) + [EMPTY_TOKEN_ID]
+    session = VerifierSession(model)
+    executed = Executed(model)
+    step = session.prefill(torch.randn(6, 224, 224), prompt)
+    assert session.length == costs.positions
+    for vit in (model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer):
+        assert all(block in executed.ran for block in vit.blocks[:-1])
+        assert (vit.blocks[-1] in executed.ran) == cost_model.VIT_RUNS_LAST_BLOCK
+        assert vit.norm not in executed.ran
+        assert getattr(vit, "attn_pool", None) is None or vit.attn_pool not in executed.ran
+    vision_run = sum(module_parameters(vit) - module_parameters(vit.norm)
+                     - (module_parameters(vit.attn_pool) if vit.attn_pool is not None else 0)
+                     - (0 if cost_model.VIT_RUNS_LAST_BLOCK else module_parameters(vit.blocks[-1]))
+                     for vit in (model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer))
+    assert costs.vision.weight_params == vision_run
+    assert costs.projector.weight_params == module_parameters(model.projector)
+    language_model = model.language_model
+    read_by_pass = sum(module_parameters(m) for m in (language_model.model.layers, language_model.model.norm,
+                                                       language_model.lm_head))
+    executed.ran.clear()
+    session.extend([ACTION_TOKEN_MIN + 5])
+    assert language_model.lm_head in executed.ran and all(layer in executed.ran for layer in language_model.model.layers)
+    assert costs.passes[1].weight_params == read_by_pass
+    executed.close()
+
+    for kind in HEAD_KINDS:
+        head = EagleHead(kind, default_core_config(kind, model), context=cost_model.DEFAULT_DRAFT_CONTEXT).eval()
+        draft = EagleDraft(head, model)
+        draft.begin(step.hidden, step.input_embeds)
+        executed = Executed(head)
+        draft.propose(ACTION_TOKEN_MIN + 5, 1)
+        executed.close()
+        assert {head.fc, head.core, head.norm} <= executed.ran
+        action_rows = cost_model.ACTION_ROWS * model.hidden_size
+        assert costs.draft_steps[kind].weight_params == module_parameters(head) + action_rows, kind
+
+
+def test_kernel_counts_are_the_ops_the_code_dispatches():
+    """The eager estimate's kernel counts against torch.profiler's count of dispatched non-view ops,
+    on tiny architectures of random depth (so the per-layer constants are what is checked)."""
+    layers, depth = 1 + os.urandom(1)[0] % 3, 2 + os.urandom(1)[0] % 3
+    config = VLAConfig(text_config={**TINY_TEXT_CONFIG, "num_hidden_layers": layers},
+                       vision_overrides=tuple(dict(o, depth=depth) for o in TINY_VISION_OVERRIDES))
+    torch.manual_seed(0)
+    model = OpenVLA(config).eval()
+    costs = cost_model.action_costs(cost_model.shape_from_config(config), prompt_tokens=12)
+    pixels, prompt = torch.randn(6, 224, 224), [BOS_TOKEN_ID] + list(range(100, 110)) + [EMPTY_TOKEN_ID]
+    session = VerifierSession(model)
+    step = session.prefill(pixels, prompt)
+
+    def one_pass():
+        session.extend([ACTION_TOKEN_MIN + 5])
+        session.truncate(costs.positions)
+
+    measured = {"prefill": count_dispatched_ops(lambda: VerifierSession(model).prefill(pixels, prompt)),
+                "pass_1": count_dispatched_ops(one_pass)}
+    expected = {"prefill": costs.prefill.kernels, "pass_1": costs.passes[1].kernels}
+    for kind in HEAD_KINDS:
+        draft = EagleDraft(EagleHead(kind, default_core_config(kind, model), context=16).eval(), model)
+        draft.begin(step.hidden, step.input_embeds)
+        measured[kind] = count_dispatched_ops(lambda: draft.propose(ACTION_TOKEN_MIN + 5, 1))
+        expected[kind] = costs.draft_steps[kind].kernels
+    for name in measured:
+        assert abs(measured[name] - expected[name]) <= 0.1 * measured[name], (name, measured, expected, layers, depth)
+
+
+def test_predictions_behave_as_a_roofline(tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    bench_main(["cost", "--json", str(out), "--passes", "7", "3.5", "1"])
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert set(result["devices"]) == {cost_model.H200.name, cost_model.RTX_4090.name}
+    for device in result["devices"].values():
+        assert "prefill : pass(1 token) : mamba step" in printed
+        for mode in ("roofline", "eager"):
+            entry = device[mode]
+            passes = [entry["ms"][f"pass_{n}"] for n in range(1, cost_model.MAX_PASS_TOKENS + 1)]
+            assert passes == sorted(passes) and passes[0] > 0
+            assert entry["split"]["pass_1"] == pytest.approx(1.0)
+            assert entry["ms"]["prefill"] > entry["ms"]["pass_1"]
+            assert entry["split"]["history_step"] == 0
+            assert 0 < entry["split"]["mamba_step"] <= entry["split"]["llama_step"] <= 0.1
+            for kind, by_passes in entry["speculative_ms_per_action"].items():
+                assert by_passes["1.0"] < by_passes["3.5"] < by_passes["7.0"]
+                assert by_passes["1.0"] < entry["ar_ms_per_action"], kind
+        for name, ms in device["roofline"]["ms"].items():
+            assert ms <= device["eager"]["ms"][name] + 1e-12, name
+
+
+@pytest.mark.parametrize("argv, message", [(["--passes", "0.5"], "--passes"),
+                                           (["--num-draft-tokens", "8"], "--num-draft-tokens")])
+def test_bad_arguments_are_refused_with_a_message(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        bench_main(["cost"] + argv)
+
+
+def test_bad_prompt_length_is_refused():
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        cost_model.action_costs(prompt_tokens=0)

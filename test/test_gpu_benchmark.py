@@ -1,0 +1,93 @@
+"""`spec-vla-bench gpu`'s whole code path, run in-process on the CPU with the tiny architecture."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from spec_vla_ros.bench import main as bench_main
+from spec_vla_ros.decoding import gpu_benchmark
+from spec_vla_ros.decoding.noise_floor import RESHAPED_AR
+from spec_vla_ros.vla.constants import ACTION_DIM
+
+REQUIRED = ("device", "build", "bandwidth", "passes", "cost_model")
+
+
+def tiny_run(tmp_path, *extra):
+    seed = int.from_bytes(os.urandom(2), "little")
+    out = tmp_path / "gpu.json"
+    torch.set_num_threads(1)
+    bench_main(["gpu", "--arch", "tiny", "--device", "cpu", "--out", str(out), "--repeats", "2",
+                           "--episodes", "2", "--steps-per-episode", "3", "--seed", str(seed), *extra])
+    return json.loads(out.read_text()), seed
+
+
+def numbers(value, path=""):
+    """Every number in a JSON tree, with its path."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from numbers(item, f"{path}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, value
+
+
+def test_every_section_is_measured_and_written(tmp_path):
+    result, seed = tiny_run(tmp_path)
+    for section in REQUIRED + gpu_benchmark.OPTIONAL_SECTIONS + ("agreement",):
+        assert section in result, (section, seed)
+    assert result["skipped"] == {} and result["errors"] == {}, seed
+    assert result["device"]["torch"] == torch.__version__
+    for path, value in numbers(result):
+        assert math.isfinite(value), (path, seed)
+    passes = result["passes"]["pass"]
+    assert sorted(passes, key=int) == [str(n) for n in range(1, 9)], seed
+    positive = [result["passes"]["prefill_ms"], result["bandwidth"]["copy_gbs"], result["bandwidth"]["matmul_tflops"]]
+    positive += [entry["ms"] for entry in passes.values()] + [entry["achieved_gbs"] for entry in passes.values()]
+    positive += [value for entry in result["drafts"].values() for name, value in entry.items() if name != "accept_ms"]
+    assert all(value > 0 for value in positive), seed
+
+    configurations = result["decode"]["configurations"]
+    assert set(configurations) == {"ar", RESHAPED_AR, *gpu_benchmark.DECODE_DRAFTS}
+    assert configurations["ar"]["passes_per_action"] == ACTION_DIM and configurations["ar"]["same_as_ar"] == 1.0
+    for name, entry in configurations.items():
+        # the random verifier answers with 7 action tokens (no EOS): tokens per pass x passes = 7
+        assert entry["acceptance_length"] * entry["passes_per_action"] == pytest.approx(ACTION_DIM), (name, seed)
+        assert 1 <= entry["passes_per_action"] <= ACTION_DIM and entry["ms_median"] > 0, (name, seed)
+    agreement = result["agreement"]
+    shares = [agreement["noise_floor_same_as_ar"], *agreement["strict_same_as_ar"].values()]
+    assert all(0.0 <= share <= 1.0 for share in shares), seed
+
+    rows = result["cost_model"]["devices"][f"measured: {result['device']['name']}"]["rows"]
+    expected_rows = {"prefill", *(f"pass_{n}" for n in range(1, 9)), "action_ar",
+                     *(f"action_{name}" for name in gpu_benchmark.DECODE_DRAFTS),
+                     *(f"{kind}_{what}" for kind in ("mamba", "llama") for what in ("step", "begin"))}
+    assert set(rows) == expected_rows
+    assert all(row["measured_ms"] > 0 and 0 < row["roofline_ms"] <= row["eager_ms"] for name, row in rows.items()
+               if name != "action_history"), seed
+
+
+def test_a_short_budget_skips_the_optional_sections_and_says_so(tmp_path):
+    result, seed = tiny_run(tmp_path, "--budget-s", "0")
+    for section in REQUIRED:
+        assert section in result, (section, seed)
+    for section in gpu_benchmark.OPTIONAL_SECTIONS:
+        assert section not in result and result["skipped"][section].startswith("budget:"), (section, seed)
+    assert "agreement" in result["skipped"]
+    rows = next(iter(result["cost_model"]["devices"].values()))["rows"]
+    assert not any(name.startswith("action_") or name.endswith("_step") for name in rows)
+
+
+def test_a_missing_cuda_device_is_refused_with_a_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        bench_main(["gpu", "--device", "cuda", "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_an_unknown_architecture_is_refused():
+    with pytest.raises(ValueError, match="architecture 'huge' is unknown"):
+        gpu_benchmark.architecture("huge")
