@@ -6,6 +6,11 @@ verifier, packaged Mamba draft, strict acceptance) and the bag recorder. This pr
 progress from `decode_stats` while the episode runs, then reads the bag back and prints the
 episode result and the decode statistics. Everything lands in one output directory: the bag,
 each node's log, and the bridge's results files.
+
+`--verifier DIR` (and `--draft-checkpoint DIR`) are resolved against the directory the demo is
+started in. A verifier other than the miniature without `--draft-checkpoint` runs the `history`
+draft (it needs no checkpoint) and says how to train a Mamba draft; a setting the policy node
+would refuse ends the demo with exit code 2 and one line before any node starts.
 """
 from __future__ import annotations
 
@@ -21,9 +26,13 @@ from .analysis.bags import read_bag, summarize_decoding
 from .control import decode_values
 from .launch_config import node_environment, resolve
 from .launcher import Launcher
+from .vla.checkpoint import MINIATURE
 from .vla.constants import ACTION_DIM
 
 DEMO_MAX_STEPS = 60        # ~1-2 minutes on 2 CPU cores, startup included
+NO_DRAFT_NOTE = ("no draft checkpoint for verifier '{verifier}' (the packaged drafts are trained for the miniature): "
+                 "using the 'history' draft, which needs none; train a Mamba draft for this verifier with "
+                 "spec-vla-collect and spec-vla-train-draft, then pass --draft-checkpoint DIR")
 MINIATURE_NOTE = ("The default verifier is a miniature OpenVLA built from a fixed seed: it exercises every code "
                   "path (checkpoint layout, prompt, action tokens, speculative decoding) and solves no task, so "
                   "the episode fails by design. Run with --verifier pointing at a real OpenVLA checkpoint "
@@ -106,31 +115,64 @@ def print_report(bag: Path) -> None:
         print(f"  camera frames dropped by the policy node: {run.decode_stats[-1]['frames_dropped']}")
 
 
+def absolute(path: str) -> str:
+    """A path the user typed, resolved against this process's directory (the nodes run in the
+    output directory, where a relative path would mean something else)."""
+    return str(Path(path).expanduser().absolute())
+
+
+def policy_arguments(args) -> tuple[dict, str | None]:
+    """The policy's launch arguments from the command line, checked as the policy node would check
+    them, and a note to print, if any. Without --draft, the packaged Mamba draft serves the
+    miniature (embedded or written) and a --draft-checkpoint; any other verifier gets `history`
+    with NO_DRAFT_NOTE. Raises ValueError (one line) for a setting the policy node would refuse."""
+    from .drafts.registry import MINIATURE_NAME, verifier_identity
+    from .policy import PolicyConfig, validate_config
+
+    verifier = args.verifier if args.verifier == MINIATURE else absolute(args.verifier)
+    draft_checkpoint = absolute(args.draft_checkpoint) if args.draft_checkpoint else ""
+    draft, note = args.draft, None
+    if draft is None:
+        verifier_name = verifier_identity(verifier)[0]
+        draft = "mamba" if draft_checkpoint or verifier_name == MINIATURE_NAME else "history"
+        if draft == "history":
+            note = NO_DRAFT_NOTE.format(verifier=verifier_name)
+    validate_config(PolicyConfig(verifier=verifier, draft=draft, draft_checkpoint=draft_checkpoint,
+                                 acceptance=args.acceptance))
+    return {"verifier": verifier, "draft": draft, "draft_checkpoint": draft_checkpoint,
+            "acceptance": args.acceptance}, note
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spec-vla-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task-id", type=int, default=0, help="LIBERO-GOAL task (0-9)")
     parser.add_argument("--max-steps", type=int, default=DEMO_MAX_STEPS,
                         help="policy steps in the episode (LIBERO-GOAL evaluations use 300)")
-    parser.add_argument("--draft", default="mamba", help="none | mamba | llama | history")
-    parser.add_argument("--acceptance", default="strict", help="strict | relaxed")
-    parser.add_argument("--verifier", default="miniature", help="'miniature' or an OpenVLA HF directory")
+    parser.add_argument("--draft", help="none | mamba | llama | history (default: mamba, or history for a "
+                                        "verifier without a draft checkpoint)")
+    parser.add_argument("--draft-checkpoint", default="",
+                        help="draft trained for --verifier (a draft directory, or one with mamba/ and llama/)")
+    parser.add_argument("--acceptance", default="strict", help="strict | relaxed | relaxed-guarded")
+    parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
     parser.add_argument("--output", type=Path, help="output directory (default: spec_vla_demo/<date>_<time>)")
     args = parser.parse_args(argv)
 
     from sim_bridge.libero_goal import check_headless_rendering
     try:
+        policy, note = policy_arguments(args)         # before anything starts: exit 2 with one line
         check_headless_rendering()
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:
         print(f"spec-vla-demo: {error}", file=sys.stderr)
         return 2
+    if note:
+        print(f"spec-vla-demo: {note}")
     output = (args.output or Path("spec_vla_demo") / f"{datetime.now():%Y%m%d_%H%M%S}").resolve()
     bag = output / "bag"
     try:
         output.mkdir(parents=True, exist_ok=False)
         nodes = resolve("libero_goal", {
-            "draft": args.draft, "acceptance": args.acceptance, "verifier": args.verifier, "record": "true",
-            "bag": str(bag), "task_ids": f"[{args.task_id}]", "episodes_per_task": "1",
-            "max_steps": str(args.max_steps)})
+            **policy, "record": "true", "bag": str(bag), "task_ids": f"[{args.task_id}]",
+            "episodes_per_task": "1", "max_steps": str(args.max_steps)})
     except (OSError, ValueError) as error:
         print(f"spec-vla-demo: {error}", file=sys.stderr)
         return 2
@@ -140,9 +182,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.update(node_environment())
     print(f"spec-vla-demo: one LIBERO-GOAL episode (task {args.task_id}, {args.max_steps} steps), verifier "
-          f"'{args.verifier}', draft '{args.draft}', {args.acceptance} acceptance.\n"
+          f"'{policy['verifier']}', draft '{policy['draft']}', {args.acceptance} acceptance.\n"
           f"Nodes: {', '.join(node.name for node in nodes)}, as separate processes over DDS. Output: {output}")
-    if args.verifier == "miniature":
+    if args.verifier == MINIATURE:
         print(f"Note: {MINIATURE_NOTE}")
 
     launcher = Launcher(nodes, log_dir=output / "logs", cwd=output)
@@ -165,7 +207,7 @@ def main(argv=None) -> int:
     if (bag / "metadata.yaml").exists():
         print_report(bag)
     print(f"\nLogs: {output / 'logs'}; results files: {output / 'libero_goal_results'}")
-    if args.verifier == "miniature":
+    if args.verifier == MINIATURE:
         print(f"\n{MINIATURE_NOTE}")
     return code
 

@@ -68,7 +68,7 @@ POLICY_ARGUMENTS = (
     Argument("draft", "draft model: none | mamba | llama | history"),
     Argument("draft_checkpoint", "draft checkpoint directory (or one with mamba/ and llama/); '' = packaged"),
     Argument("device", "torch device: cpu | cuda | cuda:N"),
-    Argument("dtype", "auto | float32 | bfloat16 | float16"),
+    Argument("dtype", "auto (the checkpoint's own dtype) | float32 | bfloat16 | float16"),
     Argument("unnorm_key", "dataset statistics key for de-normalizing actions, e.g. libero_goal"),
     Argument("num_draft_tokens", "tokens the draft proposes per verifier pass (1-7)"),
     Argument("acceptance", "strict | relaxed (Spec-VLA's rule) | relaxed-guarded"),

@@ -27,7 +27,7 @@ class PolicyConfig:
     verifier: str = MINIATURE          # "miniature" (embedded default) or an OpenVLA HF directory
     unnorm_key: str = DEFAULT_UNNORM_KEY
     device: str = "cpu"
-    dtype: str = "auto"                # auto = fp32 on CPU, bf16 on CUDA
+    dtype: str = "auto"                # the checkpoint's own (fp16 -> fp32 on CPU); miniature: fp32 CPU, bf16 CUDA
     draft: str = "mamba"               # none | mamba | llama | history
     draft_checkpoint: str = ""         # "" = the packaged checkpoint trained for the miniature
     num_draft_tokens: int = 4

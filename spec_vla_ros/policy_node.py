@@ -27,8 +27,9 @@ episode for the drafts (VLAPolicy.reset_episode): earlier actions say nothing ab
 
 Per action, `decode_stats` and `/diagnostics` carry one DiagnosticStatus stamped with the source
 image's stamp. Its key-values (strings as they are, everything else JSON; control.decode_values
-reads them back): verifier, DecodeStats.as_dict() (draft, acceptance, tokens, verifier_passes,
-accepted_per_pass, proposed_per_pass, draft_ms, verify_ms, total_ms, acceptance_length),
+reads them back): verifier, DecodeStats.as_dict() (draft, acceptance, tokens, generated,
+stopped_at_eos, verifier_passes, accepted_per_pass, proposed_per_pass, draft_ms, verify_ms,
+total_ms, acceptance_length),
 policy_ms (VLAPolicy.act: preprocessing + decode), image_to_action_ms (image stamp -> action
 published), action, dry_run, and the node's running counts: actions, frames_received,
 frames_dropped (replaced by a newer frame before use), frames_stale, inputs_rejected,
@@ -74,7 +75,8 @@ PARAMETERS = {
                                      "directory; read-only"),
     "unnorm_key": (_DEFAULTS.unnorm_key, "dataset statistics key for action de-normalization; read-only"),
     "device": (_DEFAULTS.device, "torch device: cpu or cuda[:N]; read-only"),
-    "dtype": (_DEFAULTS.dtype, "auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16 or float16; read-only"),
+    "dtype": (_DEFAULTS.dtype, "auto (the checkpoint's own dtype; the miniature: fp32 on CPU, bf16 on CUDA), float32, "
+                                 "bfloat16 or float16; read-only"),
     "draft": (_DEFAULTS.draft, "draft model: none (autoregressive) | mamba | llama | history; "
                                "a change takes effect at the next action"),
     "draft_checkpoint": (_DEFAULTS.draft_checkpoint, "draft checkpoint directory, or a directory with one "

@@ -4,7 +4,10 @@ An OpenVLA directory holds `config.json`, `model.safetensors` or sharded `model-
 with `model.safetensors.index.json`, `dataset_statistics.json`, `preprocessor_config.json` (the
 image normalization) and tokenizer files (`tokenizer.json`, or only sentencepiece's
 `tokenizer.model`). Loading is strict: every key of the checkpoint is used, every key of the
-model is filled, every shape matches; otherwise the error names the keys. Nothing is loaded
+model is filled, every shape matches; otherwise the error names the keys. Weights load in the
+checkpoint's own dtype unless another is asked for (resolve_dtype), file by file into a model
+built on the meta device, without a second copy (assign_weights); a truncated, corrupted or
+git-lfs-pointer weight file raises CheckpointError naming the file. Nothing is loaded
 through transformers' Auto classes, so the custom classes a real `config.json` names in its
 `auto_map` are never consulted and no trust-remote-code question is asked. The miniature is the
 same architecture at toy size, built deterministically from a seed, and can be written in that
@@ -15,12 +18,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers import LlamaTokenizer, PreTrainedTokenizerFast
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
@@ -93,14 +97,25 @@ class LoadedVerifier:
         return self.model.projector.fc1.weight.dtype
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """`auto` is fp32 on CPU (no fast bf16 matmuls there) and bf16 on CUDA, like OpenVLA's own runs."""
-    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if dtype not in choices:
-        raise ValueError(f"dtype '{dtype}' is not supported; expected auto or one of {sorted(choices)}")
-    return choices[dtype]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device: str, stored: torch.dtype | None = None) -> torch.dtype:
+    """The dtype to run in. `auto` is the checkpoint's own dtype (`stored`), so nothing is
+    converted and a 15 GB bf16 OpenVLA stays 15 GB; except fp16 on the CPU, which becomes fp32
+    (PyTorch's CPU half-precision kernels are partial and slow, and fp32 holds every fp16 value
+    exactly, where bf16 would round them). Without a stored dtype (the embedded miniature, built
+    in fp32; a draft head): fp32 on CPU, bf16 on CUDA. Raises ValueError for an unknown name."""
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}' is not supported; expected auto or one of {sorted(DTYPES)}")
+    if dtype != "auto":
+        return DTYPES[dtype]
+    on_cuda = str(device).startswith("cuda")
+    if stored is None:
+        return torch.bfloat16 if on_cuda else torch.float32
+    if stored == torch.float16 and not on_cuda:
+        return torch.float32
+    return stored
 
 
 def miniature_config() -> VLAConfig:
@@ -157,36 +172,69 @@ def build_miniature(seed: int = MINIATURE_SEED) -> LoadedVerifier:
 
 # --- writing ---------------------------------------------------------------------------------
 
-def write_checkpoint(verifier: LoadedVerifier, directory: Path, max_shard_size: str = "20MB") -> Path:
-    """Write `verifier` as an OpenVLA HF directory (sharded safetensors + index, stats, image
-    preprocessor config, tokenizer)."""
+# What the released OpenVLA checkpoints' config.json holds besides the architecture (OpenVLAConfig
+# and PrismaticConfig in openvla's prismatic/extern/hf/configuration_prismatic.py; the
+# LIBERO fine-tunes were saved by transformers 4.40.1).
+OPENVLA_CONFIG_FIELDS = {
+    "architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
+    "auto_map": {"AutoConfig": "configuration_prismatic.OpenVLAConfig",
+                 "AutoModelForVision2Seq": "modeling_prismatic.OpenVLAForActionPrediction"},
+    "vision_backbone_id": "dinosiglip-vit-so-224px", "llm_backbone_id": "llama2-7b-pure",
+    "hf_llm_id": "meta-llama/Llama-2-7b-hf", "arch_specifier": "no-align+fused-gelu-mlp",
+    "use_fused_vision_backbone": True, "timm_override_act_layers": [None, None],
+    "image_resize_strategy": "resize-naive", "llm_max_length": 2048, "n_action_bins": 256,
+    "output_projector_states": False, "pad_to_multiple_of": 64, "pad_token_id": PAD_TOKEN_ID,
+    "transformers_version": "4.40.1",
+}
+
+
+def openvla_hf_config(config: VLAConfig, norm_stats: dict, dtype: torch.dtype) -> dict:
+    """config.json in the released checkpoints' layout for `config` (OPENVLA_CONFIG_FIELDS,
+    timm ids, image sizes, text_config, norm_stats, torch_dtype); nothing of this package's own."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    return {**OPENVLA_CONFIG_FIELDS, "timm_model_ids": list(config.timm_model_ids),
+            "image_sizes": [config.image_size, config.image_size],
+            "text_config": {"model_type": "llama", **config.text_config, "torch_dtype": dtype_name},
+            "norm_stats": norm_stats, "torch_dtype": dtype_name}
+
+
+def write_checkpoint(verifier: LoadedVerifier, directory: Path, max_shard_size: str = "20MB",
+                     dtype: torch.dtype | None = None, as_openvla: bool = False) -> Path:
+    """Write `verifier` as an OpenVLA HF directory (config.json, sharded safetensors + index,
+    stats, image preprocessor config, tokenizer), its weights in `dtype` (default: as they are).
+
+    config.json has the released checkpoints' fields; the `spec_vla_ros` entry adds the
+    miniature's vision sizes and its name. With `as_openvla` the name is left out: the directory
+    is then a stand-in for a real checkpoint (named after the directory, packaged drafts refused),
+    still loadable because the vision sizes stay."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = verifier.model.config
-    hf_config = {
-        "architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
-        "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
-        "timm_model_ids": list(config.timm_model_ids), "timm_override_act_layers": [None, None],
-        "image_sizes": [config.image_size, config.image_size], "image_resize_strategy": "resize-naive",
-        "n_action_bins": 256, "pad_to_multiple_of": 64, "pad_token_id": PAD_TOKEN_ID,
-        "text_config": {"model_type": "llama", **config.text_config},
-        "norm_stats": verifier.norm_stats, "torch_dtype": str(verifier.dtype).removeprefix("torch."),
-        "spec_vla_ros": {"name": verifier.name, "vision_overrides": list(config.vision_overrides)},
-    }
+    state_dict = {k: (v if dtype is None else v.to(dtype)).contiguous() for k, v in verifier.model.state_dict().items()}
+    hf_config = openvla_hf_config(config, verifier.norm_stats, dtype or verifier.dtype)
+    ours = {"vision_overrides": list(config.vision_overrides)} if config.vision_overrides else {}
+    if not as_openvla:
+        ours["name"] = verifier.name
+    if ours:
+        hf_config["spec_vla_ros"] = ours
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
     (directory / STATISTICS).write_text(json.dumps(verifier.norm_stats, indent=2))
     (directory / PREPROCESSOR_CONFIG).write_text(
         json.dumps(openvla_preprocessor_config(verifier.image_normalization), indent=2))
-    state_dict = {k: v.contiguous() for k, v in verifier.model.state_dict().items()}
     split = split_torch_state_dict_into_shards(state_dict, max_shard_size=max_shard_size)
     for filename, keys in split.filename_to_tensors.items():
         save_file({k: state_dict[k] for k in keys}, directory / filename, metadata={"format": "pt"})
     if split.is_sharded:
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())},
-                 "weight_map": split.tensor_to_filename}
-        (directory / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2))
+        write_index(directory, split.tensor_to_filename, state_dict.values())
     verifier.tokenizer.save_pretrained(directory)
     return directory
+
+
+def write_index(directory: Path, tensor_to_filename: dict, tensors) -> None:
+    """model.safetensors.index.json: total bytes and which shard holds each key."""
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors)},
+             "weight_map": dict(tensor_to_filename)}
+    (directory / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2))
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -216,27 +264,93 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 def check_checkpoint_files(directory: Path) -> None:
-    """Cheap existence check of everything a checkpoint directory needs, naming what is missing."""
+    """Cheap check of everything a checkpoint directory needs (files present, weight files'
+    headers readable: no weights read), raising CheckpointError naming what is missing or broken."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"verifier checkpoint directory '{directory}' does not exist")
     if not (directory / "config.json").exists():
         raise CheckpointError(f"{directory}: missing config.json")
-    weight_files(directory)
+    read_headers(weight_files(directory))
     if not any((directory / name).exists() for name in TOKENIZER_FILES):
         raise CheckpointError(f"{directory}: missing tokenizer files (expected one of {list(TOKENIZER_FILES)})")
 
 
-def read_state_dict(files: list[Path], device: str, dtype: torch.dtype) -> dict:
-    state_dict = {}
+LFS_POINTER_PREFIX = b"version https://git-lfs"
+SAFETENSORS_FLOAT_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """One tensor as a weight file's header describes it (nothing read yet)."""
+    path: Path
+    shape: tuple
+    dtype: str                # safetensors' name: "BF16", "F32", ...
+
+
+def unreadable(path: Path, error) -> CheckpointError:
+    """The CheckpointError for a weight file safetensors cannot read, saying what to do."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(LFS_POINTER_PREFIX))
+    except OSError:
+        start = b""
+    if start == LFS_POINTER_PREFIX:
+        return CheckpointError(f"{path}: is a git-lfs pointer, not the weights; fetch them with `git lfs pull` in "
+                               f"{path.parent} (or download the checkpoint again with `huggingface-cli download`)")
+    return CheckpointError(f"{path}: not a readable safetensors file, truncated or corrupted ({error}); "
+                           "download this file again")
+
+
+def read_headers(files: list[Path]) -> dict:
+    """{key: StoredTensor} from the weight files' headers, reading no tensor data. Raises
+    CheckpointError naming the file for one that is unreadable, truncated or a git-lfs pointer,
+    and for a key stored twice."""
+    stored = {}
     for path in files:
-        with safe_open(path, framework="pt", device=str(device)) as f:
-            for key in f.keys():
-                if key in state_dict:
-                    raise CheckpointError(f"{path.name}: key '{key}' appears in more than one weight file")
-                tensor = f.get_tensor(key)
-                state_dict[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-    return state_dict
+        try:
+            with safe_open(path, framework="pt") as f:
+                for key in f.keys():
+                    if key in stored:
+                        raise CheckpointError(f"{path.name}: key '{key}' appears in more than one weight file")
+                    view = f.get_slice(key)
+                    stored[key] = StoredTensor(path, tuple(view.get_shape()), view.get_dtype())
+        except (SafetensorError, OSError) as error:
+            raise unreadable(path, error) from None
+    return stored
+
+
+def stored_dtype(stored: dict) -> torch.dtype | None:
+    """The floating dtype holding most of the checkpoint's bytes (what `auto` keeps), from the
+    headers: they, not config.json's `torch_dtype`, say what is actually on disk."""
+    totals = {}
+    for tensor in stored.values():
+        dtype = SAFETENSORS_FLOAT_DTYPES.get(tensor.dtype)
+        if dtype is not None:
+            totals[dtype] = totals.get(dtype, 0) + math.prod(tensor.shape) * dtype.itemsize
+    return max(totals, key=totals.get) if totals else None
+
+
+def assign_weights(model: OpenVLA, stored: dict, device: str, dtype: torch.dtype) -> None:
+    """Fill the meta-built `model` weight file by weight file. Each tensor is read once (on the
+    CPU with pread, into this process's own memory, so the first action pays no disk reads; on
+    CUDA straight onto the device), converted only when `dtype` differs from the stored one
+    (the stored tensor is dropped at once), and assigned (assign=True: the model's parameter is
+    that tensor, no copy). Peak memory: the model plus one tensor in two dtypes."""
+    backend = {"backend": "pread"} if str(device) == "cpu" else {}
+    for path in dict.fromkeys(tensor.path for tensor in stored.values()):
+        try:
+            with safe_open(path, framework="pt", device=str(device), **backend) as f:
+                shard = {key: in_dtype(f.get_tensor(key), dtype) for key in f.keys()}
+        except (SafetensorError, OSError) as error:
+            raise unreadable(path, error) from None
+        model.load_state_dict(shard, strict=False, assign=True)
+        del shard
+
+
+def in_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Floating tensors converted to `dtype` when they differ; others as they are."""
+    return tensor.to(dtype) if tensor.is_floating_point() and tensor.dtype != dtype else tensor
 
 
 def describe_keys(keys) -> str:
@@ -244,21 +358,22 @@ def describe_keys(keys) -> str:
     return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
 
 
-def load_state_dict_strict(model: OpenVLA, state_dict: dict, source: Path) -> None:
+def check_architecture(model: OpenVLA, stored: dict, source: Path) -> None:
+    """Every key of the checkpoint used, every key of the model filled, every shape equal, or
+    CheckpointError naming the keys (from the headers: before any weight is read)."""
     expected = model.state_dict()
-    missing, unexpected = set(expected) - set(state_dict), set(state_dict) - set(expected)
+    missing, unexpected = set(expected) - set(stored), set(stored) - set(expected)
     problems = []
     if missing:
         problems.append(f"missing keys: {describe_keys(missing)}")
     if unexpected:
         problems.append(f"unexpected keys: {describe_keys(unexpected)}")
-    mis_shaped = [f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
-                  for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k].shape]
+    mis_shaped = [f"{k} (checkpoint {stored[k].shape}, model {tuple(expected[k].shape)})"
+                  for k in sorted(set(expected) & set(stored)) if stored[k].shape != tuple(expected[k].shape)]
     if mis_shaped:
         problems.append(f"mis-shaped keys: {', '.join(mis_shaped[:8])}")
     if problems:
         raise CheckpointError(f"{source}: checkpoint does not match the OpenVLA architecture: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True, assign=True)
 
 
 def is_installed(module: str) -> bool:
@@ -325,16 +440,20 @@ def load_image_normalization(directory: Path) -> ImageNormalization:
 
 
 def load_checkpoint(directory, device: str = "cpu", dtype: str = "auto") -> LoadedVerifier:
-    """Load an OpenVLA HF directory strictly onto `device` without materializing a random model first."""
+    """Load an OpenVLA HF directory strictly onto `device`, in the checkpoint's own dtype unless
+    `dtype` says otherwise (see resolve_dtype), without materializing a random model first and
+    without a second copy of the weights. Raises CheckpointError naming the file or keys."""
     directory = Path(directory)
     check_checkpoint_files(directory)
     hf_config = json.loads((directory / "config.json").read_text())
     tokenizer, image_normalization = load_tokenizer(directory), load_image_normalization(directory)   # cheap first
-    torch_dtype = resolve_dtype(dtype, device)
+    stored = read_headers(weight_files(directory))
+    torch_dtype = resolve_dtype(dtype, device, stored_dtype(stored))
     config = vla_config_from_hf(hf_config)
     with torch.device("meta"):
         model = OpenVLA(config)
-    load_state_dict_strict(model, read_state_dict(weight_files(directory), device, torch_dtype), directory)
+    check_architecture(model, stored, directory)
+    assign_weights(model, stored, device, torch_dtype)
     # Non-persistent buffers (rotary frequencies) are not in checkpoints: rebuild them for real.
     model.language_model.model.rotary_emb = LlamaRotaryEmbedding(model.language_model.config).to(device)
     model.eval()
@@ -357,10 +476,22 @@ def load_verifier(verifier: str = MINIATURE, device: str = "cpu", dtype: str = "
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write the embedded miniature OpenVLA in the real HF directory format.")
+    parser = argparse.ArgumentParser(prog="spec-vla-write-miniature",
+                                     description="Write the embedded miniature OpenVLA in the real HF directory format.")
     parser.add_argument("directory", type=Path)
     parser.add_argument("--seed", type=int, default=MINIATURE_SEED)
     parser.add_argument("--max-shard-size", default="20MB")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="dtype of the written weights (the released OpenVLA checkpoints are bfloat16)")
+    parser.add_argument("--as-openvla", action="store_true",
+                        help="leave the miniature's name out of config.json: the directory then stands in for a "
+                             "real OpenVLA checkpoint (named after the directory; packaged drafts are refused)")
     args = parser.parse_args(argv)
-    path = write_checkpoint(build_miniature(args.seed), args.directory, args.max_shard_size)
-    print(f"wrote miniature OpenVLA (seed {args.seed}) to {path}")
+    path = write_checkpoint(build_miniature(args.seed), args.directory, args.max_shard_size, DTYPES[args.dtype],
+                            args.as_openvla)
+    kind = "a real-format stand-in (config.json does not name the miniature)" if args.as_openvla else "the miniature"
+    print(f"wrote miniature OpenVLA (seed {args.seed}, {args.dtype}) to {path} as {kind}")
+
+
+if __name__ == "__main__":
+    main()
