@@ -183,3 +183,37 @@ def test_launch_file_builds_the_same_nodes_as_the_runner(path):
     environment = {entity.name[0].perform(context): entity.value[0].perform(context)
                    for entity in description.entities if isinstance(entity, SetEnvironmentVariable)}
     assert environment == node_environment()
+
+
+START_UP_SETTINGS = ("verifier", "draft", "draft_checkpoint", "device", "dtype", "unnorm_key", "num_draft_tokens",
+                     "acceptance", "relaxed_threshold", "center_crop")
+
+
+@pytest.mark.parametrize("configuration", sorted(CONFIGURATIONS))
+def test_every_start_up_setting_is_a_launch_argument_reaching_the_policy(configuration):
+    values = {"verifier": "/models/openvla", "draft": "llama", "draft_checkpoint": "/drafts", "device": "cuda:1",
+              "dtype": "bfloat16", "unnorm_key": "libero_goal_no_noops", "num_draft_tokens": "3",
+              "acceptance": "relaxed-guarded", "relaxed_threshold": "5", "center_crop": "false"}
+    [policy] = [node for node in resolve(configuration, values) if node.name == "spec_vla_policy"]
+    assert policy.parameters == {**values, "num_draft_tokens": 3, "relaxed_threshold": 5, "center_crop": False}
+    assert set(START_UP_SETTINGS) <= {argument.name for argument in CONFIGURATIONS[configuration].arguments}
+
+
+def test_the_documented_hardware_example_starts_with_a_real_format_checkpoint(tmp_path):
+    """`ros2 launch spec_vla_ros hardware.launch.py verifier:=DIR dry_run:=false`, as the launch file
+    and the README write it, with a checkpoint that does not identify itself as the miniature: the
+    policy's configuration (params file + arguments) passes every check the node makes at start."""
+    from dataclasses import fields
+
+    from spec_vla_ros.policy import PolicyConfig, VLAPolicy
+    from spec_vla_ros.vla.checkpoint import main as write_miniature
+
+    example = (REPO_ROOT / "launch" / "hardware.launch.py").read_text()
+    assert "hardware.launch.py verifier:=/models/openvla-7b-finetuned-libero-goal dry_run:=false" in example
+    checkpoint = tmp_path / "openvla-7b-finetuned-libero-goal"
+    write_miniature([str(checkpoint), "--as-openvla"])
+    [policy] = resolve("hardware", {"verifier": str(checkpoint), "dry_run": "false"})
+    values = {**yaml.safe_load(Path(policy.params_file).read_text())["spec_vla_policy"]["ros__parameters"],
+              **policy.parameters}
+    assert values["dry_run"] is False and values["verifier"] == str(checkpoint)
+    VLAPolicy.validate(PolicyConfig(**{field.name: values[field.name] for field in fields(PolicyConfig)}))
