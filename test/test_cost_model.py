@@ -191,3 +191,8 @@ def test_bad_arguments_are_refused_with_a_message(argv, message):
 def test_bad_prompt_length_is_refused():
     with pytest.raises(ValueError, match="prompt_tokens"):
         cost_model.action_costs(prompt_tokens=0)
+
+
+def test_the_draft_context_agrees_with_the_heads():
+    from spec_vla_ros.drafts.eagle_head import DEFAULT_CONTEXT
+    assert cost_model.DEFAULT_DRAFT_CONTEXT == DEFAULT_CONTEXT

@@ -13,6 +13,7 @@ from spec_vla_ros.drafts.eagle_head import (EagleDraft, EagleHead, action_logits
 from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS
 from spec_vla_ros.training import collect, train
 from spec_vla_ros.vla.action_tokenizer import NormStats
+from spec_vla_ros.training.arguments import CommandError
 from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
@@ -28,22 +29,40 @@ def traces(tmp_path_factory):
     return out
 
 
+def miniature_pixels(miniature, frame):
+    return pixel_values(frame, normalization=miniature.image_normalization)
+
+
 def test_traces_are_the_verifiers_greedy_run(miniature, traces):
+    """Each step keeps the last 17 prompt positions (the default --context 16 plus the pair's
+    first hidden state) and the action positions, in fp16 (the fp32 miniature's storage dtype)."""
     manifest, steps = collect.read_traces(traces)
     assert manifest["verifier"] == miniature.name and manifest["num_steps"] == len(steps) == EPISODES * STEPS
+    assert manifest["storage_dtype"] == "float16" and manifest["prompt_window"] == 16
     assert len(manifest["shards"]) == -(-len(steps) // 16)
     lm_head = miniature.model.language_model.lm_head
     ar = Decoder(miniature.model)
     for step in steps[:3]:
-        length = step["prompt_length"]
-        assert step["input_embeds"].shape == (length, miniature.model.hidden_size)
-        assert step["hidden"].shape == (length + ACTION_DIM - 1, miniature.model.hidden_size)
-        # hidden state at position P - 1 + i predicts token i (fp32 storage keeps them exact)
-        with torch.no_grad():
-            assert lm_head(step["hidden"][length - 1:]).argmax(-1).tolist() == step["tokens"].tolist()
+        window = step["window"]
+        assert step["prompt_length"] > window == 17
+        assert step["input_embeds"].shape == (window, miniature.model.hidden_size)
+        assert step["hidden"].shape == (window + ACTION_DIM - 1, miniature.model.hidden_size)
+        assert step["hidden"].dtype == step["input_embeds"].dtype == torch.float16
         instruction, frames = collect.synthetic_episode(500 + step["episode"], STEPS)
-        tokens, _ = ar.decode(pixel_values(frames[step["step"]]), prompt_token_ids(miniature.tokenizer, instruction))
+        pixels, prompt_ids = miniature_pixels(miniature, frames[step["step"]]), prompt_token_ids(miniature.tokenizer,
+                                                                                                  instruction)
+        tokens, _ = ar.decode(pixels, prompt_ids)
         assert tokens == step["tokens"].tolist() and step["instruction"] == instruction
+        # the stored window is the verifier's own features at the last positions, rounded to fp16
+        full = collect.trace_action(miniature.model, pixels, prompt_ids)
+        assert full.prompt_length == step["prompt_length"]
+        torch.testing.assert_close(step["hidden"].float(), full.hidden[-window - ACTION_DIM + 1:], rtol=2 ** -10,
+                                   atol=1e-6)
+        torch.testing.assert_close(step["input_embeds"].float(), full.input_embeds[-window:], rtol=2 ** -10,
+                                   atol=1e-6)
+        # hidden state at window position W - 1 + i predicts token i (fp16 keeps the argmax here)
+        with torch.no_grad():
+            assert lm_head(step["hidden"][window - 1:].float()).argmax(-1).tolist() == step["tokens"].tolist()
 
 
 def test_collect_from_an_image_directory(tmp_path):
@@ -84,9 +103,10 @@ def test_collector_drops_noops(miniature, tmp_path):
 
 
 def train_args(traces, out, *flags, **overrides):
-    args = [*flags, "--kind", "llama", "--out", str(out), "--context", "8", "--steps", "300", "--batch-size", "16",
-            "--lr", "3e-3", "--eval-every", "300", "--checkpoint-every", "60", "--val-fraction", "0.25"]
-    for key, value in overrides.items():
+    settings = {"kind": "llama", "context": 8, "steps": 300, "batch_size": 16, "lr": 3e-3, "eval_every": 300,
+                "checkpoint_every": 60, "val_fraction": 0.25, **overrides}
+    args = [*flags, "--out", str(out)]
+    for key, value in settings.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     parser = train.argparse.ArgumentParser()
     train.add_arguments(parser)
@@ -128,7 +148,7 @@ def test_training_drafts_exactly_as_deployed(miniature, traces):
     """The batched `chain` predictions that training scores are what EagleDraft proposes, up to the
     first wrong proposal (after it, training pairs the verifier's token, the draft its own)."""
     head, _ = load_head(PACKAGED_CHECKPOINTS / "llama")
-    dataset = train.TraceDataset([traces], miniature, 0.25)
+    dataset = train.TraceDataset([traces], train.VerifierParts.of(miniature), 0.25)
     draft = EagleDraft(head, miniature.model)
     action_rows = verifier_action_rows(miniature.model)
     compared = []
@@ -137,7 +157,7 @@ def test_training_drafts_exactly_as_deployed(miniature, traces):
         with torch.no_grad():
             _, chained = train.predict(head, inputs, next_embeds, chain=True)
         expected = (action_logits(chained[0], action_rows).argmax(-1) + ACTION_TOKEN_MIN).tolist()
-        draft.begin(step["hidden"][:step["prompt_length"]], step["input_embeds"])
+        draft.begin(step["hidden"][:step["window"]], step["input_embeds"])
         proposals = draft.propose(int(step["tokens"][0]), ACTION_DIM - 1)
         right = [p == t for p, t in zip(expected, step["tokens"][1:].tolist())] + [False]
         checked = right.index(False) + 1
@@ -163,7 +183,7 @@ def test_carry_training_reports_early_proposals_beside_history(episode_traces, t
         assert all(a >= b for a, b in zip(early, early[1:])) and all(a >= b for a, b in zip(history, history[1:]))
     head, config = load_head(tmp_path / "draft")
     assert head.carry and config["carry"] is True
-    with pytest.raises(SystemExit, match="--carry"):
+    with pytest.raises(CommandError, match="--carry"):
         train.train(train_args(episode_traces, tmp_path / "draft", "--resume", kind="mamba", steps=8))
 
 
@@ -175,14 +195,14 @@ def test_early_proposals_are_drafted_exactly_as_trained(miniature, episode_trace
     head = EagleHead(kind, default_core_config(kind, miniature.model), context=8, carry=True).eval()
     with torch.no_grad():
         head.copy_bias.fill_(2.0)         # within the untrained head's logit gaps: it decides some tokens
-    dataset = train.TraceDataset([episode_traces], miniature, 0.0, carry=True)
+    dataset = train.TraceDataset([episode_traces], train.VerifierParts.of(miniature), 0.0, carry=True)
     draft = EagleDraft(head, miniature.model)
     action_rows = verifier_action_rows(miniature.model)
     steps = [step for step in dataset.train if step["next"] is not None][:4]
     assert steps
     copied = changed = 0
     for step in steps:
-        length, tokens = step["prompt_length"], step["tokens"].tolist()
+        length, tokens = step["window"], step["tokens"].tolist()
         draft.reset_episode()
         assert draft.propose_early(ACTION_DIM) == []               # nothing carried into an episode
         draft.begin(step["hidden"][:length], step["input_embeds"])

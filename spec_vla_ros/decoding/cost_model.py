@@ -59,7 +59,8 @@ KNOWN_VITS = {
 ACTION_ROWS = 256                # logits of the draft heads: the lm_head's action rows only
 BF16_BYTES = 2
 DEFAULT_PROMPT_TOKENS = 24       # BOS + a LIBERO instruction's prompt + 29871: ~20-30 Llama-2 tokens
-DEFAULT_DRAFT_CONTEXT = 16       # prompt positions a head reads in `begin` (spec-vla-train-draft --context)
+DEFAULT_DRAFT_CONTEXT = 16       # = drafts.eagle_head.DEFAULT_CONTEXT, the prompt positions a head reads in `begin`
+                                 # (a test checks they agree; not imported: this module stays free of torch)
 MAX_PASS_TOKENS = 8
 # vla/model.py reads the second-to-last block through timm's get_intermediate_layers, which runs the
 # last block too (its output unused). False once the model stops early (forward_intermediates with

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import LlamaConfig
 
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 from ..vla.model import OpenVLA
@@ -35,15 +36,22 @@ from .mamba import MambaConfig, MambaCore
 
 HEAD_KINDS = ("mamba", "llama")
 ACTION_BINS = ACTION_TOKEN_MAX - ACTION_TOKEN_MIN + 1
+DEFAULT_CONTEXT = 16        # prompt positions a head reads (spec-vla-train-draft and spec-vla-collect --context)
+
+
+def core_config(kind: str, text_config: LlamaConfig, num_layers: int = 1) -> dict:
+    """Core hyperparameters from the verifier's text-model config (d_model / layer shapes = the
+    verifier's): all a head needs of the verifier's architecture, so no model is built for it."""
+    if kind == "mamba":
+        return MambaConfig(d_model=text_config.hidden_size, num_layers=num_layers).to_dict()
+    if kind == "llama":
+        return layer_config(text_config)
+    raise ValueError(f"draft head kind '{kind}' is unknown; expected one of {HEAD_KINDS}")
 
 
 def default_core_config(kind: str, verifier: OpenVLA, num_layers: int = 1) -> dict:
-    """Core hyperparameters derived from the verifier (d_model / layer shapes = the verifier's)."""
-    if kind == "mamba":
-        return MambaConfig(d_model=verifier.hidden_size, num_layers=num_layers).to_dict()
-    if kind == "llama":
-        return layer_config(verifier.language_model.config)
-    raise ValueError(f"draft head kind '{kind}' is unknown; expected one of {HEAD_KINDS}")
+    """core_config for a built verifier."""
+    return core_config(kind, verifier.language_model.config, num_layers)
 
 
 class EagleHead(nn.Module):

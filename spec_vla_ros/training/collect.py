@@ -1,10 +1,28 @@
 """`spec-vla-collect`: run the verifier greedily on observations and save what a draft learns from.
 
-Per kept control step: the prompt length P, the input embeddings of the prompt [P, H] (BOS,
-projected patches, prompt tokens), the last-layer hidden states [P + 6, H] (prompt, then the
-first six action tokens fed back) and the 7 action tokens. Steps are written as sharded
-safetensors plus `manifest.json`. No-op actions are dropped as OpenVLA's `no_noops` LIBERO data
-does: pose delta norm below 1e-4 with the gripper unchanged from the last kept action.
+Per kept control step, only what a draft head reads: the 7 action tokens and, over the last
+W = min(P, context + 1) positions of the prompt of length P (`--context`, as in
+`spec-vla-train-draft`; 0 keeps the whole prompt), the input embeddings [W, H] and the
+last-layer hidden states [W + 6, H] (the window, then the first six action tokens fed back).
+The head reads hidden states from the window's first position and input embeddings from its
+second; the one unread embedding row keeps each trace a self-contained prompt window that the
+harness replays as it is. Steps are written as sharded safetensors plus `manifest.json`.
+
+Storage dtype (`--storage-dtype auto`): a 16-bit verifier's features are stored as they are
+(bf16 for OpenVLA-7B on CUDA: exact); an fp32 verifier's (the miniature on the CPU) as fp16,
+whose 11 significant bits round 8x finer than bf16's 8 while post-norm hidden states and input
+embeddings stay far inside its range (a non-finite value after the cast is refused). On the
+miniature, fp16 storage changed none of 420 greedy tokens read back through the lm_head, bf16
+changed 21 (5 %): its tokens hinge on small hidden-state differences.
+
+Bytes per control step: 2 bytes x H x (2 W + 6) + 56 (tokens) + ~220 (safetensors header); at
+the default context 16 (W = 17), 80 H bytes: 20.8 KB for the miniature (H = 256, measured) and
+328 KB for OpenVLA-7B (H = 4096), where keeping every prompt position (P = BOS + 256 patches +
+~25 prompt tokens) took (2 P + 6) H x 2 bytes = 4.6 MB in bf16. Older trace directories (every
+prompt position, no `format_version`) stay readable.
+
+No-op actions are dropped as OpenVLA's `no_noops` LIBERO data does: pose delta norm below 1e-4
+with the gripper unchanged from the last kept action.
 
 Sources: `synthetic` (seeded scenes of slowly moving objects: the miniature's default data),
 `images` (a directory of frames, each sub-directory one episode), `bag` (a recorded rosbag2
@@ -22,21 +40,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from ..drafts.eagle_head import DEFAULT_CONTEXT
 from ..vla.action_tokenizer import select_norm_stats, token_ids_to_actions
-from ..vla.checkpoint import LoadedVerifier, load_verifier
+from ..vla.checkpoint import MINIATURE, LoadedVerifier, load_verifier
 from ..vla.constants import ACTION_DIM, DEFAULT_UNNORM_KEY, LIBERO_GOAL_INSTRUCTIONS, NOOP_POSE_NORM
 from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
 from ..vla.session import VerifierSession
+from .arguments import (CommandError, OneLineParser, absolute_path, add_runtime_arguments, apply_runtime_arguments,
+                        check_new_directory, run, verifier_argument)
 
 MANIFEST = "manifest.json"
 TRACE_FORMAT = "spec_vla_ros.traces"
+TRACE_FORMAT_VERSION = 2          # 2: prompt windows; 1 (no format_version): every prompt position
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class TraceError(CommandError):
+    """A trace directory that cannot be read as it is; the message says why and what to do."""
 
 
 @dataclass
@@ -60,6 +86,19 @@ def trace_action(model, pixels: torch.Tensor, prompt_ids: list[int]) -> Trace:
         tokens.append(step.greedy()[-1])
         hidden.append(step.hidden)
     return Trace(tokens, torch.cat(hidden), input_embeds)
+
+
+def prompt_window(trace: Trace, context: int | None) -> Trace:
+    """The trace cut to the last min(P, context + 1) prompt positions (None: the whole prompt)."""
+    if context is None:
+        return trace
+    start = max(0, trace.prompt_length - 1 - context)
+    return Trace(trace.tokens, trace.hidden[start:], trace.input_embeds[start:])
+
+
+def verifier_location(verifier: str) -> str:
+    """What a manifest records to find the verifier again: `miniature` or an absolute path."""
+    return verifier if verifier == MINIATURE else str(absolute_path(verifier))
 
 
 def is_noop(action: np.ndarray, previous: np.ndarray | None) -> bool:
@@ -105,7 +144,7 @@ def image_episodes(directory: Path, instruction: str | None):
             continue
         text = table.get(folder.name) or table.get(files[0].name) or instruction
         if not text:
-            raise ValueError(f"no instruction for {folder}: add it to {table_file} or pass --instruction")
+            raise CommandError(f"no instruction for {folder}: add it to {table_file} or pass --instruction")
         yield text, [np.asarray(Image.open(f).convert("RGB")) for f in files]
 
 
@@ -113,28 +152,35 @@ class TraceWriter:
     """Buffers traces and writes `shard-NNNNN.safetensors` files and the manifest."""
 
     def __init__(self, directory, verifier: LoadedVerifier, source: dict, shard_steps: int = 64,
-                 storage_dtype: str = "auto"):
+                 storage_dtype: str = "auto", context: int | None = DEFAULT_CONTEXT,
+                 verifier_path: str | None = None):
+        """`context`: prompt positions a head may read (the window keeps context + 1; None: all).
+        `verifier_path`: `miniature` or the checkpoint directory, recorded so that
+        spec-vla-train-draft finds the verifier without being told."""
         self.directory = Path(directory)
+        check_new_directory(self.directory, "output directory")
         self.directory.mkdir(parents=True, exist_ok=True)
-        if (self.directory / MANIFEST).exists():
-            raise FileExistsError(f"{self.directory} already holds traces ({MANIFEST}); choose a new directory")
-        # "auto" keeps the verifier's dtype: the miniature's tokens hinge on small differences
-        # between hidden states, and bf16 rounding of fp32 features flips ~5 % of them.
-        self.dtype = verifier.dtype if storage_dtype == "auto" else STORAGE_DTYPES[storage_dtype]
-        storage_dtype = str(self.dtype).removeprefix("torch.")
-        self.manifest = {"format": TRACE_FORMAT, "verifier": verifier.name, "hidden_size": verifier.model.hidden_size,
-                         "storage_dtype": storage_dtype, "source": source, "dropped_noops": 0, "shards": [],
-                         "steps": []}
+        self.dtype = storage_dtype_for(verifier.dtype) if storage_dtype == "auto" else STORAGE_DTYPES[storage_dtype]
+        self.context = context
+        self.manifest = {"format": TRACE_FORMAT, "format_version": TRACE_FORMAT_VERSION, "verifier": verifier.name,
+                         "verifier_path": verifier_path, "hidden_size": verifier.model.hidden_size,
+                         "prompt_window": context, "storage_dtype": str(self.dtype).removeprefix("torch."),
+                         "source": source, "dropped_noops": 0, "shards": [], "steps": []}
         self.shard_steps = shard_steps
         self.buffer: dict[str, torch.Tensor] = {}
 
     def add(self, trace: Trace, episode: int, step: int, instruction: str) -> None:
         index = len(self.manifest["steps"])
-        self.buffer[f"{index}.hidden"] = trace.hidden.to(self.dtype).cpu().contiguous()
-        self.buffer[f"{index}.input_embeds"] = trace.input_embeds.to(self.dtype).cpu().contiguous()
+        window = prompt_window(trace, self.context)
+        for key, value in (("hidden", window.hidden), ("input_embeds", window.input_embeds)):
+            stored = value.to(self.dtype).cpu().contiguous()
+            if not bool(stored.isfinite().all()):
+                raise CommandError(f"step {index}: {key} does not fit {self.dtype} (non-finite after the cast); "
+                                 "collect with --storage-dtype float32 or bfloat16")
+            self.buffer[f"{index}.{key}"] = stored
         self.buffer[f"{index}.tokens"] = torch.tensor(trace.tokens, dtype=torch.int64)
         self.manifest["steps"].append({"episode": episode, "step": step, "instruction": instruction,
-                                       "prompt_length": trace.prompt_length,
+                                       "prompt_length": trace.prompt_length, "window": window.prompt_length,
                                        "shard": len(self.manifest["shards"])})
         if len(self.buffer) >= 3 * self.shard_steps:
             self.flush()
@@ -153,21 +199,50 @@ class TraceWriter:
         return self.directory
 
 
-def read_traces(directory) -> tuple[dict, list[dict]]:
-    """(manifest, steps) where each step has its manifest entry plus `tokens`, `hidden`, `input_embeds`."""
+def storage_dtype_for(verifier_dtype: torch.dtype) -> torch.dtype:
+    """`--storage-dtype auto`: a 16-bit verifier's own dtype, else fp16 (see the module doc)."""
+    return verifier_dtype if verifier_dtype in (torch.bfloat16, torch.float16) else torch.float16
+
+
+def read_manifest(directory) -> dict:
+    """The trace directory's manifest, checked; a version-1 manifest gets its implied window
+    fields (every prompt position kept). Raises TraceError."""
     directory = Path(directory)
     if not (directory / MANIFEST).is_file():
-        raise FileNotFoundError(f"{directory}: no {MANIFEST}; collect traces with spec-vla-collect")
-    manifest = json.loads((directory / MANIFEST).read_text())
-    if manifest.get("format") != TRACE_FORMAT:
-        raise ValueError(f"{directory / MANIFEST} is not a trace manifest (format '{TRACE_FORMAT}')")
+        raise TraceError(f"{directory}: no {MANIFEST} (not a trace directory; collect traces with spec-vla-collect)")
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TraceError(f"{directory / MANIFEST}: not valid JSON ({error}); recollect with spec-vla-collect") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != TRACE_FORMAT:
+        raise TraceError(f"{directory / MANIFEST} is not a trace manifest (format '{TRACE_FORMAT}')")
+    version = manifest.setdefault("format_version", 1)
+    if version not in (1, TRACE_FORMAT_VERSION):
+        raise TraceError(f"{directory / MANIFEST}: trace format_version {version!r} is not supported "
+                         f"(expected 1 or {TRACE_FORMAT_VERSION}); recollect with this spec-vla-collect")
+    if version == 1:
+        manifest["prompt_window"] = None
+        for entry in manifest["steps"]:
+            entry["window"] = entry["prompt_length"]
+    return manifest
+
+
+def read_traces(directory) -> tuple[dict, list[dict]]:
+    """(manifest, steps): each step has its manifest entry (`prompt_length` P, `window` W, ...)
+    plus `tokens` [7], `hidden` [W + 6, H] and `input_embeds` [W, H] for the last W prompt
+    positions, in the storage dtype. Raises TraceError."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
     steps = [dict(entry) for entry in manifest["steps"]]
     for shard_index, name in enumerate(manifest["shards"]):
-        with safe_open(directory / name, framework="pt") as shard:
-            for index, entry in enumerate(steps):
-                if entry["shard"] == shard_index:
-                    for key in ("hidden", "input_embeds", "tokens"):
-                        entry[key] = shard.get_tensor(f"{index}.{key}")
+        try:
+            with safe_open(directory / name, framework="pt") as shard:
+                for index, entry in enumerate(steps):
+                    if entry["shard"] == shard_index:
+                        for key in ("hidden", "input_embeds", "tokens"):
+                            entry[key] = shard.get_tensor(f"{index}.{key}")
+        except (SafetensorError, OSError) as error:
+            raise TraceError(f"{directory / name}: not a readable trace shard ({error}); recollect") from None
     return manifest, steps
 
 
@@ -184,8 +259,8 @@ class Collector:
 
     def __call__(self, image: np.ndarray, instruction: str) -> np.ndarray:
         """Policy function: record the step (unless a no-op) and return the de-normalized action."""
-        trace = trace_action(self.verifier.model, pixel_values(image, self.center_crop),
-                             prompt_token_ids(self.verifier.tokenizer, instruction))
+        pixels = pixel_values(image, self.center_crop, normalization=self.verifier.image_normalization)
+        trace = trace_action(self.verifier.model, pixels, prompt_token_ids(self.verifier.tokenizer, instruction))
         action = self.norm_stats.unnormalize(token_ids_to_actions(trace.tokens))
         if is_noop(action, self.previous):
             self.writer.manifest["dropped_noops"] += 1
@@ -212,45 +287,62 @@ def collect_libero(collector: Collector, task_ids, episodes_per_task: int, max_s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", type=Path, help="new directory for the shards and manifest.json")
+    parser.add_argument("out", type=absolute_path, help="new (or empty) directory for the shards and manifest.json")
     parser.add_argument("--source", choices=("synthetic", "images", "bag", "libero"), default="synthetic")
     parser.add_argument("--episodes", type=int, default=20, help="synthetic: number of episodes")
     parser.add_argument("--steps-per-episode", type=int, default=20, help="synthetic: control steps per episode")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic: first episode seed; libero: env seed")
-    parser.add_argument("--images", type=Path, help="images: directory of frames (sub-directories = episodes)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="synthetic: first episode seed; libero: env.seed once per task, resets in sequence "
+                             "(OpenVLA's order)")
+    parser.add_argument("--images", type=absolute_path,
+                        help="images: directory of frames (sub-directories = episodes)")
     parser.add_argument("--instruction", help="images: instruction when instructions.json does not give one")
-    parser.add_argument("--bag", type=Path, help="bag: a bag recorded by bag_recorder or `ros2 bag record`")
+    parser.add_argument("--bag", type=absolute_path, help="bag: a bag recorded by bag_recorder or `ros2 bag record`")
     parser.add_argument("--task-ids", type=int, nargs="+", help="libero: task ids (default: all 10)")
     parser.add_argument("--episodes-per-task", type=int, default=1, help="libero")
     parser.add_argument("--max-steps", type=int, default=100, help="libero: policy steps per episode")
-    parser.add_argument("--verifier", default="miniature")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--verifier", type=verifier_argument, default=MINIATURE,
+                        help="'miniature' or an OpenVLA HF directory (recorded in the manifest, where "
+                             "spec-vla-train-draft finds it)")
+    add_runtime_arguments(parser, "the verifier's dtype, as in spec-vla-eval (default: auto)")
     parser.add_argument("--no-center-crop", dest="center_crop", action="store_false")
+    parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT,
+                        help="prompt positions kept per step, the last ones: the largest spec-vla-train-draft "
+                             f"--context these traces serve (default {DEFAULT_CONTEXT}); 0: the whole prompt")
     parser.add_argument("--shard-steps", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--storage-dtype", choices=["auto", *sorted(STORAGE_DTYPES)], default="auto",
-                        help="auto: the verifier's dtype")
+                        help="auto: a bf16/fp16 verifier's own dtype, float16 for an fp32 one")
+
+
+def check_arguments(args) -> None:
+    """Everything that can be checked before the verifier loads."""
+    check_new_directory(args.out, "output directory")
+    for name in ("episodes", "steps_per_episode", "shard_steps", "episodes_per_task", "max_steps"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
+    if args.context < 0:
+        raise CommandError(f"--context {args.context}: expected 0 (the whole prompt) or a positive count")
+    if args.source == "images" and (args.images is None or not args.images.is_dir()):
+        raise CommandError(f"--source images needs --images DIR, an existing directory (got {args.images})")
+    if args.source == "bag" and (args.bag is None or not args.bag.exists()):
+        raise CommandError(f"--source bag needs --bag BAG, an existing bag (got {args.bag})")
 
 
 def collect(args) -> Path:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_arguments(args)
+    apply_runtime_arguments(args)
     verifier = load_verifier(args.verifier, args.device, args.dtype)
     source = {key: value for key, value in vars(args).items() if key != "out"}
     source = json.loads(json.dumps(source, default=str))
-    writer = TraceWriter(args.out, verifier, source, args.shard_steps, args.storage_dtype)
+    writer = TraceWriter(args.out, verifier, source, args.shard_steps, args.storage_dtype, args.context or None,
+                         verifier_location(args.verifier))
     collector = Collector(verifier, writer, args.center_crop)
     if args.source == "synthetic":
         episodes = (synthetic_episode(args.seed + index, args.steps_per_episode) for index in range(args.episodes))
         collect_episodes(collector, tqdm(episodes, total=args.episodes, desc="episodes"))
     elif args.source == "images":
-        if args.images is None:
-            raise SystemExit("--source images needs --images DIR")
         collect_episodes(collector, tqdm(list(image_episodes(args.images, args.instruction)), desc="episodes"))
     elif args.source == "bag":
-        if args.bag is None:
-            raise SystemExit("--source bag needs --bag BAG")
         from ..analysis.bags import observation_episodes
         collect_episodes(collector, tqdm(observation_episodes(args.bag), desc="episodes"))
     else:
@@ -261,10 +353,10 @@ def collect(args) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="spec-vla-collect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="spec-vla-collect", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    collect(parser.parse_args(argv))
+    run(parser.prog, collect, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,14 @@ chain accuracy = the fraction of steps whose first i proposals are all right (wh
 acceptance keeps), next to the most-frequent-token baseline; with `--carry`, the same chain
 accuracy for the 7 early proposals a0..a6, next to proposing the previous action (the history
 draft). The checkpoint JSON holds them.
+
+Of the verifier, training uses only its token embedding and the 256 action rows of its lm_head,
+read from the checkpoint's safetensors (`vla.tensors`): the verifier is never built, so a
+draft for OpenVLA-7B trains wherever its traces are, on `--device cuda` or the CPU. Without
+`--verifier`, the verifier is the one the traces' manifest names; a `--verifier` that is not
+the traces' verifier (name and hidden size) is refused. `--dtype bfloat16|float16` runs the
+head's forward and backward under autocast (fp16 with gradient scaling); its weights and the
+optimizer state stay fp32, and `auto` is fp32.
 """
 from __future__ import annotations
 
@@ -37,18 +45,24 @@ import json
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from transformers import LlamaConfig
 
 from ..drafts.checkpoints import load_head, save_draft
-from ..drafts.eagle_head import (ACTION_BINS, HEAD_KINDS, EagleHead, action_logits, default_core_config,
+from ..drafts.eagle_head import (ACTION_BINS, DEFAULT_CONTEXT, HEAD_KINDS, EagleHead, action_logits, core_config,
                                  verifier_action_rows)
-from ..vla.checkpoint import load_verifier
-from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
-from .collect import read_traces
+from ..drafts.registry import verifier_identity
+from ..vla.checkpoint import MINIATURE, LoadedVerifier, build_miniature, vla_config_from_hf
+from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
+from ..vla.tensors import EMBED_TOKENS, LM_HEAD, read_tensor
+from .arguments import (DTYPES, CommandError, OneLineParser, absolute_path, add_runtime_arguments,
+                        apply_runtime_arguments, check_new_directory, run, verifier_argument)
+from .collect import read_manifest, read_traces
 
 DRAFT_POSITIONS = ACTION_DIM - 1          # a1..a6: a0 is the verifier's own (free) token
 TRAIN_STATE = "train_state.pt"
@@ -57,18 +71,103 @@ IGNORED = -100                            # cross-entropy label of a non-action 
 COPY_BIAS_LR_SCALE = 50                   # one scalar in logit units: it must travel far in few steps
 
 
+@dataclass
+class VerifierParts:
+    """What training uses of the verifier, and all it holds of it (never the whole model)."""
+    name: str
+    llama_config: LlamaConfig          # the text model's config (a llama head copies its layer shapes)
+    embedding: torch.Tensor            # [vocab, H] token embedding, as stored
+    action_rows: torch.Tensor          # [256, H] lm_head rows of the action tokens 31744..31999
+
+    @property
+    def hidden_size(self) -> int:
+        return self.llama_config.hidden_size
+
+    @classmethod
+    def of(cls, verifier: LoadedVerifier) -> "VerifierParts":
+        """From a built verifier (the miniature, which has no directory)."""
+        model = verifier.model
+        return cls(verifier.name, model.language_model.config,
+                   model.language_model.get_input_embeddings().weight.detach(), verifier_action_rows(model))
+
+    @classmethod
+    def read(cls, directory) -> "VerifierParts":
+        """From an OpenVLA directory's config.json and safetensors: two tensors, nothing built.
+        Raises CheckpointError or CommandError."""
+        directory = Path(directory)
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            raise CommandError(f"verifier {directory}: no config.json (expected an OpenVLA HF directory)")
+        name, _ = verifier_identity(str(directory))
+        llama_config = LlamaConfig(**vla_config_from_hf(json.loads(config_file.read_text())).text_config)
+        embedding = read_tensor(directory, EMBED_TOKENS)
+        action_rows = read_tensor(directory, LM_HEAD, rows=slice(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1))
+        for key, tensor in ((EMBED_TOKENS, embedding), (LM_HEAD, action_rows)):
+            if tensor.ndim != 2 or tensor.shape[1] != llama_config.hidden_size:
+                raise CommandError(f"verifier {directory}: {key} has shape {tuple(tensor.shape)}, expected "
+                                   f"[*, {llama_config.hidden_size}] (config.json's hidden_size)")
+        return cls(name, llama_config, embedding, action_rows)
+
+
+def load_verifier_parts(verifier: str) -> VerifierParts:
+    """`miniature` (built, as it has no files) or an OpenVLA directory (two tensors read)."""
+    return VerifierParts.of(build_miniature()) if verifier == MINIATURE else VerifierParts.read(verifier)
+
+
+def traces_verifier(directories) -> tuple[str, str, int]:
+    """(location, name, hidden size) of the verifier the traces were collected with: their
+    manifests' `verifier_path` (older manifests: the --verifier they were collected with, when it
+    is `miniature` or an absolute path). Raises CommandError if they disagree or do not say."""
+    found = set()
+    for directory in directories:
+        manifest = read_manifest(directory)
+        location = manifest.get("verifier_path") or manifest.get("source", {}).get("verifier")
+        if not location or (location != MINIATURE and not Path(location).is_absolute()):
+            raise CommandError(f"{directory}: its manifest does not say where verifier '{manifest['verifier']}' is; "
+                               "pass --verifier DIR")
+        found.add((location, manifest["verifier"], manifest["hidden_size"]))
+    if len(found) > 1:
+        raise CommandError(f"the trace directories were collected with different verifiers: {sorted(found)}")
+    return found.pop()
+
+
+def choose_verifier(directories, requested: str | None) -> str:
+    """The verifier to train for: the traces' own when none is requested, else `requested` if it
+    is the traces' verifier (same name and hidden size). Raises CommandError."""
+    if requested is None:
+        location, _, _ = traces_verifier(directories)
+        if location != MINIATURE and not Path(location).is_dir():
+            raise CommandError(f"the traces were collected with verifier {location}, which is not there any more; "
+                               "pass --verifier DIR (the same checkpoint)")
+        return location
+    name, hidden_size = verifier_identity(requested)
+    if requested != MINIATURE and hidden_size is None:
+        raise CommandError(f"--verifier {requested}: neither 'miniature' nor an OpenVLA directory with a config.json")
+    for directory in directories:
+        manifest = read_manifest(directory)
+        if (manifest["verifier"], manifest["hidden_size"]) != (name, hidden_size):
+            raise CommandError(f"--verifier {requested} is '{name}' (hidden size {hidden_size}), but {directory} "
+                               f"holds traces of '{manifest['verifier']}' (hidden size {manifest['hidden_size']}); "
+                               "pass the verifier the traces were collected with, or leave --verifier out")
+    return requested
+
+
 class TraceDataset:
     """Traced steps as training sequences, split into train / validation by episode. With
-    `carry`, each step also links the next control step of its episode (`next`, or None)."""
+    `carry`, each step also links the next control step of its episode (`next`, or None).
+    Batches are built on the CPU and moved to `device`."""
 
-    def __init__(self, directories, verifier, val_fraction: float, carry: bool = False):
-        self.steps, val_episodes = [], set()
+    def __init__(self, directories, verifier: VerifierParts, val_fraction: float, carry: bool = False,
+                 device: str = "cpu"):
+        self.steps, val_episodes, self.device = [], set(), device
+        self.windows = {}                                    # directory -> positions a head may read (None: all)
         for index, directory in enumerate(directories):
             manifest, steps = read_traces(directory)
-            if manifest["verifier"] != verifier.name or manifest["hidden_size"] != verifier.model.hidden_size:
-                raise ValueError(f"{directory}: traces of verifier '{manifest['verifier']}' (hidden size "
-                                 f"{manifest['hidden_size']}), but training for '{verifier.name}' "
-                                 f"(hidden size {verifier.model.hidden_size})")
+            if manifest["verifier"] != verifier.name or manifest["hidden_size"] != verifier.hidden_size:
+                raise CommandError(f"{directory}: traces of verifier '{manifest['verifier']}' (hidden size "
+                                   f"{manifest['hidden_size']}), but training for '{verifier.name}' "
+                                   f"(hidden size {verifier.hidden_size})")
+            self.windows[str(directory)] = manifest["prompt_window"]
             by_position = {(step["episode"], step["step"]): step for step in steps}
             for step in steps:
                 step["episode_key"] = (index, step["episode"])
@@ -79,38 +178,45 @@ class TraceDataset:
             num_val = max(1, round(val_fraction * len(episodes))) if len(episodes) > 1 else 0
             val_episodes.update(episodes[len(episodes) - num_val:])
         if not self.steps:
-            raise ValueError(f"no traced steps in {list(map(str, directories))}")
+            raise CommandError(f"no traced steps in {list(map(str, directories))} (every step a no-op?); collect more")
         self.train = [s for s in self.steps if s["episode_key"] not in val_episodes]
         self.val = [s for s in self.steps if s["episode_key"] in val_episodes]
-        embedding = verifier.model.language_model.get_input_embeddings()
-        with torch.no_grad():
-            for step in self.steps:
-                step["token_embeds"] = embedding(step["tokens"]).float()
+        for step in self.steps:
+            step["token_embeds"] = F.embedding(step["tokens"], verifier.embedding).float()
         self.hidden_rms = float(torch.cat([s["hidden"].float() for s in self.train[:64]]).pow(2).mean().sqrt())
+
+    def check_context(self, context: int | None) -> None:
+        """A head reading `context` prompt positions (None: all) needs traces that kept them."""
+        for directory, window in self.windows.items():
+            if window is not None and (context is None or context > window):
+                wanted = "the whole prompt" if context is None else f"{context}"
+                raise CommandError(f"{directory}: traces keep the last {window} prompt positions, but --context asks "
+                                   f"for {wanted}; train with --context {window} or less, or recollect with "
+                                   f"spec-vla-collect --context {context or 0}")
 
     @staticmethod
     def groups(head: EagleHead, steps) -> list[list]:
         """Steps grouped by the length of the sequence the head reads (so batches need no padding)."""
         groups = defaultdict(list)
         for step in steps:
-            length = step["prompt_length"] - head.prompt_start(step["prompt_length"])
+            length = step["window"] - head.prompt_start(step["window"])
             groups[length, step["next"] is not None].append(step)
         return [groups[key] for key in sorted(groups)]
 
     def batch(self, head: EagleHead, steps, noise: float = 0.0, generator: torch.Generator | None = None):
         """Inputs and next embeddings [b, L, H] (after the prompt: the 6 action positions, then for
         steps with a `next` the 7 early positions), target hidden states and tokens [b, 6 (+ 7)].
-        All steps must come from one group."""
+        All steps must come from one group. Positions count from each trace's prompt window."""
         inputs, next_embeds, targets, tokens = [], [], [], []
         for step in steps:
-            length = step["prompt_length"]
+            length = step["window"]
             start = head.prompt_start(length)
             step_inputs = [step["hidden"][start:length + DRAFT_POSITIONS - 1]]
             step_embeds = [step["input_embeds"][start + 1:].float(), step["token_embeds"][:DRAFT_POSITIONS]]
             step_targets, step_tokens = [step["hidden"][length:]], [step["tokens"][1:]]
             following = step["next"]
             if following is not None:        # hidden states leading to the next a0..a6, this step's a0..a6
-                next_length = following["prompt_length"]
+                next_length = following["window"]
                 step_inputs += [step["hidden"][-1:], following["hidden"][next_length - 1:-1]]
                 step_embeds.append(step["token_embeds"])
                 step_targets.append(following["hidden"][next_length - 1:])
@@ -122,7 +228,8 @@ class TraceDataset:
         inputs = torch.stack(inputs)
         if noise:
             inputs = inputs + noise * self.hidden_rms * torch.randn(inputs.shape, generator=generator)
-        return inputs, torch.stack(next_embeds), torch.stack(targets), torch.stack(tokens)
+        return tuple(t.to(self.device) for t in (inputs, torch.stack(next_embeds), torch.stack(targets),
+                                                  torch.stack(tokens)))
 
 
 def predict(head: EagleHead, inputs, next_embeds, chain: bool,
@@ -167,8 +274,9 @@ def copy_bonus(head: EagleHead, steps, positions: int) -> torch.Tensor | None:
     token (this step's own), zero on the action positions; None for a group without early ones."""
     if steps[0]["next"] is None:
         return None
-    bonus = torch.zeros(len(steps), positions, ACTION_BINS)
-    bonus[:, DRAFT_POSITIONS:] = head.copy_bonus(torch.stack([step["tokens"] for step in steps]))
+    device = head.copy_bias.device
+    bonus = torch.zeros(len(steps), positions, ACTION_BINS, device=device)
+    bonus[:, DRAFT_POSITIONS:] = head.copy_bonus(torch.stack([step["tokens"] for step in steps]).to(device))
     return bonus
 
 
@@ -239,12 +347,18 @@ def describe(metrics: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("traces", type=Path, nargs="+", help="trace directories from spec-vla-collect")
+    parser.add_argument("traces", type=absolute_path, nargs="+", help="trace directories from spec-vla-collect")
     parser.add_argument("--kind", choices=HEAD_KINDS, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory (draft.json, draft.safetensors)")
-    parser.add_argument("--verifier", default="miniature")
+    parser.add_argument("--out", type=absolute_path, required=True,
+                        help="new checkpoint directory (draft.json, draft.safetensors); with --resume, the one "
+                             "to continue")
+    parser.add_argument("--verifier", type=verifier_argument, default=None,
+                        help="'miniature' or an OpenVLA HF directory; default: the one the traces' manifest names "
+                             "(a different one is refused)")
+    add_runtime_arguments(parser, "training precision: auto and float32 train in fp32; bfloat16/float16 run the "
+                                  "head under autocast (weights and optimizer stay fp32)")
     parser.add_argument("--layers", type=int, default=1, help="mamba: number of Mamba blocks")
-    parser.add_argument("--context", type=int, default=16,
+    parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT,
                         help="prompt positions the head reads (the last ones); 0: the whole prompt")
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -260,51 +374,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--resume", action="store_true", help=f"continue from --out's {TRAIN_STATE}")
 
 
-def train(args) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    verifier = load_verifier(args.verifier)
-    dataset = TraceDataset(args.traces, verifier, args.val_fraction, args.carry)
-    action_rows = verifier_action_rows(verifier.model).float()
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_arguments(args) -> None:
+    """Everything that can be checked before any tensor is read."""
+    for directory in args.traces:
+        read_manifest(directory)                      # missing or foreign: one line, now
+    if args.resume:
+        if not (args.out / TRAIN_STATE).is_file():
+            raise CommandError(f"--resume: {args.out / TRAIN_STATE} does not exist")
+    else:
+        check_new_directory(args.out, "--out")
+    for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "layers"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
+    if args.context < 0:
+        raise CommandError(f"--context {args.context}: expected 0 (the whole prompt) or a positive count")
+    if not 0 <= args.val_fraction < 1:
+        raise CommandError(f"--val-fraction {args.val_fraction}: expected a fraction in [0, 1)")
+    assert args.dtype in DTYPES
+
+
+def train(args, verifier: VerifierParts | None = None) -> dict:
+    """Train (or `--resume`) a draft head; `verifier` overrides reading it (tests)."""
+    check_arguments(args)
+    apply_runtime_arguments(args)
+    verifier_location = choose_verifier(args.traces, args.verifier)
+    verifier = verifier or load_verifier_parts(verifier_location)
+    device = torch.device(args.device)
+    autocast_dtype = AUTOCAST_DTYPES.get(args.dtype)
+    dataset = TraceDataset(args.traces, verifier, args.val_fraction, args.carry, device)
+    dataset.check_context(args.context or None)
+    action_rows = verifier.action_rows.to(device=device, dtype=torch.float32)
     state_file = args.out / TRAIN_STATE
     if args.resume:
-        if not state_file.exists():
-            raise SystemExit(f"--resume: {state_file} does not exist")
         head, config = load_head(args.out)
         if config["kind"] != args.kind:
-            raise SystemExit(f"--resume: {args.out} holds a '{config['kind']}' draft, not '{args.kind}'")
+            raise CommandError(f"--resume: {args.out} holds a '{config['kind']}' draft, not '{args.kind}'")
         if config.get("carry", False) != args.carry:
-            raise SystemExit(f"--resume: {args.out} was trained {'with' if config.get('carry') else 'without'} "
-                             "--carry; resume it the same way")
+            raise CommandError(f"--resume: {args.out} was trained {'with' if config.get('carry') else 'without'} "
+                               "--carry; resume it the same way")
+        if config["context"] != (args.context or None):
+            raise CommandError(f"--resume: {args.out} reads --context {config['context'] or 0}; resume it the same way")
     else:
         torch.manual_seed(args.seed)
-        head = EagleHead(args.kind, default_core_config(args.kind, verifier.model, args.layers), args.context or None,
+        head = EagleHead(args.kind, core_config(args.kind, verifier.llama_config, args.layers), args.context or None,
                          args.carry)
-    head.train()
+    head.to(device).train()
     param_groups = [{"params": [p for name, p in head.named_parameters() if name != "copy_bias"]}]
     if head.carry:
         param_groups.append({"params": [head.copy_bias], "lr_scale": COPY_BIAS_LR_SCALE, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(param_groups, lr=args.lr, weight_decay=args.weight_decay)
-    training = {"traces": [str(p) for p in args.traces], "train_steps": len(dataset.train),
-                "val_steps": len(dataset.val), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                "noise": args.noise, "chain_weight": args.chain_weight, "seed": args.seed, "step": 0, "seconds": 0.0,
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    training = {"traces": [str(p) for p in args.traces], "verifier_path": verifier_location,
+                "train_steps": len(dataset.train), "val_steps": len(dataset.val), "steps": args.steps,
+                "batch_size": args.batch_size, "lr": args.lr, "noise": args.noise, "chain_weight": args.chain_weight,
+                "seed": args.seed, "device": args.device, "dtype": args.dtype, "step": 0, "seconds": 0.0,
                 "most_frequent_baseline": most_frequent_baseline(dataset.train, dataset.val) if dataset.val else []}
     if args.resume:
-        saved = torch.load(state_file, weights_only=False)
+        saved = torch.load(state_file, weights_only=False, map_location=device)
         optimizer.load_state_dict(saved["optimizer"])
+        if "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         training = saved["training"]
     group_of = {id(step): group for group in dataset.groups(head, dataset.train) for step in group}
-    print(f"{args.kind} draft: {sum(p.numel() for p in head.parameters()) / 1e6:.2f} M parameters, "
-          f"{len(dataset.train)} train / {len(dataset.val)} validation steps; "
+    print(f"{args.kind} draft for '{verifier.name}': {sum(p.numel() for p in head.parameters()) / 1e6:.2f} M "
+          f"parameters, {len(dataset.train)} train / {len(dataset.val)} validation steps on {args.device}; "
           f"most-frequent baseline {describe({'': training['most_frequent_baseline']})}")
 
     def checkpoint() -> None:
         save_draft(args.out, head, verifier.name, training)
-        torch.save({"optimizer": optimizer.state_dict(), "training": training}, state_file)
+        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "training": training},
+                   state_file)
 
     generator = torch.Generator()
     start = time.perf_counter() - training["seconds"]
@@ -317,16 +462,20 @@ def train(args) -> dict:
         inputs, next_embeds, targets, tokens = dataset.batch(head, traced, args.noise, generator)
         for param_group in optimizer.param_groups:
             param_group["lr"] = param_group.get("lr_scale", 1.0) * learning_rate(step, args.steps, args.lr, args.warmup)
-        forced, chained = predict(head, inputs, next_embeds, chain=args.chain_weight > 0,
-                                  early=group[0]["next"] is not None)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            forced, chained = predict(head, inputs, next_embeds, chain=args.chain_weight > 0,
+                                      early=group[0]["next"] is not None)
+        forced, chained = forced.float(), None if chained is None else chained.float()
         bonus = copy_bonus(head, traced, tokens.shape[1])
         loss, hits = loss_and_hits(forced, targets, tokens, action_rows, bonus)
         if chained is not None:
             loss = loss + args.chain_weight * loss_and_hits(chained, targets, tokens, action_rows, bonus)[0]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         progress.set_postfix(loss=f"{loss.item():.4f}", acc=f"{hits.float().mean().item():.2f}")
         training["step"], training["seconds"] = step + 1, round(time.perf_counter() - start, 1)
         done = step + 1 == args.steps
@@ -343,10 +492,10 @@ def train(args) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="spec-vla-train-draft", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="spec-vla-train-draft", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    train(parser.parse_args(argv))
+    run(parser.prog, train, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
