@@ -2,6 +2,18 @@
 LIBERO-GOAL environment once per module that asks for one."""
 import numpy as np
 import pytest
+import torch
+
+THREADS_AT_START = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def same_torch_threads():
+    """Commands run in-process set torch's thread count (`--threads`), and results in float32 depend on
+    it: every test starts from the count the session started with."""
+    torch.set_num_threads(THREADS_AT_START)
+    yield
+    torch.set_num_threads(THREADS_AT_START)
 
 
 @pytest.fixture(scope="session")

@@ -233,3 +233,93 @@ def test_report_and_command_line(traces, verifier, tmp_path, capsys):
     assert "miniature" in printed and f"{sum(map(len, episodes))} recorded actions in 6 episode(s)" in printed
     rows = json.loads((output / "harness.json").read_text())["tables"]["runs"]
     assert [(row["draft"], row["acceptance"]) for row in rows] == [("history", "strict"), ("history", "relaxed:3")]
+
+
+# --- the verifier a recording names, and the command line ----------------------------------------
+
+def write_manifest(directory, verifier: str, verifier_path=None):
+    """A trace manifest (no steps) as spec-vla-collect writes it; `verifier_path` None: an older one without it."""
+    from spec_vla_ros.training.collect import MANIFEST, TRACE_FORMAT, TRACE_FORMAT_VERSION
+    directory.mkdir(parents=True)
+    manifest = {"format": TRACE_FORMAT, "format_version": TRACE_FORMAT_VERSION, "verifier": verifier,
+                "shards": [], "steps": []}
+    if verifier_path is not None:
+        manifest["verifier_path"] = verifier_path
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    return directory
+
+
+def test_traces_are_replayed_with_the_verifier_their_manifest_names(tmp_path, monkeypatch):
+    from spec_vla_ros.drafts.registry import MINIATURE_NAME
+    from spec_vla_ros.training.arguments import CommandError
+
+    model = tmp_path / "models" / "openvla-7b-finetuned-libero-goal"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "openvla"}))
+    monkeypatch.chdir(tmp_path)
+    traces = write_manifest(tmp_path / "traces", model.name, str(model))
+    assert harness.traces_verifier(traces, None) == str(model)
+    assert harness.traces_verifier(traces, "models/" + model.name) == "models/" + model.name
+    with pytest.raises(CommandError, match=f"collected with verifier '{model.name}'"):
+        harness.traces_verifier(traces, "miniature")
+    older = write_manifest(tmp_path / "older", MINIATURE_NAME)            # no verifier_path: the miniature's
+    assert harness.traces_verifier(older, None) == "miniature"
+    with pytest.raises(CommandError, match="do not record where"):
+        harness.traces_verifier(write_manifest(tmp_path / "older-real", model.name), None)
+    moved = write_manifest(tmp_path / "moved", model.name, str(tmp_path / "gone" / model.name))
+    with pytest.raises(CommandError, match="not a directory on this machine"):
+        harness.traces_verifier(moved, None)
+
+
+def test_the_command_refuses_in_one_line(traces, tmp_path, capsys):
+    directory, _ = traces
+    for argv, message in [(["--traces", str(directory), "--verifier", str(tmp_path)], "collected with verifier"),
+                          (["--traces", str(directory), "--drafts", "eagle"], "draft 'eagle'"),
+                          (["--traces", str(directory), "--checkpoint", "history=x"], "--checkpoint takes"),
+                          (["--traces", str(directory), "--num-draft-tokens", "0"], "--num-draft-tokens 0"),
+                          (["--traces", str(directory), "--acceptance", "loose"], "loose"),
+                          (["--traces", str(directory), "--verifier", "miniature", "--ignore-recorded-verifier"],
+                           "goes with --bag"),
+                          (["--traces", str(tmp_path / "none")], "no manifest.json"),
+                          (["--bag", str(tmp_path / "none")], "no such bag")]:
+        assert harness.main(argv) == 2, argv
+        error = capsys.readouterr().err
+        assert error.startswith("spec-vla-harness: ") and message in error and error.count("\n") == 1, error
+    with pytest.raises(SystemExit) as exit_:
+        harness.main(["--traces", str(directory), "--threads", "many"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def option_help(parser) -> dict[str, str]:
+    """--help's text per option (its lines joined), at a width where nothing is cut."""
+    entries, current = {}, None
+    for line in parser.format_help().splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            entries[current] = line
+        elif current and line.startswith("   "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
+@pytest.mark.parametrize("command", ["spec-vla-harness", "spec-vla-bench decode"])
+def test_every_option_has_help_that_shows_its_default(command, monkeypatch):
+    import argparse
+
+    from spec_vla_ros.decoding import benchmark
+
+    monkeypatch.setenv("COLUMNS", "200")
+    if command == "spec-vla-harness":
+        parser = harness.build_parser()
+    else:
+        parser = argparse.ArgumentParser(prog=command)
+        benchmark.add_arguments(parser)
+    entries = option_help(parser)
+    options = [action.option_strings[0] for action in parser._actions if action.option_strings
+               and action.option_strings[0] != "-h"]
+    assert options and set(options) <= set(entries)
+    for option in options:
+        text = entries[option].split(None, 1)[1] if " " in entries[option].strip() else ""
+        assert "(default: " in text and len(text.split("(default: ")[0].split()) >= 2, entries[option]

@@ -11,31 +11,45 @@ Strict acceptance replays exactly: every accepted prefix is the greedy one, whos
 outputs are recorded. Relaxed acceptance is an approximation: after a kept-but-different draft
 token the real verifier would continue from another prefix, whose outputs are not recorded;
 the replay serves the recorded greedy continuation instead.
+
+The verifier is the one the recording names unless `--verifier` says otherwise: the traces'
+manifest records where their verifier is, and a bag's decode statistics record the verifier the
+policy ran. A `--verifier` whose name differs from the recorded one is refused (traces hold that
+verifier's features; a bag's frames are decoded here only with `--ignore-recorded-verifier`).
+Drafts left at their default skip `mamba` and `llama` when no checkpoint is given for a verifier
+other than the miniature (the packaged ones fit only the miniature). Paths are taken relative to
+the caller's directory. Expected failures end with one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
-import argparse
+import json
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rosbags.highlevel import AnyReaderError
 from tqdm import tqdm
 
+from ..cli import ArgumentParser, fail
 from ..decoding.acceptance import Acceptance
 from ..decoding.decoder import Decoder, until_eos
 from ..decoding.stats import DecodeStats
 from ..drafts.base import Draft
-from ..drafts.registry import DRAFT_NAMES, check_draft_config, load_draft
-from ..training.collect import Trace, read_traces, trace_action
+from ..drafts.eagle_head import HEAD_KINDS
+from ..drafts.registry import DRAFT_NAMES, MINIATURE_NAME, check_draft_config, load_draft
+from ..training.arguments import (DTYPES, EXPECTED_ERRORS, CommandError, absolute_path, apply_runtime_arguments,
+                                  device_argument, verifier_argument)
+from ..training.collect import Trace, read_manifest, read_traces, trace_action
 from ..vla.checkpoint import MINIATURE, LoadedVerifier, load_verifier
 from ..vla.constants import ACTION_DIM, ACTION_NAMES, EOS_TOKEN_ID
 from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
 from ..vla.session import VerifierStep
 from . import plots
-from .bags import observation_episodes
+from .bags import observation_episodes, read_bag
 from .evaluate import parse_acceptance
 from .report import Column, Report, Table, draft_train_accuracy, position_outcome_counts, provenance
 
@@ -273,56 +287,184 @@ def build_report(measured: dict, caption: str, figure_dir: Path) -> Report:
     return Report("Offline draft harness", caption, tables, figures, notes)
 
 
+# --- which verifier ------------------------------------------------------------------------
+
+def verifier_name(verifier: str) -> str:
+    """The name a loaded verifier gets (LoadedVerifier.name), read cheaply: the miniature's, the
+    name in a directory's config.json, else the directory's own name (also for a path that is not
+    on this machine, as recorded on another)."""
+    if verifier == MINIATURE:
+        return MINIATURE_NAME
+    try:
+        config = json.loads((Path(verifier) / "config.json").read_text())
+        return str(config.get("spec_vla_ros", {}).get("name", Path(verifier).name))
+    except (OSError, ValueError, AttributeError):
+        return Path(verifier).name
+
+
+def describe(verifier: str) -> str:
+    return f"'{verifier_name(verifier)}'" + ("" if verifier == MINIATURE else f" ({verifier})")
+
+
+def recorded_location(location: str, source: str) -> str:
+    """A verifier location read from a recording, checked to exist here; absolute."""
+    if location == MINIATURE:
+        return location
+    if not Path(location).is_dir():
+        raise CommandError(f"{source} was recorded with verifier {location}, which is not a directory on this "
+                           f"machine; pass --verifier DIR (a copy of '{verifier_name(location)}')")
+    return str(absolute_path(location))
+
+
+def traces_verifier(directory: Path, given: str | None) -> str:
+    """The verifier to replay traces with: `given`, which must be the one that collected them,
+    or the one their manifest records (`verifier_path`; `miniature` for older manifests of it)."""
+    manifest = read_manifest(directory)
+    recorded = manifest["verifier"]
+    if given is not None:
+        if verifier_name(given) != recorded:
+            raise CommandError(f"--verifier {given} is '{verifier_name(given)}', but traces {directory} were "
+                               f"collected with verifier '{recorded}'; leave --verifier out to use the recorded one "
+                               "(traces hold their verifier's features and replay with no other)")
+        return given
+    location = manifest.get("verifier_path") or (MINIATURE if recorded == MINIATURE_NAME else None)
+    if location is None:
+        raise CommandError(f"traces {directory} do not record where their verifier '{recorded}' is (collected by an "
+                           "older spec-vla-collect); pass --verifier DIR")
+    return recorded_location(location, f"traces {directory}")
+
+
+def bag_verifier(bag: Path, given: str | None, ignore_recorded: bool) -> str:
+    """The verifier to decode a bag's frames with: the one its decode statistics record, or
+    `given`, which must name the same verifier unless `ignore_recorded`."""
+    if not bag.exists():
+        raise CommandError(f"--bag {bag}: no such bag")
+    try:
+        decode_stats = read_bag(bag).decode_stats
+    except (OSError, AnyReaderError) as error:
+        raise CommandError(f"--bag {bag}: not a readable bag ({error})") from None
+    recorded = list(dict.fromkeys(stats["verifier"] for stats in decode_stats if "verifier" in stats))
+    if given is None:
+        if not recorded:
+            raise CommandError(f"bag {bag} records no verifier (no decode_stats naming one); pass --verifier "
+                               "miniature or --verifier DIR")
+        if len(recorded) > 1:
+            raise CommandError(f"bag {bag} was recorded with several verifiers ({', '.join(recorded)}); pass "
+                               "--verifier with --ignore-recorded-verifier to decode all its frames with one")
+        return recorded_location(recorded[0], f"bag {bag}")
+    others = [location for location in recorded if verifier_name(location) != verifier_name(given)]
+    if others and not ignore_recorded:
+        raise CommandError(f"--verifier {given} is '{verifier_name(given)}', but bag {bag} was recorded with "
+                           f"{', '.join(map(describe, others))}; leave --verifier out to use the recorded one, or "
+                           "pass --ignore-recorded-verifier to decode its frames with this one")
+    return given
+
+
 # --- command line --------------------------------------------------------------------------
 
 def parse_draft(item: str) -> tuple[str, str]:
-    """`NAME` or `NAME=CHECKPOINT` -> (name, checkpoint)."""
+    """`NAME` or `NAME=CHECKPOINT` -> (name, checkpoint made absolute)."""
     name, _, checkpoint = item.partition("=")
     if name not in DRAFT_NAMES[1:]:
-        raise ValueError(f"draft '{item}': expected mamba, llama or history, optionally NAME=CHECKPOINT_DIR")
+        raise CommandError(f"draft '{item}': expected mamba, llama or history, optionally NAME=CHECKPOINT_DIR")
     if checkpoint and name == "history":
-        raise ValueError("the history draft has no checkpoint")
-    return name, checkpoint
+        raise CommandError("the history draft has no checkpoint")
+    return name, str(absolute_path(checkpoint)) if checkpoint else ""
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spec-vla-harness", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_checkpoints(items: list[str]) -> dict[str, str]:
+    """`--checkpoint DRAFT=PATH` entries (as spec-vla-eval) -> {draft: absolute path}."""
+    checkpoints = {}
+    for item in items:
+        name, separator, path = item.partition("=")
+        if not separator or name not in HEAD_KINDS or not path:
+            raise CommandError(f"--checkpoint takes mamba=PATH or llama=PATH, got '{item}'")
+        checkpoints[name] = str(absolute_path(path))
+    return checkpoints
+
+
+def drafts_to_measure(args, verifier: str) -> list[tuple[str, str]]:
+    """(name, checkpoint) per draft, checked without loading weights. Left at the default, a draft
+    head with no checkpoint for a verifier other than the miniature is skipped, with a line saying
+    how to add it; asked for by name, it is refused."""
+    checkpoints = parse_checkpoints(args.checkpoint)
+    entries = [parse_draft(item) for item in (args.drafts or DEFAULT_DRAFTS)]
+    entries = [(name, checkpoint or checkpoints.get(name, "")) for name, checkpoint in entries]
+    kept = []
+    for name, checkpoint in entries:
+        if (args.drafts is None and name in HEAD_KINDS and not checkpoint
+                and verifier_name(verifier) != MINIATURE_NAME):
+            print(f"spec-vla-harness: skipping draft {name}: no checkpoint for verifier {describe(verifier)} (the "
+                  f"packaged one fits the miniature only); pass --checkpoint {name}=DIR from spec-vla-train-draft",
+                  file=sys.stderr)
+            continue
+        if name in HEAD_KINDS and not checkpoint and verifier_name(verifier) != MINIATURE_NAME:
+            raise CommandError(f"draft {name} needs a checkpoint for verifier {describe(verifier)} (the packaged "
+                               f"one fits the miniature only): pass --checkpoint {name}=DIR from "
+                               "spec-vla-train-draft")
+        try:
+            check_draft_config(name, checkpoint, verifier)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        kept.append((name, checkpoint))
+    return kept
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="spec-vla-harness", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--traces", type=Path, help="trace directory from spec-vla-collect")
-    source.add_argument("--bag", type=Path, help="rosbag2 bag (MCAP) with camera images and instructions")
-    parser.add_argument("--drafts", nargs="+", default=list(DEFAULT_DRAFTS), metavar="NAME[=CHECKPOINT]",
-                        help="drafts to measure; a checkpoint directory may be given per entry")
+    source.add_argument("--traces", type=absolute_path, help="trace directory from spec-vla-collect "
+                                                             "(default: none; give --traces or --bag)")
+    source.add_argument("--bag", type=absolute_path,
+                        help="rosbag2 bag (MCAP) with camera images and instructions, decoded by the verifier here "
+                             "(default: none; give --traces or --bag)")
+    parser.add_argument("--drafts", nargs="+", metavar="NAME[=CHECKPOINT]",
+                        help="drafts to measure, a checkpoint directory optionally given per entry (default: "
+                             f"{' '.join(DEFAULT_DRAFTS)}; for a verifier other than the miniature, mamba and "
+                             "llama only where --checkpoint gives one)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
+                        help="a trained draft checkpoint for mamba or llama, as in spec-vla-eval; repeatable "
+                             "([] = the packaged ones, which fit the miniature only)")
     parser.add_argument("--acceptance", nargs="+", default=list(DEFAULT_RULES),
                         help="strict, relaxed[:T] (Spec-VLA's exact rule, |draft id - verifier id| <= T, "
                              "default T 9) or relaxed-guarded[:T] (also both ids action tokens and the gripper "
                              "on the verifier's side)")
-    parser.add_argument("--num-draft-tokens", nargs="+", type=int, default=[4])
-    parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--output", type=Path, default=Path("runs/harness"))
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        entries = [parse_draft(item) for item in args.drafts]
-        rules = [parse_acceptance(text) for text in args.acceptance]
-        for name, checkpoint in entries:          # cheap checks before anything loads
-            check_draft_config(name, checkpoint, args.verifier)
-    except ValueError as error:
-        parser.error(str(error))
-    if any(k < 1 or k > ACTION_DIM for k in args.num_draft_tokens):
-        parser.error(f"--num-draft-tokens must lie in 1..{ACTION_DIM}")
+    parser.add_argument("--num-draft-tokens", nargs="+", type=int, default=[4],
+                        help=f"tokens a draft proposes per verifier pass, each in 1..{ACTION_DIM}")
+    parser.add_argument("--verifier", type=verifier_argument,
+                        help="'miniature' or an OpenVLA HF directory (default: the verifier the traces' manifest or "
+                             "the bag's decode_stats record; a different one is refused)")
+    parser.add_argument("--ignore-recorded-verifier", action="store_true",
+                        help="with --bag and --verifier: decode the frames with --verifier although the bag was "
+                             "recorded with another")
+    parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="the verifier's dtype; auto: the checkpoint's own")
+    parser.add_argument("--output", type=absolute_path, default="runs/harness", help="report directory")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    verifier = load_verifier(args.verifier, args.device, args.dtype)
+
+def harness(args) -> int:
+    if any(k < 1 or k > ACTION_DIM for k in args.num_draft_tokens):
+        raise CommandError(f"--num-draft-tokens {' '.join(map(str, args.num_draft_tokens))}: each must lie in "
+                           f"1..{ACTION_DIM}")
+    try:
+        rules = [parse_acceptance(text) for text in args.acceptance]
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if args.ignore_recorded_verifier and not (args.bag and args.verifier):
+        raise CommandError("--ignore-recorded-verifier goes with --bag and --verifier")
+    verifier_path = (traces_verifier(args.traces, args.verifier) if args.traces
+                     else bag_verifier(args.bag, args.verifier, args.ignore_recorded_verifier))
+    entries = drafts_to_measure(args, verifier_path)   # cheap checks before anything loads
+    apply_runtime_arguments(args)                      # CUDA present, --threads set
+    verifier = load_verifier(verifier_path, args.device, args.dtype)
     try:
         episodes, data = trace_episodes(args.traces, verifier) if args.traces else bag_episodes(args.bag, verifier)
-    except (ValueError, OSError) as error:
-        print(f"spec-vla-harness: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, AnyReaderError) as error:
+        raise CommandError(str(error)) from None
     drafts = [DraftUnderTest(f"{name} ({Path(checkpoint).name})" if checkpoint else name,
                              load_draft(name, checkpoint, verifier), checkpoint,
                              draft_train_accuracy(name, checkpoint, verifier.name))
@@ -334,6 +476,16 @@ def main(argv=None) -> int:
     print(report.markdown(args.output))
     print(f"\nreport: {args.output / (REPORT_STEM + '.md')} (+ .json, .csv, .png)")
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit status 0, or 2 after one line on stderr for an expected failure (bad argument, missing
+    or contradicting input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return harness(args)
+    except EXPECTED_ERRORS as error:
+        return fail("spec-vla-harness", error)
 
 
 if __name__ == "__main__":

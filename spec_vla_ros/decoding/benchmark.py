@@ -14,6 +14,13 @@ actions greedy decoding reproduces when only the passes' shapes change; strict
 speculative decoding, which verifies in passes of other shapes, is expected near it, not at
 100 %, where the verifier has near-tied argmaxes (see acceptance.LOSSLESS_CLAIM).
 
+Drafts: `--checkpoint mamba=DIR` / `llama=DIR` (as in spec-vla-eval; `--mamba-checkpoint` and
+`--llama-checkpoint` say the same). Without one, the packaged head serves the miniature; for any
+other verifier that head is skipped with a line saying how to pass one, and `history` (no
+checkpoint) always runs. Paths are taken relative to the caller's directory; a bad argument,
+missing checkpoint or one trained for another verifier ends the command with one line on stderr
+and exit status 2.
+
 `--arch openvla-7b` additionally builds the full-size OpenVLA architecture with random weights
 directly on the device in bf16 (no download, never 7B fp32 parameters on the CPU), times its
 prefill and verifier passes and full-size draft heads, and projects ms per action for each
@@ -24,22 +31,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..cli import fail, use_defaults_in_help
 from ..drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config
-from ..drafts.registry import DRAFT_NAMES, load_draft
+from ..drafts.registry import DRAFT_NAMES, MINIATURE_NAME, check_draft_config, load_draft, verifier_identity
+from ..training.arguments import (DTYPES, EXPECTED_ERRORS, CommandError, absolute_path, apply_runtime_arguments,
+                                  device_argument, verifier_argument)
 from ..training.collect import synthetic_episode
 from ..vla.action_tokenizer import token_ids_to_bin_indices
-from ..vla.checkpoint import load_verifier, resolve_dtype
+from ..vla.checkpoint import MINIATURE, check_checkpoint_files, load_verifier, resolve_dtype
 from ..vla.constants import ACTION_DIM, ACTION_NAMES, EMPTY_TOKEN_ID, BOS_TOKEN_ID
 from ..vla.model import OpenVLA, VLAConfig
 from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
 from ..vla.session import VerifierSession
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
 from .acceptance import GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
 from .decoder import Decoder
 from .noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
@@ -49,34 +61,118 @@ ARCHES = ("miniature", "openvla-7b")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--verifier", default="miniature")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
+    use_defaults_in_help(parser)              # '(default: X)' in --help, one-line errors, exit 2
+    parser.add_argument("--verifier", type=verifier_argument, default=MINIATURE,
+                        help="'miniature' or an OpenVLA HF directory (default: %(default)s)")
+    parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda or cuda:N "
+                                                                              "(default: %(default)s)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="the verifier's dtype; auto: the checkpoint's own (default: %(default)s)")
     parser.add_argument("--drafts", nargs="+", default=["mamba", "llama", "history"],
-                        choices=[name for name in DRAFT_NAMES if name != "none"])
-    parser.add_argument("--mamba-checkpoint", default="", help="'' = the packaged one (miniature only)")
-    parser.add_argument("--llama-checkpoint", default="", help="'' = the packaged one (miniature only)")
+                        choices=[name for name in DRAFT_NAMES if name != "none"],
+                        help="drafts to measure beside AR; for a verifier other than the miniature, mamba and llama "
+                             "run only with a checkpoint (default: %(default)s)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
+                        help="a trained draft checkpoint for mamba or llama, as in spec-vla-eval; repeatable "
+                             "(default: the packaged ones, which fit the miniature only)")
+    parser.add_argument("--mamba-checkpoint", type=optional_path, default="",
+                        help="same as --checkpoint mamba=PATH (default: '', the packaged one)")
+    parser.add_argument("--llama-checkpoint", type=optional_path, default="",
+                        help="same as --checkpoint llama=PATH (default: '', the packaged one)")
     parser.add_argument("--thresholds", type=int, nargs="+", default=[0, 3, 6, 9],
-                        help="0 = strict acceptance, otherwise each rule of --relaxed-rules with that threshold")
+                        help="0 = strict acceptance, otherwise each rule of --relaxed-rules with that threshold "
+                             "(default: %(default)s)")
     parser.add_argument("--relaxed-rules", nargs="+", default=[RELAXED_RULE], choices=[RELAXED_RULE, GUARDED_RULE],
                         help="relaxed: Spec-VLA's exact rule (|draft id - verifier id| <= T); relaxed-guarded: also "
-                             "both ids action tokens and the gripper on the verifier's side")
-    parser.add_argument("--num-draft-tokens", type=int, nargs="+", default=[2, 4, 6])
-    parser.add_argument("--episodes", type=int, default=3, help="synthetic episodes (seeds from --seed)")
+                             "both ids action tokens and the gripper on the verifier's side (default: %(default)s)")
+    parser.add_argument("--num-draft-tokens", type=int, nargs="+", default=[2, 4, 6],
+                        help=f"tokens a draft proposes per verifier pass, each in 1..{ACTION_DIM} "
+                             "(default: %(default)s)")
+    parser.add_argument("--episodes", type=int, default=3,
+                        help="synthetic episodes, seeds from --seed (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=BENCH_SEED,
-                        help="first synthetic episode's seed (default 100000, far from the training seeds)")
-    parser.add_argument("--steps-per-episode", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2, help="untimed actions per configuration first")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--json", type=Path, help="write all results here")
-    parser.add_argument("--markdown", type=Path, help="write the table here")
+                        help="first synthetic episode's seed, far from the training seeds (default: %(default)s)")
+    parser.add_argument("--steps-per-episode", type=int, default=10,
+                        help="control steps per synthetic episode (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed actions per configuration first (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP + " (default: %(default)s)")
+    parser.add_argument("--json", type=optional_path, help="write all results here (default: not written)")
+    parser.add_argument("--markdown", type=optional_path, help="write the table here (default: not written)")
     parser.add_argument("--arch", choices=ARCHES, default="miniature",
-                        help="openvla-7b: also time the full-size architecture (random weights, bf16, GPU)")
-    parser.add_argument("--arch-device", default="cuda", help="device for --arch openvla-7b")
-    parser.add_argument("--arch-repeats", type=int, default=10)
+                        help="openvla-7b: also time the full-size architecture (random weights, bf16, GPU) "
+                             "(default: %(default)s)")
+    parser.add_argument("--arch-device", type=device_argument, default="cuda",
+                        help="device for --arch openvla-7b (default: %(default)s)")
+    parser.add_argument("--arch-repeats", type=int, default=10,
+                        help="timed repeats per measurement for --arch openvla-7b (default: %(default)s)")
     parser.add_argument("--arch-prompt-tokens", type=int, default=24,
-                        help="prompt length in Llama-2 tokens for the 7B timing (LIBERO instructions: ~20-30)")
-    parser.add_argument("--force", action="store_true", help="run --arch openvla-7b on a CPU anyway")
+                        help="prompt length in Llama-2 tokens for the 7B timing, LIBERO instructions: ~20-30 "
+                             "(default: %(default)s)")
+    parser.add_argument("--force", action="store_true",
+                        help="run --arch openvla-7b on a CPU anyway (default: %(default)s)")
+
+
+def optional_path(text: str) -> str:
+    """argparse type: '' stays '' (not given), anything else is made absolute against the caller's directory."""
+    return str(absolute_path(text)) if text else ""
+
+
+def draft_checkpoints(args) -> dict[str, str]:
+    """{draft: checkpoint} from --checkpoint DRAFT=PATH and --mamba/--llama-checkpoint; '' = none given."""
+    checkpoints = {"mamba": args.mamba_checkpoint, "llama": args.llama_checkpoint}
+    for item in args.checkpoint:
+        name, separator, path = item.partition("=")
+        if not separator or name not in HEAD_KINDS or not path:
+            raise CommandError(f"--checkpoint takes mamba=PATH or llama=PATH, got '{item}'")
+        if checkpoints[name] and checkpoints[name] != optional_path(path):
+            raise CommandError(f"two checkpoints for {name}: {checkpoints[name]} and {path}")
+        checkpoints[name] = optional_path(path)
+    return checkpoints
+
+
+def drafts_to_run(args) -> list[tuple[str, str]]:
+    """(draft, checkpoint) per draft of --drafts, checked without loading weights. A draft head with
+    no checkpoint for a verifier other than the miniature is skipped, with a line saying how to
+    add one (history needs none and always runs). Raises CommandError."""
+    checkpoints = draft_checkpoints(args)
+    try:
+        verifier_name = verifier_identity(args.verifier)[0]
+    except (ValueError, TypeError, KeyError) as error:     # config.json that is not an OpenVLA config
+        raise CommandError(f"--verifier {args.verifier}: config.json is not an OpenVLA config ({error})") from None
+    miniature = verifier_name == MINIATURE_NAME
+    kept = []
+    for name in dict.fromkeys(args.drafts):
+        checkpoint = checkpoints.get(name, "")
+        if name in HEAD_KINDS and not checkpoint and not miniature:
+            print(f"spec-vla-bench decode: skipping draft {name}: no checkpoint for verifier "
+                  f"'{verifier_name}' (the packaged one fits the miniature only); pass "
+                  f"--checkpoint {name}=DIR from spec-vla-train-draft", file=sys.stderr)
+            continue
+        try:
+            check_draft_config(name, checkpoint, args.verifier)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        kept.append((name, checkpoint))
+    return kept
+
+
+def check_arguments(args) -> None:
+    """What can be checked before anything loads. Raises CommandError."""
+    counts = {"--episodes": args.episodes, "--steps-per-episode": args.steps_per_episode,
+              "--arch-repeats": args.arch_repeats}
+    for option, value in counts.items():
+        if value < 1:
+            raise CommandError(f"{option} {value}: expected at least 1")
+    if args.warmup < 0:
+        raise CommandError(f"--warmup {args.warmup}: expected 0 or more")
+    if any(k < 1 or k > ACTION_DIM for k in args.num_draft_tokens):
+        raise CommandError(f"--num-draft-tokens {' '.join(map(str, args.num_draft_tokens))}: each must lie in "
+                           f"1..{ACTION_DIM}")
+    if any(threshold < 0 for threshold in args.thresholds):
+        raise CommandError(f"--thresholds {' '.join(map(str, args.thresholds))}: expected 0 (strict) or positive")
+    if args.verifier != MINIATURE:
+        check_checkpoint_files(args.verifier)          # CheckpointError naming what is missing
 
 
 def observations(episodes: int, steps: int, seed: int = BENCH_SEED):
@@ -94,16 +190,16 @@ def acceptance_rules(thresholds: list[int], rules: list[str]) -> list[Acceptance
     return list(dict.fromkeys(made))
 
 
-def configurations(args, verifier) -> list[dict]:
-    """AR first, then AR's noise-floor twin, then each draft x acceptance rule x k."""
+def configurations(args, verifier, drafts: list[tuple[str, str]] | None = None) -> list[dict]:
+    """AR first, then AR's noise-floor twin, then each draft x acceptance rule x k. `drafts`:
+    (name, checkpoint) pairs, by default drafts_to_run(args)."""
     configs = [{"draft": "none", "acceptance": STRICT, "num_draft_tokens": 0, "decoder": Decoder(verifier.model)},
                {"draft": RESHAPED_AR, "acceptance": STRICT, "num_draft_tokens": 0,
                 "decoder": reshaped_ar_decoder(verifier.model)}]
-    checkpoints = {"mamba": args.mamba_checkpoint, "llama": args.llama_checkpoint}
-    for name in args.drafts:
+    for name, checkpoint in (drafts_to_run(args) if drafts is None else drafts):
         for acceptance in acceptance_rules(args.thresholds, args.relaxed_rules):
             for k in args.num_draft_tokens:
-                draft = load_draft(name, checkpoints.get(name, ""), verifier)
+                draft = load_draft(name, checkpoint, verifier)
                 configs.append({"draft": name, "acceptance": acceptance, "num_draft_tokens": k,
                                 "decoder": Decoder(verifier.model, draft, k, acceptance)})
     return configs
@@ -135,8 +231,8 @@ def summarize(config: dict, records: list, ar_tokens: list, ar_median: float | N
     }
 
 
-def measure(args, verifier) -> list[dict]:
-    configs = configurations(args, verifier)
+def measure(args, verifier, drafts: list[tuple[str, str]] | None = None) -> list[dict]:
+    configs = configurations(args, verifier, drafts)
     observed = observations(args.episodes, args.steps_per_episode, args.seed)
     tokenizer = verifier.tokenizer
     inputs = [(episode, pixel_values(frame, True, verifier.image_normalization), prompt_token_ids(tokenizer, instruction))
@@ -298,12 +394,25 @@ def architecture_table(timing: dict) -> str:
 
 
 def run(args) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """The benchmark; an expected failure (bad argument, missing or unfit checkpoint, no CUDA)
+    ends it with one line on stderr and exit status 2."""
+    try:
+        return benchmark(args)
+    except EXPECTED_ERRORS as error:
+        raise SystemExit(fail("spec-vla-bench decode", error)) from None
+
+
+def benchmark(args) -> dict:
+    check_arguments(args)
+    drafts = drafts_to_run(args)
+    apply_runtime_arguments(args)
     if args.arch == "openvla-7b":
-        check_architecture_device(args.arch_device, args.force)
+        try:
+            check_architecture_device(args.arch_device, args.force)
+        except SystemExit as refusal:
+            raise CommandError(str(refusal.code)) from None
     verifier = load_verifier(args.verifier, args.device, args.dtype)
-    results = measure(args, verifier)
+    results = measure(args, verifier, drafts)
     output = {"verifier": verifier.name, "device": args.device, "observations": results[0]["actions"],
               "seed": args.seed, "threads": torch.get_num_threads(),
               "ar_noise_floor": next(r["same_as_ar"] for r in results if r["draft"] == RESHAPED_AR),
@@ -314,7 +423,7 @@ def run(args) -> dict:
         table += "\n\n" + architecture_table(output["openvla_7b"])
     print(table)
     if args.markdown:
-        args.markdown.write_text(table + "\n")
+        Path(args.markdown).write_text(table + "\n")
     if args.json:
-        args.json.write_text(json.dumps(output, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(output, indent=1) + "\n")
     return output
