@@ -82,6 +82,15 @@ def check_new_directory(path: Path, option: str) -> None:
         raise CommandError(f"{option} {path} already exists and is not empty; choose a new directory")
 
 
+def check_counts(args, names: tuple[str, ...]) -> None:
+    """Each named option is at least 1, and --context is 0 (the whole prompt) or positive."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
+    if args.context < 0:
+        raise CommandError(f"--context {args.context}: expected 0 (the whole prompt) or a positive count")
+
+
 def run(prog: str, command, args):
     """`command(args)`; an expected failure becomes `prog: error: message` and exit status 2."""
     try:

@@ -52,7 +52,7 @@ from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
 from ..vla.session import VerifierSession
 from .arguments import (CommandError, OneLineParser, absolute_path, add_runtime_arguments, apply_runtime_arguments,
-                        check_new_directory, run, verifier_argument)
+                        check_counts, check_new_directory, run, verifier_argument)
 
 MANIFEST = "manifest.json"
 TRACE_FORMAT = "spec_vla_ros.traces"
@@ -317,11 +317,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(args) -> None:
     """Everything that can be checked before the verifier loads."""
     check_new_directory(args.out, "output directory")
-    for name in ("episodes", "steps_per_episode", "shard_steps", "episodes_per_task", "max_steps"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
-    if args.context < 0:
-        raise CommandError(f"--context {args.context}: expected 0 (the whole prompt) or a positive count")
+    check_counts(args, ("episodes", "steps_per_episode", "shard_steps", "episodes_per_task", "max_steps"))
     if args.source == "images" and (args.images is None or not args.images.is_dir()):
         raise CommandError(f"--source images needs --images DIR, an existing directory (got {args.images})")
     if args.source == "bag" and (args.bag is None or not args.bag.exists()):

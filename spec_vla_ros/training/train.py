@@ -61,7 +61,7 @@ from ..vla.checkpoint import MINIATURE, LoadedVerifier, build_miniature, vla_con
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 from ..vla.tensors import EMBED_TOKENS, LM_HEAD, read_tensor
 from .arguments import (DTYPES, CommandError, OneLineParser, absolute_path, add_runtime_arguments,
-                        apply_runtime_arguments, check_new_directory, run, verifier_argument)
+                        apply_runtime_arguments, check_counts, check_new_directory, run, verifier_argument)
 from .collect import read_manifest, read_traces
 
 DRAFT_POSITIONS = ACTION_DIM - 1          # a1..a6: a0 is the verifier's own (free) token
@@ -389,11 +389,7 @@ def check_arguments(args) -> None:
             raise CommandError(f"--resume: {args.out / TRAIN_STATE} does not exist")
     else:
         check_new_directory(args.out, "--out")
-    for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "layers"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
-    if args.context < 0:
-        raise CommandError(f"--context {args.context}: expected 0 (the whole prompt) or a positive count")
+    check_counts(args, ("steps", "batch_size", "eval_every", "checkpoint_every", "layers"))
     if not 0 <= args.val_fraction < 1:
         raise CommandError(f"--val-fraction {args.val_fraction}: expected a fraction in [0, 1)")
     assert args.dtype in DTYPES
