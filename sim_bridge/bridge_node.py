@@ -6,7 +6,8 @@ Publishes `camera/image_raw` (agentview, upright, rgb8), optionally `wrist_camer
 `action`. Two modes:
 
 - lockstep: the sim advances one step per received action, so policy latency costs nothing
-  in sim time; with no action within `action_timeout` the observation and instruction are
+  in sim time (an episode of N steps publishes N observations: none after its last step, so
+  no action is asked for beyond the episode's end); with no action within `action_timeout` the observation and instruction are
   republished (fresh stamp), which also recovers from a policy that started late.
 - free_run: the sim steps at `control_hz` holding the last valid action, like hardware,
   so a slow policy acts on stale observations.
@@ -238,9 +239,12 @@ class LiberoGoalBridge(Node):
                 continue
             if event != "action":
                 return event
-            if self._step(action):
+            stepped = self._step(action)
+            if self.env.done:
+                break               # the episode's last step: no observation, so no action beyond it
+            if stepped:
                 self._publish_observation(self.env.observation)
-            elif not self.env.done:
+            else:
                 self._publish_observation(self.env.observation, instruction)  # ask again
         return "done"
 
@@ -257,7 +261,8 @@ class LiberoGoalBridge(Node):
             candidate = held if action is None else action
             if self._step(candidate):
                 held = candidate
-                self._publish_observation(self.env.observation)
+                if not self.env.done:       # after the last step nothing more is asked for
+                    self._publish_observation(self.env.observation)
             if time.monotonic() > next_tick + period:
                 if not lag_reported:
                     self.get_logger().warning(f"the sim cannot keep up with control_hz={self.config['control_hz']}; "

@@ -14,7 +14,6 @@ would refuse ends the demo with exit code 2 and one line before any node starts.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -23,11 +22,13 @@ from datetime import datetime
 from pathlib import Path
 
 from .analysis.bags import read_bag, summarize_decoding
+from .cli import ArgumentParser, fail
 from .control import decode_values
 from .launch_config import node_environment, resolve
 from .launcher import Launcher
 from .vla.checkpoint import MINIATURE
-from .vla.constants import ACTION_DIM
+from .vla.constants import ACTION_DIM, LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS
+from .vla.threads import DEFAULT_THREADS, THREADS_HELP, check_threads
 
 DEMO_MAX_STEPS = 60        # ~1-2 minutes on 2 CPU cores, startup included
 NO_DRAFT_NOTE = ("no draft checkpoint for verifier '{verifier}' (the packaged drafts are trained for the miniature): "
@@ -58,6 +59,7 @@ class Progress:
         self.actions, self.passes, self.total_ms = 0, 0, 0.0
         self.interactive = sys.stdout.isatty()
         self._last_line = 0.0
+        self._starting_shown = False
 
     def _on_stats(self, msg) -> None:
         stats = decode_values((kv.key, kv.value) for kv in msg.status[0].values)
@@ -74,6 +76,10 @@ class Progress:
     def _show(self) -> None:
         elapsed = time.monotonic() - self.started
         if self.actions == 0:
+            if self._starting_shown:           # said once; the elapsed seconds count on in a terminal only
+                if not self.interactive:
+                    return
+            self._starting_shown = True
             line = f"[{elapsed:5.0f} s] starting: loading the policy, building the LIBERO scene (~30-60 s on 2 cores)"
         else:
             line = (f"[{elapsed:5.0f} s] step {min(self.actions, self.max_steps)}/{self.max_steps}: "
@@ -103,6 +109,9 @@ def print_report(bag: Path) -> None:
               f"{episode['steps']} steps, {episode['wall_seconds']:.1f} s")
     if not run.episodes:
         print("  episode: no result recorded (the run was stopped before the episode ended)")
+    if not run.decode_stats:
+        print("\nDecode statistics: no action was decoded (see the reason above and the policy node's log)")
+        return
     print(f"\nDecode statistics ({len(run.decode_stats)} actions):")
     header = f"  {'draft':<8} {'acceptance':<11} {'actions':>7} {'passes/action':>13} {'tokens/pass':>11} " \
              f"{'median ms':>9} {'p90 ms':>7}"
@@ -111,8 +120,7 @@ def print_report(bag: Path) -> None:
         print(f"  {row['draft']:<8} {row['acceptance']:<11} {row['actions']:>7} {row['passes_per_action']:>13.2f} "
               f"{row['acceptance_length']:>11.2f} {row['median_ms']:>9.1f} {row['p90_ms']:>7.1f}")
     print(f"  (autoregressive decoding: {ACTION_DIM} verifier passes per action, 1 token per pass)")
-    if run.decode_stats:
-        print(f"  camera frames dropped by the policy node: {run.decode_stats[-1]['frames_dropped']}")
+    print(f"  camera frames dropped by the policy node: {run.decode_stats[-1]['frames_dropped']}")
 
 
 def absolute(path: str) -> str:
@@ -139,31 +147,55 @@ def policy_arguments(args) -> tuple[dict, str | None]:
             note = NO_DRAFT_NOTE.format(verifier=verifier_name)
     validate_config(PolicyConfig(verifier=verifier, draft=draft, draft_checkpoint=draft_checkpoint,
                                  acceptance=args.acceptance))
+    check_threads(args.threads)
     return {"verifier": verifier, "draft": draft, "draft_checkpoint": draft_checkpoint,
-            "acceptance": args.acceptance}, note
+            "acceptance": args.acceptance, "threads": str(args.threads)}, note
+
+
+def check_episode_arguments(args) -> None:
+    """What the bridge would refuse, checked here (ValueError, one line) so no node starts for it."""
+    if not 0 <= args.task_id < LIBERO_GOAL_NUM_TASKS:
+        raise ValueError(f"--task-id {args.task_id}: LIBERO-GOAL task ids are 0-{LIBERO_GOAL_NUM_TASKS - 1}")
+    if args.max_steps < 1:
+        raise ValueError(f"--max-steps {args.max_steps}: an episode needs at least 1 step")
+    if args.output is not None and args.output.exists():
+        raise ValueError(f"--output {args.output} exists; choose a new directory (the demo never overwrites a run)")
+
+
+def fatal_lines(log_path: Path, limit: int = 3) -> list[str]:
+    """The lines of a failed node's log that say why (FATAL / ERROR / Traceback's last line)."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return []
+    reasons = [line for line in lines if "[FATAL]" in line or "[ERROR]" in line]
+    return (reasons or lines[-1:])[-limit:]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spec-vla-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task-id", type=int, default=0, help="LIBERO-GOAL task (0-9)")
+    parser = ArgumentParser(prog="spec-vla-demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task-id", type=int, default=0, help=f"LIBERO-GOAL task (0-{LIBERO_GOAL_NUM_TASKS - 1})")
     parser.add_argument("--max-steps", type=int, default=DEMO_MAX_STEPS,
-                        help="policy steps in the episode (LIBERO-GOAL evaluations use 300)")
+                        help=f"policy steps in the episode (LIBERO-GOAL evaluations use {LIBERO_GOAL_MAX_STEPS})")
     parser.add_argument("--draft", help="none | mamba | llama | history (default: mamba, or history for a "
                                         "verifier without a draft checkpoint)")
     parser.add_argument("--draft-checkpoint", default="",
-                        help="draft trained for --verifier (a draft directory, or one with mamba/ and llama/)")
+                        help="draft trained for --verifier (a draft directory, or one with mamba/ and llama/); "
+                             "'' = the packaged drafts (miniature)")
     parser.add_argument("--acceptance", default="strict", help="strict | relaxed | relaxed-guarded")
     parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
-    parser.add_argument("--output", type=Path, help="output directory (default: spec_vla_demo/<date>_<time>)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP + " (policy node)")
+    parser.add_argument("--output", type=Path,
+                        help="output directory, must not exist (default: spec_vla_demo/<date>_<time>)")
     args = parser.parse_args(argv)
 
     from sim_bridge.libero_goal import check_headless_rendering
-    try:
-        policy, note = policy_arguments(args)         # before anything starts: exit 2 with one line
+    try:                                              # before anything starts: exit 2 with one line
+        check_episode_arguments(args)
+        policy, note = policy_arguments(args)
         check_headless_rendering()
     except (RuntimeError, ValueError) as error:
-        print(f"spec-vla-demo: {error}", file=sys.stderr)
-        return 2
+        return fail("spec-vla-demo", error)
     if note:
         print(f"spec-vla-demo: {note}")
     output = (args.output or Path("spec_vla_demo") / f"{datetime.now():%Y%m%d_%H%M%S}").resolve()
@@ -174,8 +206,7 @@ def main(argv=None) -> int:
             **policy, "record": "true", "bag": str(bag), "task_ids": f"[{args.task_id}]",
             "episodes_per_task": "1", "max_steps": str(args.max_steps)})
     except (OSError, ValueError) as error:
-        print(f"spec-vla-demo: {error}", file=sys.stderr)
-        return 2
+        return fail("spec-vla-demo", error)
     # Keep the demo's DDS traffic on this machine unless the user chose otherwise (a robot across
     # hosts must not: README, "DDS and large frames"); the progress client here uses the same
     # transports as the nodes.
@@ -204,6 +235,9 @@ def main(argv=None) -> int:
         failed = [name for name, node_code in codes.items() if node_code not in (0, None)]
         print(f"spec-vla-demo: the run failed ({', '.join(failed) or 'exit code ' + str(code)}); "
               f"see the logs in {output / 'logs'}", file=sys.stderr)
+        for name in failed:                           # the reason, here and not only in the log
+            for line in fatal_lines(output / "logs" / f"{name}.log"):
+                print(f"  {name}: {line}", file=sys.stderr)
     if (bag / "metadata.yaml").exists():
         print_report(bag)
     print(f"\nLogs: {output / 'logs'}; results files: {output / 'libero_goal_results'}")

@@ -74,6 +74,8 @@ POLICY_ARGUMENTS = (
     Argument("acceptance", "strict | relaxed (Spec-VLA's rule) | relaxed-guarded"),
     Argument("relaxed_threshold", "relaxed acceptance: largest accepted token distance"),
     Argument("center_crop", "take the centered 0.9-area crop OpenVLA's LIBERO models were trained with"),
+    Argument("threads", "torch CPU threads for the model; 0 = torch's default (one per core), 1 = fastest on a "
+                        "2-core machine shared with the simulator"),
 )
 POLICY_PARAMETERS = {argument.name: argument.name for argument in POLICY_ARGUMENTS}
 PARAMS_FILE_ARGUMENT = Argument("params_file", "parameters file for all nodes ('' = the configuration's own)")

@@ -10,7 +10,6 @@ plus launch_config.node_environment() (DDS settings for large camera frames), as
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -22,6 +21,9 @@ import sys
 import threading
 from pathlib import Path
 
+import yaml
+
+from .cli import ArgumentParser, fail
 from .dds import describe as describe_dds
 from .launch_config import CONFIGURATIONS, ResolvedNode, node_environment, resolve
 
@@ -154,13 +156,58 @@ def parse_launch_arguments(items: list[str]) -> dict[str, str]:
     return values
 
 
+def node_settings(node: ResolvedNode) -> dict:
+    """The parameters a node will start with: its section of the parameters file, then the
+    launch arguments' values on top (what rcl does with --params-file and -p)."""
+    try:
+        document = yaml.safe_load(Path(node.params_file).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"parameters file {node.params_file} cannot be read: {error}") from None
+    section = (document.get(node.name) or {}).get("ros__parameters") or {}
+    return {**section, **node.parameters}
+
+
+def check_nodes(nodes: list[ResolvedNode]) -> None:
+    """What the nodes would refuse at start, checked before any starts (ValueError, one line):
+    the policy's settings (checkpoints included) and the bridge's episode selection."""
+    from dataclasses import fields
+
+    from .policy import PolicyConfig, validate_config
+    from .vla.constants import LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_NUM_TASKS
+    from .vla.threads import check_threads
+
+    for node in nodes:
+        values = node_settings(node)
+        if node.executable == "policy_node":
+            names = {field.name for field in fields(PolicyConfig)}
+            validate_config(PolicyConfig(**{key: value for key, value in values.items() if key in names}))
+            check_threads(values.get("threads", 0))
+        elif node.executable == "libero_bridge_node":
+            task_ids = values.get("task_ids", [])
+            if not isinstance(task_ids, list) or not task_ids or any(
+                    isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < LIBERO_GOAL_NUM_TASKS
+                    for t in task_ids):
+                raise ValueError(f"task_ids:={task_ids!r}: expected a non-empty list of LIBERO-GOAL task ids "
+                                 f"0-{LIBERO_GOAL_NUM_TASKS - 1}, e.g. task_ids:=[0,3]")
+            episodes = values.get("episodes_per_task", 1)
+            if isinstance(episodes, bool) or not isinstance(episodes, int) or not (
+                    1 <= episodes <= LIBERO_EPISODES_PER_TASK):
+                raise ValueError(f"episodes_per_task:={episodes!r}: expected 1-{LIBERO_EPISODES_PER_TASK}")
+            steps = values.get("max_steps", 1)
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"max_steps:={steps!r}: expected a positive integer")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="spec-vla-launch", description=__doc__.split("\n\n")[0],
         epilog="configurations: " + "; ".join(f"{name}: {c.description}" for name, c in CONFIGURATIONS.items()))
-    parser.add_argument("configuration", choices=sorted(CONFIGURATIONS))
-    parser.add_argument("arguments", nargs="*", metavar="name:=value", help="launch arguments, as for ros2 launch")
-    parser.add_argument("--log-dir", type=Path, help="write each node's output to DIR/<node>.log instead of here")
+    parser.add_argument("configuration", choices=sorted(CONFIGURATIONS),
+                        help="node graph to run (the launch file of the same name)")
+    parser.add_argument("arguments", nargs="*", metavar="name:=value",
+                        help="launch arguments, as for ros2 launch (--show-args lists them)")
+    parser.add_argument("--log-dir", type=Path,
+                        help="write each node's output to DIR/<node>.log (default: to this terminal)")
     parser.add_argument("--show-args", action="store_true", help="list the launch arguments and exit")
     parser.add_argument("--print", action="store_true", help="print the node commands and exit")
     args = parser.parse_args(argv)
@@ -172,8 +219,9 @@ def main(argv=None) -> int:
     try:
         nodes = resolve(args.configuration, parse_launch_arguments(args.arguments))
         commands = [node_command(node) for node in nodes]
+        check_nodes(nodes)
     except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+        return fail("spec-vla-launch", error)
     if args.print:
         print("\n".join(shlex.join(command) for command in commands))
         return 0

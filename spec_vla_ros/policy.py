@@ -14,7 +14,8 @@ import numpy as np
 from .decoding.acceptance import RULES, Acceptance
 from .decoding.decoder import Decoder
 from .decoding.stats import DecodeStats
-from .drafts.registry import DRAFT_NAMES, check_draft_config, load_draft
+from .drafts.eagle_head import HEAD_KINDS
+from .drafts.registry import DRAFT_NAMES, check_draft_config, draft_checkpoint_dir, load_draft
 from .vla.action_tokenizer import EMBEDDED_NORM_STATS, read_norm_stats, select_norm_stats, token_ids_to_actions
 from .vla.checkpoint import MINIATURE, check_checkpoint_files, load_verifier, resolve_dtype
 from .vla.constants import ACTION_DIM, DEFAULT_UNNORM_KEY
@@ -88,6 +89,14 @@ class VLAPolicy:
         """Install a decoder; the action in flight (if any) finishes with the old one."""
         with self._lock:
             self.decoder, self.config = decoder, config
+
+    @property
+    def draft_checkpoint(self) -> str:
+        """The directory the serving draft head was loaded from ('' for none and history)."""
+        config = self.config
+        if config.draft not in HEAD_KINDS:
+            return ""
+        return str(draft_checkpoint_dir(config.draft, config.draft_checkpoint, self.verifier.name))
 
     def reset_episode(self) -> None:
         with self._lock:

@@ -27,7 +27,8 @@ episode for the drafts (VLAPolicy.reset_episode): earlier actions say nothing ab
 
 Per action, `decode_stats` and `/diagnostics` carry one DiagnosticStatus stamped with the source
 image's stamp. Its key-values (strings as they are, everything else JSON; control.decode_values
-reads them back): verifier, DecodeStats.as_dict() (draft, acceptance, tokens, generated,
+reads them back): verifier, draft_checkpoint (the directory the draft head loaded from, '' for none
+and history), DecodeStats.as_dict() (draft, acceptance, tokens, generated,
 stopped_at_eos, verifier_passes, accepted_per_pass, proposed_per_pass, draft_ms, verify_ms,
 total_ms, acceptance_length),
 policy_ms (VLAPolicy.act: preprocessing + decode), image_to_action_ms (image stamp -> action
@@ -65,6 +66,7 @@ from .ros_conversions import COMPRESSED_SUFFIX, action_to_msg, msg_to_image
 from .topics import CAMERA_QOS, EPISODE_QOS, INSTRUCTION_QOS
 from .vla.constants import LIBERO_CONTROL_HZ
 from .vla.prompt import build_prompt
+from .vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads, check_threads
 
 NODE_NAME = "spec_vla_policy"
 _DEFAULTS = PolicyConfig()
@@ -95,9 +97,10 @@ PARAMETERS = {
     "dry_run": (False, "compute and log actions and statistics, publish no motion (action, twist, gripper)"),
     "image_transport": ("raw", "raw: sensor_msgs/Image on camera/image_raw | compressed: sensor_msgs/CompressedImage "
                                "(jpeg/png) on camera/image_raw/compressed, as image_transport names it"),
+    "threads": (DEFAULT_THREADS, THREADS_HELP + "; set once, before the model loads; read-only"),
     "no_frame_warning_sec": (5.0, "warn when the camera topic has a publisher but no frame arrived for this long"),
 }
-READ_ONLY = ("verifier", "unnorm_key", "device", "dtype")    # they select the loaded verifier
+READ_ONLY = ("verifier", "unnorm_key", "device", "dtype", "threads")    # they select the loaded verifier
 POLICY_FIELDS = tuple(field.name for field in fields(PolicyConfig))
 
 CAMERA_TOPIC = "camera/image_raw"
@@ -115,6 +118,7 @@ def check_node_settings(values: dict) -> None:
         raise ValueError(f"stale_image_timeout_sec must be positive, got {values['stale_image_timeout_sec']}")
     if values["no_frame_warning_sec"] <= 0:
         raise ValueError(f"no_frame_warning_sec must be positive, got {values['no_frame_warning_sec']}")
+    check_threads(values["threads"])
     if values["image_transport"] not in IMAGE_TRANSPORTS:
         raise ValueError(f"image_transport '{values['image_transport']}' is unknown; expected one of "
                          f"{', '.join(IMAGE_TRANSPORTS)}")
@@ -167,7 +171,9 @@ class PolicyNode(Node):
         check_node_settings(self.values)
         VLAPolicy.validate(config)
         self.report = RateLimitedLog(self.get_logger())
-        self.get_logger().info(f"loading verifier '{config.verifier}' with draft '{config.draft}'")
+        threads = apply_threads(self.values["threads"])
+        self.get_logger().info(f"loading verifier '{config.verifier}' with draft '{config.draft}' "
+                               f"({threads} torch thread{'s' if threads != 1 else ''})")
         started = time.monotonic()
         self.policy = VLAPolicy(config)
         self.get_logger().info(f"policy ready in {time.monotonic() - started:.1f} s")
@@ -383,7 +389,8 @@ class PolicyNode(Node):
         self._count("actions")
         with self._condition:
             counts = dict(self.counts)
-        values = {"verifier": self.policy.config.verifier, **stats.as_dict(), "policy_ms": policy_ms,
+        values = {"verifier": self.policy.config.verifier, "draft_checkpoint": self.policy.draft_checkpoint,
+                  **stats.as_dict(), "policy_ms": policy_ms,
                   "image_to_action_ms": image_to_action_ms, "action": [float(v) for v in action],
                   "dry_run": dry_run, **counts}
         status = DiagnosticStatus(

@@ -24,11 +24,23 @@ import numpy as np
 
 from .launch_config import ResolvedNode, config_dir
 from .policy import PolicyConfig
+from .cli import use_defaults_in_help
 from .vla.constants import LIBERO_RENDER_SIZE
+from .vla.threads import DEFAULT_THREADS, THREADS_HELP
 
 NODE_START_TIMEOUT_S = 180.0
 ACTION_TIMEOUT_S = 60.0
+# The package's design target for what ROS may add to one action (set with the policy node): the
+# median of image_to_action_ms - total_ms, i.e. everything between the camera frame's stamp and the
+# action's publication except the decode. It is a target of this package, neither measured nor
+# published elsewhere: a 7B action takes ~100s of ms on a GPU, so 2 ms keeps ROS around 1 % of it.
 TARGET_OVERHEAD_MS = 2.0
+TARGET_EXPLANATION = (
+    "target: what ROS adds to an action, median of (image stamp -> action published) - decode, <= {target} ms "
+    "(this package's design target for the policy node, not a published figure): {verdict} at {overhead:.2f} ms; "
+    "of which image preprocessing {preprocessing:.2f} ms (resize and crop, done off ROS as well) and ROS itself "
+    "{ros:.2f} ms (transport, conversion, hand-off, publish). On a loaded 2-core machine the hand-off waits for a "
+    "core; compare on an idle one.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,21 +52,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draft checkpoint directory ('' = the packaged one for the miniature)")
     parser.add_argument("--verifier", default=PolicyConfig().verifier, help="'miniature' or an OpenVLA directory")
     parser.add_argument("--device", default=PolicyConfig().device, help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP + " (policy node)")
+    use_defaults_in_help(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     results = ros_overhead(args.actions, args.warmup, args.image_size,
                            {"draft": args.draft, "draft_checkpoint": args.draft_checkpoint, "verifier": args.verifier,
-                            "device": args.device})
+                            "device": args.device, "threads": args.threads})
     print(f"\nROS overhead per action: policy node, {args.image_size}x{args.image_size} rgb8, draft "
           f"'{args.draft}', verifier '{args.verifier}' on {args.device}, {args.actions} actions\n")
     print("| measure | median ms | p90 ms |\n|---|---|---|")
     for label, values in results.items():
         print(f"| {label} | {statistics.median(values):.2f} | {np.percentile(values, 90):.2f} |")
     overhead = statistics.median(results["ROS overhead = stamp -> publish - decode"])
-    verdict = "met" if overhead <= TARGET_OVERHEAD_MS else "NOT met"
-    print(f"\ntarget: ROS overhead <= {TARGET_OVERHEAD_MS} ms median: {verdict}")
+    print("\n" + target_line(overhead, statistics.median(results["  of which preprocessing (resize, crop)"]),
+                             statistics.median(results["  of which ROS (transport, conversion, hand-off, publish)"])))
     return 0
+
+
+def target_line(overhead_ms: float, preprocessing_ms: float, ros_ms: float) -> str:
+    """The verdict line, saying what is measured and where the target comes from."""
+    return TARGET_EXPLANATION.format(target=TARGET_OVERHEAD_MS, overhead=overhead_ms, preprocessing=preprocessing_ms,
+                                     ros=ros_ms, verdict="met" if overhead_ms <= TARGET_OVERHEAD_MS else "NOT met")
 
 
 def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -> dict[str, list[float]]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spec_vla_ros.analysis import bag_analysis, harness
+from spec_vla_ros.analysis import bag_analysis, harness, plots
 from spec_vla_ros.analysis.bags import observation_episodes, read_bag
 from spec_vla_ros.analysis.plots import FIGURE_PIXELS
 from spec_vla_ros.control import encode_values
@@ -19,6 +19,7 @@ from spec_vla_ros.training.collect import synthetic_episode
 from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
 
 INSTRUCTIONS = ("put the bowl on the plate", "turn on the stove")
+DRAFT_CHECKPOINT = "/drafts/history-for-test"
 TOKENS = [ACTION_TOKEN_MIN + 100 + i for i in range(ACTION_DIM)]
 # (draft, acceptance, accepted per pass, proposed per pass) of each action, two episodes of three
 ACTIONS = [[("none", "strict", [0] * 7, [0] * 7)] * 3,
@@ -62,7 +63,8 @@ def write_bag(path, namespace="", frames_per_episode=3, acted=None):
                 draft, acceptance, accepted, proposed = actions[index % len(actions)]
                 stats = DecodeStats(draft, acceptance, TOKENS, len(accepted), accepted, proposed,
                                     draft_ms=0.5 * index, verify_ms=10.0 * len(accepted), total_ms=11.0 * len(accepted))
-                values = {**stats.as_dict(), "policy_ms": stats.total_ms + 2, "image_to_action_ms": stats.total_ms + 3}
+                values = {**stats.as_dict(), "policy_ms": stats.total_ms + 2, "image_to_action_ms": stats.total_ms + 3,
+                          **({"draft_checkpoint": DRAFT_CHECKPOINT} if draft != "none" else {})}
                 status = types["diagnostic_msgs/msg/DiagnosticStatus"](
                     level=0, name="spec_vla_policy: decode", message="", hardware_id="miniature",
                     values=[types["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in encode_values(values)])
@@ -100,11 +102,41 @@ def test_bag_report_groups_decoding_by_draft_and_reports_episodes(tmp_path, name
     assert {row["topic"]: row["messages"] for row in document["tables"]["topics"]}[f"{namespace}/action"] == 6
 
     assert [f.rsplit("/", 1)[-1] for f in document["figures"]] == [
-        "bag_decode_latency.png", "bag_acceptance_length_histogram.png", "bag_acceptance_by_position.png",
-        "bag_actions.png"]
+        "bag_decode_latency.png", "bag_ms_per_action.png", "bag_acceptance_length_histogram.png",
+        "bag_acceptance_by_position.png", "bag_actions.png"]
     for figure in document["figures"]:
         with Image.open(figure) as image:
-            assert image.format == "PNG" and image.size == FIGURE_PIXELS
+            assert image.format == "PNG" and image.size[0] == FIGURE_PIXELS[0]
+    assert f"draft checkpoint {DRAFT_CHECKPOINT}" in document["provenance"]
+
+
+def test_bag_plots_split_latency_and_draw_one_panel_per_action_dimension(tmp_path):
+    run = read_bag(write_bag(tmp_path / "bag"))
+    # Preprocessing = policy_ms - total_ms (the bag writes policy_ms = total_ms + 2)
+    row = bag_analysis.latency_row("history strict", run.decode_stats[3:])
+    assert row.preprocessing_ms == pytest.approx(2.0) and row.actions == 3
+    assert row.total_ms == pytest.approx(sum(11.0 * len(accepted) for _, _, accepted, _ in ACTIONS[1]) / 3)
+    without = [{key: value for key, value in stats.items() if key != "policy_ms"} for stats in run.decode_stats]
+    assert bag_analysis.latency_row("none strict", without[:3]).preprocessing_ms is None      # not measured
+    figure = plots.draw_ms_per_action([row, bag_analysis.latency_row("none strict", without[:3])], "caption")
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend[0] == "preprocessing (image -> pixels)" and "not measured" in " ".join(
+        text.get_text() for text in figure.axes[0].texts)
+
+    # One action per step: the episodes end after actions 3 and 6.
+    boundaries, labels = bag_analysis.episode_boundaries(run.episodes, len(run.actions))
+    assert boundaries == [3, 6] and labels == ["task 0 ep 0 ends", "task 1 ep 0 ends"]
+    figure = plots.draw_actions(run.actions, "caption", boundaries, labels)
+    assert len(figure.axes) == ACTION_DIM
+    units = [axes.get_ylabel() for axes in figure.axes]
+    assert units[0] == "dx\n(m)" and units[3] == "droll\n(rad)" and units[-1].startswith("gripper")
+    for axes in figure.axes:
+        assert len([line for line in axes.get_lines() if line.get_linestyle() == "--"]) == 2   # the boundaries
+    # Pose in metres per step: the published 0.1 (normalized) is 0.005 m
+    assert figure.axes[0].get_lines()[0].get_ydata()[1] == pytest.approx(0.1 * 0.05)
+    # k inferred from the passes after the prefill (history proposed 4 then 1 after a 7-token prefill)
+    assert bag_analysis.inferred_num_draft_tokens(bag_analysis.decode_stats_objects(run.decode_stats)) == 4
+    plots.plt.close("all")
 
 
 def test_a_bag_without_the_package_topics_is_refused(tmp_path, capsys):
@@ -132,7 +164,7 @@ def test_harness_takes_the_frames_the_policy_acted_on_from_a_bag(tmp_path):
     assert len(read_bag(bag).decode_stats) == 6
 
     output = tmp_path / "harness"
-    assert harness.main(["--bag", str(bag), "--drafts", "history", "--acceptance", "strict", "--output",
+    assert harness.main(["--bag", str(bag), "--verifier", "miniature", "--drafts", "history", "--acceptance", "strict", "--output",
                          str(output), "--no-progress"]) == 0
     [run] = json.loads((output / "harness.json").read_text())["tables"]["runs"]
     assert run["actions"] == 6 and run["same_tokens_as_verifier"] == 1.0
@@ -337,3 +369,12 @@ def test_malformed_messages_are_skipped_with_a_count(tmp_path, capsys):
     document = json.loads((output / "bag_analysis.json").read_text())
     assert document["skipped_messages"] == {"/episode": 4, "/decode_stats": 2, "/action": 1, "/instruction": 1}
     assert len(document["tables"]["episodes"]) == 2
+
+
+def test_the_bag_report_names_the_draft_checkpoints_the_policy_used():
+    from spec_vla_ros.analysis.bag_analysis import draft_checkpoint_description
+    rows = [{"draft": "mamba", "draft_checkpoint": "/drafts/mamba"}, {"draft": "history", "draft_checkpoint": ""},
+            {"draft": "none", "draft_checkpoint": ""}]
+    assert draft_checkpoint_description(rows) == "draft checkpoint history, mamba=/drafts/mamba"
+    assert "not named" in draft_checkpoint_description([{"draft": "llama"}])
+    assert draft_checkpoint_description([{"draft": "none"}]) == "no draft (autoregressive)"

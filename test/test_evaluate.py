@@ -5,6 +5,7 @@ The sim tests share one small env (64 x 64 agentview, a few steps per episode) a
 creating a LIBERO env costs ~10 s and each reset ~7 s on 2 cores.
 """
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -86,11 +87,16 @@ def _log(directory):
 
 @pytest.mark.sim
 def test_report_with_ars_noise_floor_and_strict_speculative_decoding(env, policy, tmp_path):
-    configurations = [Configuration.parse("ar"), Configuration.parse("history")]
+    configurations = [Configuration.parse("ar"), Configuration.parse("history"), Configuration.parse("history:relaxed")]
     run_evaluation(env, policy, configurations, [0], 1, tmp_path, progress=False)
 
     episodes = {record["configuration"]: record for record in _log(tmp_path)}
-    ar, history = episodes["ar"], episodes["history"]
+    ar, history, relaxed = episodes["ar"], episodes["history"], episodes[f"history:relaxed:{DEFAULT_RELAXED_THRESHOLD}"]
+    # Relaxed runs carry AR's action on each observation they acted on (the deviation plot's reference);
+    # the actions are those the tokens give, so a step whose tokens equal AR's has AR's action.
+    assert len(relaxed["step_ar_actions"]) == len(relaxed["step_actions"]) == MAX_STEPS
+    assert "step_ar_actions" not in history and "step_ar_actions" not in ar
+    assert ar["step_actions"] == history["step_actions"] or ar["step_tokens"] != history["step_tokens"]
     assert ar["steps"] == history["steps"] == MAX_STEPS
     # Strict decoding equals AR up to near-tied argmaxes (tested on fresh inputs in test_speculative);
     # here: AR's own noise floor is recorded for every AR action, and for AR only.
@@ -103,7 +109,7 @@ def test_report_with_ars_noise_floor_and_strict_speculative_decoding(env, policy
 
     document = json.loads((tmp_path / "eval.json").read_text())
     rows = {row["configuration"]: row for row in document["tables"]["configurations"]}
-    assert list(rows) == ["ar", "history"]
+    assert list(rows) == ["ar", "history", f"history:relaxed:{DEFAULT_RELAXED_THRESHOLD}"]
     for row in rows.values():
         assert row["episodes"] == 1 and row["success_rate"] == 0.0 and row["mean_episode_s"] > 0
         assert row["actions"] == MAX_STEPS and row["ms_per_action"] > 0
@@ -116,22 +122,23 @@ def test_report_with_ars_noise_floor_and_strict_speculative_decoding(env, policy
     assert rows["history"]["passes_per_action"] == sum(history["step_passes"]) / MAX_STEPS
     assert rows["history"]["acceptance_length"] == pytest.approx(ACTION_DIM / rows["history"]["passes_per_action"])
     tasks = document["tables"]["tasks"]
-    assert [(row["task_id"], row["configuration"]) for row in tasks] == [(0, "ar"), (0, "history")]
-    assert [row["configuration"] for row in document["tables"]["positions"]] == ["history"]
+    assert [(row["task_id"], row["configuration"]) for row in tasks][:2] == [(0, "ar"), (0, "history")]
+    assert [row["configuration"] for row in document["tables"]["positions"]][0] == "history"
 
     markdown = (tmp_path / "eval.md").read_text()
     assert "miniature" in markdown and "1 task(s) x 1 episode(s)" in markdown and "| history |" in markdown
     assert "AR noise floor (actions)" in markdown and f"seeding {env.seeding}" in markdown
     assert json.loads((tmp_path / evaluate.SETTINGS_FILE).read_text())["seeding"] == env.seeding
-    assert (tmp_path / "eval_configurations.csv").read_text().count("\n") == 3      # header + 2 rows
-    assert len(document["figures"]) == 4
+    assert (tmp_path / "eval_configurations.csv").read_text().count("\n") == 4      # header + 3 rows
+    assert [Path(figure).name for figure in document["figures"]] == list(evaluate.FIGURE_FILES.values())
     for figure in document["figures"]:
         with Image.open(figure) as image:
-            assert image.format == "PNG" and image.size == FIGURE_PIXELS
+            assert image.format == "PNG" and image.size[0] == FIGURE_PIXELS[0]
+        assert f"![{Path(figure).stem}]({Path(figure).name})" in markdown
 
 
 @pytest.mark.sim
-def test_an_interrupted_run_resumes_and_counts_each_episode_once(env, policy, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_and_counts_each_episode_once(env, policy, tmp_path, monkeypatch, capsys):
     configurations = [Configuration.parse("history")]
     real_run_episode, runs = evaluate.run_episode, []
 
@@ -151,8 +158,11 @@ def test_an_interrupted_run_resumes_and_counts_each_episode_once(env, policy, tm
     assert len(_log(tmp_path)) == 1 and policy.decoder is original_decoder
 
     monkeypatch.setattr(evaluate, "run_episode", counted)
+    capsys.readouterr()
     run_evaluation(env, policy, configurations, [0], 2, tmp_path, progress=False)
+    assert f"resuming {tmp_path}: 1 of 2 episodes found in episodes.jsonl, 1 to run" in capsys.readouterr().out
     run_evaluation(env, policy, configurations, [0], 2, tmp_path, progress=False)     # nothing left to run
+    assert "2 of 2 episodes found in episodes.jsonl, 0 to run" in capsys.readouterr().out
     assert runs == [(0, 0), (0, 1)]
     assert sorted((r["task_id"], r["episode"]) for r in _log(tmp_path)) == [(0, 0), (0, 1)]
     [row] = json.loads((tmp_path / "eval.json").read_text())["tables"]["configurations"]
@@ -181,3 +191,54 @@ def test_the_seeding_option_defaults_to_openvlas_order_and_is_passed_to_the_env(
         assert made[-1]["seeding"] == seeding
     with pytest.raises(SystemExit):
         evaluate.main(["--seeding", "shuffled"])
+
+
+def _no_model(monkeypatch):
+    """Fail the test if the verifier or the simulator would start."""
+    monkeypatch.setattr(evaluate, "VLAPolicy", type("P", (), {
+        "validate": staticmethod(lambda config: None),
+        "__init__": lambda self, config: pytest.fail("the verifier was loaded")}))
+    monkeypatch.setattr(evaluate, "LiberoGoalEnv", lambda **options: pytest.fail("the simulator was started"))
+
+
+def _exit_code(argv) -> int:
+    try:
+        return evaluate.main(argv)
+    except SystemExit as exit_:                   # argparse's own errors
+        return exit_.code
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "0", "10"], "--tasks [10]: LIBERO-GOAL task ids are 0-9"),
+    (["--episodes", "51"], "--episodes 51: LIBERO-GOAL has 50 initial states per task; choose 1-50"),
+    (["--max-steps", "0"], "--max-steps and --image-size must be positive"),
+    (["--threads", "-2"], "threads must be an integer >= 0"),
+    (["--configurations", "ar", "eagle"], "configuration 'eagle'"),
+    (["--checkpoint", "mamba"], "--checkpoint takes mamba=PATH or llama=PATH"),
+    (["--episodes", "many"], "invalid int value: 'many'"),
+])
+def test_bad_arguments_fail_in_one_line_before_anything_loads(argv, message, monkeypatch, capsys, tmp_path):
+    _no_model(monkeypatch)
+    assert _exit_code(argv + ["--output", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("spec-vla-eval: ") and message in error
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_an_output_directory_of_other_settings_is_refused_before_anything_loads(monkeypatch, capsys, tmp_path):
+    check_settings(tmp_path, {"verifier": "miniature", "max_steps": 300, "seed": 0})
+    _no_model(monkeypatch)
+    assert _exit_code(["--max-steps", "20", "--output", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error == (f"spec-vla-eval: {tmp_path} holds episodes run with other settings (max_steps: 300 -> 20); "
+                     "choose another --output or delete that directory\n")
+
+
+def test_help_shows_every_options_default_and_help(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("--episodes EPISODES", "(default: 50)", "--tasks TASKS [TASKS ...]",
+                     "(default: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])", "--threads THREADS", "(default: 1)",
+                     "--no-progress no progress bar (default: False)", "(default: runs/eval)"):
+        assert expected in text

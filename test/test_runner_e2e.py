@@ -51,11 +51,11 @@ def test_libero_goal_episode_recorded(tmp_path):
     run = read_bag(bag)
     [episode] = run.episodes
     assert (episode["task_id"], episode["steps"], episode["success"]) == (2, MAX_STEPS, False)
-    # One action per observation; the last observation of the episode may be answered too.
-    assert len(run.actions) == len(run.decode_stats) in (MAX_STEPS, MAX_STEPS + 1)
+    # One action per observation, and no observation after the episode's last step: N steps, N actions.
+    assert len(run.actions) == len(run.decode_stats) == MAX_STEPS
     counts = {topic: count for topic, count in run.message_counts.items() if count}
     assert set(counts) == {"/camera/image_raw", "/instruction", "/action", "/decode_stats", "/episode"}
-    assert counts["/camera/image_raw"] >= MAX_STEPS + 1 and counts["/episode"] == 1
+    assert counts["/camera/image_raw"] >= MAX_STEPS and counts["/episode"] == 1
     assert set(run.instructions) == {episode["instruction"]}
     assert {(stats["draft"], stats["acceptance"]) for stats in run.decode_stats} == {("mamba", "strict")}
     assert [stats["action"] for stats in run.decode_stats] == run.actions

@@ -11,7 +11,6 @@ BAG` writes a complete copy. Messages the analysis cannot use are skipped with a
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -21,7 +20,7 @@ from rosbags.highlevel import AnyReaderError
 from sim_bridge.results import summarize
 
 from ..decoding.stats import DecodeStats
-from ..vla.constants import ACTION_NAMES
+from ..cli import ArgumentParser, fail
 from . import plots
 from .bags import BagRun, read_bag, summarize_decoding
 from .report import Column, Report, Table, percentile, position_outcome_counts, verifier_description
@@ -62,7 +61,7 @@ def analyze(run: BagRun, figure_dir: Path) -> Report:
     caption = (f"Bag {run.path}: {len(run.decode_stats)} decoded actions, {len(run.actions)} published actions, "
                f"{len(run.episodes)} episode result(s); verifier "
                f"{', '.join(map(verifier_description, verifiers)) or 'not named in the bag'}; "
-               "timings from the machine that ran the policy")
+               f"{draft_checkpoint_description(run.decode_stats)}; timings from the machine that ran the policy")
     groups: dict[str, list[tuple[int, dict]]] = {}     # "draft acceptance" -> (action index, stats)
     for index, row in enumerate(run.decode_stats):
         groups.setdefault(f"{row['draft']} {row['acceptance']}", []).append((index, row))
@@ -83,8 +82,14 @@ def analyze(run: BagRun, figure_dir: Path) -> Report:
         speculative = {label: decode_stats_objects([row for _, row in rows]) for label, rows in groups.items()
                        if rows[0][1]["draft"] != "none"}
         figures.append(plots.lines(figure_dir / "bag_decode_latency.png", "Decode time per action", "action", "ms",
-                                   {label: ([i for i, _ in rows], [row["total_ms"] for _, row in rows])
+                                   {f"{label} (n={len(rows)})": ([i for i, _ in rows],
+                                                                 [row["total_ms"] for _, row in rows])
                                     for label, rows in groups.items()}, caption))
+        figures.append(plots.ms_per_action(figure_dir / "bag_ms_per_action.png",
+                                           [latency_row(label, [row for _, row in rows])
+                                            for label, rows in groups.items()],
+                                           "Preprocessing = policy_ms - total_ms (image conversion, preprocessing, "
+                                           "action de-normalization) where the bag has policy_ms. " + caption))
         if speculative:
             figures += [
                 plots.acceptance_length_histogram(figure_dir / "bag_acceptance_length_histogram.png",
@@ -92,15 +97,58 @@ def analyze(run: BagRun, figure_dir: Path) -> Report:
                                                    for label, stats in speculative.items()}, caption),
                 plots.acceptance_by_position(figure_dir / "bag_acceptance_by_position.png",
                                              {label: position_outcome_counts(stats)
-                                              for label, stats in speculative.items()}, caption)]
+                                              for label, stats in speculative.items()}, caption,
+                                             num_draft_tokens=inferred_num_draft_tokens(
+                                                 [s for stats in speculative.values() for s in stats]))]
     if run.actions:
-        steps = range(len(run.actions))
-        figures.append(plots.lines(figure_dir / "bag_actions.png", "Published actions", "action", "value",
-                                   {name: (steps, [action[i] for action in run.actions])
-                                    for i, name in enumerate(ACTION_NAMES)}, caption))
+        boundaries, labels = episode_boundaries(run.episodes, len(run.actions))
+        figures.append(plots.actions_plot(figure_dir / "bag_actions.png", run.actions, caption, boundaries, labels))
     return Report("Bag analysis", caption, tables, figures, notes=run.notices,
                   extra={"decode_stats": run.decode_stats, "recovered": run.recovery is not None,
                          "skipped_messages": {topic: count for topic, (count, _) in run.skipped.items()}})
+
+
+def draft_checkpoint_description(decode_stats: list[dict]) -> str:
+    """The draft checkpoint(s) the policy used, if its decode_stats name them ('draft_checkpoint': the
+    directory a head loaded from, '' for the history draft, which has none)."""
+    checkpoints = sorted({f"{row['draft']}={row['draft_checkpoint']}" if row["draft_checkpoint"] else row["draft"]
+                          for row in decode_stats
+                          if row.get("draft", "none") != "none" and "draft_checkpoint" in row})
+    if checkpoints:
+        return "draft checkpoint " + ", ".join(checkpoints)
+    if any(row.get("draft", "none") != "none" for row in decode_stats):
+        return "draft checkpoint not named in the bag (its decode_stats carry no draft_checkpoint)"
+    return "no draft (autoregressive)"
+
+
+def latency_row(label: str, rows: list[dict]) -> plots.LatencyRow:
+    """Mean ms per action by stage; preprocessing from policy_ms - total_ms where every row has it."""
+    count = len(rows)
+
+    def mean(key):
+        return sum(row[key] for row in rows) / count if count else 0.0
+
+    measured = count and all("policy_ms" in row for row in rows)
+    preprocessing = max(0.0, mean("policy_ms") - mean("total_ms")) if measured else None
+    return plots.LatencyRow(label, count, mean("draft_ms"), mean("verify_ms"), mean("total_ms"), preprocessing)
+
+
+def inferred_num_draft_tokens(stats: list[DecodeStats]) -> int | None:
+    """k, read back as the most proposals in any pass after the first (the first, the prefill,
+    may judge early guesses beyond k); None when no action had a second pass."""
+    later = [proposed for action in stats for proposed in action.proposed_per_pass[1:]]
+    return max(later) if later else None
+
+
+def episode_boundaries(episodes: list[dict], actions: int) -> tuple[list[int], list[str]]:
+    """Action index after each episode's last action (one action per step) and its label."""
+    boundaries, labels, end = [], [], 0
+    for episode in episodes:
+        end += int(episode.get("steps", 0))
+        if 0 < end <= actions:
+            boundaries.append(end)
+            labels.append(f"task {episode['task_id']} ep {episode['episode']} ends")
+    return boundaries, labels
 
 
 def latency_rows(decode_stats: list[dict]) -> list[dict]:
@@ -114,8 +162,7 @@ def latency_rows(decode_stats: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spec-vla-analyze", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="spec-vla-analyze", description=__doc__)
     parser.add_argument("bag", type=Path, help="bag directory (rosbag2, MCAP or SQLite)")
     parser.add_argument("--output", type=Path, help="report directory (default: <bag>_analysis)")
     args = parser.parse_args(argv)
@@ -126,8 +173,7 @@ def main(argv=None) -> int:
             print(f"spec-vla-analyze: {notice}", file=sys.stderr)
         report = analyze(run, output)
     except (ValueError, OSError, AnyReaderError) as error:
-        print(f"spec-vla-analyze: {error}", file=sys.stderr)
-        return 2
+        return fail("spec-vla-analyze", error)
     report.write(output, REPORT_STEM)
     print(report.markdown(output))
     print(f"\nreport: {output / (REPORT_STEM + '.md')} (+ .json, .csv, .png)")

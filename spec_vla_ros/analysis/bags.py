@@ -41,7 +41,8 @@ RUN_TOPICS = ("decode_stats", "action", "instruction", "episode")
 DECODE_STATS_FIELDS = {"draft": str, "acceptance": str, "tokens": list, "verifier_passes": int,
                        "accepted_per_pass": list, "proposed_per_pass": list, "draft_ms": float,
                        "verify_ms": float, "total_ms": float}
-OPTIONAL_DECODE_STATS_FIELDS = {"verifier": str, "policy_ms": float, "image_to_action_ms": float}
+OPTIONAL_DECODE_STATS_FIELDS = {"verifier": str, "draft_checkpoint": str, "policy_ms": float,
+                                "image_to_action_ms": float}
 # Episode results: EpisodeResult's fields; those added after the first bags were recorded are optional.
 _FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 _NEWER_EPISODE_FIELDS = ("interrupted", "seeding")

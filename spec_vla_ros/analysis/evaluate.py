@@ -12,7 +12,6 @@ continues where it stopped and no episode is counted twice.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -20,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -32,12 +32,15 @@ from ..decoding.noise_floor import reshaped_ar_decoder
 from ..decoding.stats import DecodeStats
 from ..drafts.registry import DRAFT_NAMES
 from ..policy import PolicyConfig, VLAPolicy
+from ..vla.action_tokenizer import token_ids_to_actions
 from ..vla.checkpoint import MINIATURE
 from ..vla.constants import (
     ACTION_DIM, DEFAULT_RELAXED_THRESHOLD, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS,
     LIBERO_GOAL_NUM_TASKS, LIBERO_RENDER_SIZE, PUBLISHED_LIBERO_GOAL_RESULTS,
 )
 from . import plots, ray_eval
+from ..cli import ArgumentParser, fail
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads, check_threads
 from .report import Column, Report, Table, draft_train_accuracy, percentile, position_outcome_counts, provenance
 
 AR = "ar"
@@ -107,19 +110,36 @@ def run_episode(env: LiberoGoalEnv, policy: VLAPolicy, task_id: int, episode: in
     statistics of every action. With `noise_floor` (AR episodes), each observation is decoded
     again after the episode, untimed, by AR with reshaped passes (`step_reshaped_same`)."""
     policy.reset_episode()
-    observed = []
+    observed, actions = [], []
 
     def act(image, instruction):
         observed.append((image, instruction))
-        return policy.act(image, instruction)
+        action, stats = policy.act(image, instruction)
+        actions.append(action)
+        return action, stats
 
     record, step_stats, _ = libero_goal.run_episode(env, act, task_id, episode)
-    record = {**record, **episode_decode_record(step_stats)}
+    record = {**record, **episode_decode_record(step_stats), "step_actions": rounded(actions)}
     if noise_floor:
         probe = reshaped_ar_decoder(policy.verifier.model)
         record["step_reshaped_same"] = [policy.decode(image, instruction, probe)[0] == stats.tokens
                                         for (image, instruction), stats in zip(observed, step_stats)]
+    if policy.config.draft != "none" and policy.config.acceptance != STRICT.rule and policy.config.relaxed_threshold:
+        record["step_ar_actions"] = rounded(ar_actions(policy, observed))
     return record
+
+
+def ar_actions(policy: VLAPolicy, observed: list[tuple]) -> list:
+    """AR's actions on the observations a (relaxed) configuration acted on, decoded after the
+    episode, untimed: the reference of the deviation plot."""
+    reference = policy.build_decoder(policy.config.replace(draft="none", acceptance=STRICT.rule))
+    return [policy.norm_stats.unnormalize(token_ids_to_actions(policy.decode(image, instruction, reference)[0]))
+            for image, instruction in observed]
+
+
+def rounded(actions: list) -> list[list[float]]:
+    """Actions as JSON lists, to 6 decimals (the log's precision)."""
+    return [[round(float(value), 6) for value in action] for action in actions]
 
 
 def episode_decode_record(step_stats: list[DecodeStats]) -> dict:
@@ -214,6 +234,9 @@ def run_evaluation(env: LiberoGoalEnv, policy: VLAPolicy, configurations: list[C
                 for task_id, episode in env.episode_schedule(task_ids, episodes_per_task)
                 for configuration in configurations]
     pending = [item for item in schedule if (item[2].name, item[0], item[1]) not in log.records]
+    if len(pending) < len(schedule):
+        print(f"resuming {output_dir}: {len(schedule) - len(pending)} of {len(schedule)} episodes found in "
+              f"{EPISODES_FILE}, {len(pending)} to run", flush=True)
     decoders = {configuration.name: policy.build_decoder(configuration.policy_config(base, checkpoints))
                 for configuration in {item[2] for item in pending}}
     original = policy.decoder
@@ -310,7 +333,7 @@ def build_report(records: list[dict], configurations: list[Configuration], setti
                          f"max_steps {settings['max_steps']}, {settings['image_size']} px renders, "
                          f"seeding {settings.get('seeding', 'per_episode')}, "
                          f"num_draft_tokens {settings['num_draft_tokens']}, "
-                         f"drafts: {draft_checkpoint_description(settings)}")
+                         f"drafts: {draft_checkpoint_description(settings)}", threads=settings.get("torch_threads"))
 
     overall, per_task, positions = [], [], []
     for configuration in configurations:
@@ -331,27 +354,7 @@ def build_report(records: list[dict], configurations: list[Configuration], setti
             positions.append({"configuration": configuration.name, "accepted": accepted, "judged": judged,
                               **{f"position_{i + 1}": ratio(accepted[i], judged[i]) for i in range(ACTION_DIM)}})
 
-    def per_task_and_all(key: str) -> dict[str, list]:
-        return {row["configuration"]: [r[key] for r in per_task if r["configuration"] == row["configuration"]]
-                + [row[key]] for row in overall}
-
-    first = records[0]          # the first (task, episode) of the schedule, run by every configuration
-    figures = [
-        plots.grouped_bars(figure_dir / "seconds_per_episode.png", "Seconds per episode (mean, std)", "s",
-                           [f"task {t}" for t in task_ids] + ["all"], per_task_and_all("mean_episode_s"), caption,
-                           errors=per_task_and_all("std_episode_s")),
-        plots.acceptance_length_histogram(
-            figure_dir / "acceptance_length_histogram.png",
-            {row["configuration"]: [p for r in by_configuration[row["configuration"]] for p in r["step_passes"]]
-             for row in positions}, caption),
-        plots.acceptance_by_position(figure_dir / "acceptance_by_position.png",
-                                     {row["configuration"]: (row["accepted"], row["judged"]) for row in positions},
-                                     caption),
-        plots.lines(figure_dir / "step_latency.png",
-                    f"Decode time per action over task {first['task_id']} episode {first['episode']}", "step", "ms",
-                    {name: (range(len(rows[0]["step_decode_ms"])), rows[0]["step_decode_ms"])
-                     for name, rows in by_configuration.items()}, caption),
-    ]
+    figures = eval_figures(by_configuration, configurations, task_ids, positions, settings, caption, figure_dir)
     tables = [
         Table("configurations", "Per configuration", CONFIGURATION_COLUMNS, overall,
               note="Speedups and 'same actions as AR' (share of episodes whose every action equals AR's) compare "
@@ -372,6 +375,91 @@ def build_report(records: list[dict], configurations: list[Configuration], setti
     ]
     return Report("LIBERO-GOAL: autoregressive vs speculative decoding", caption, tables, figures,
                   extra={"settings": settings, "configurations": [c.name for c in configurations]})
+
+
+# The eval's figures, in the order the report shows them (README: "Evaluation plots").
+FIGURE_FILES = {
+    "speedup": "eval_speedup.png",                       # decode and episode speedup vs AR, passes per action
+    "ms_per_action": "eval_ms_per_action.png",           # stacked: preprocessing (not measured here), draft, verify
+    "success_rate": "eval_success_rate.png",             # per task and configuration, Wilson intervals
+    "acceptance_by_position": "eval_acceptance_by_position.png",
+    "acceptance_length": "eval_acceptance_length_histogram.png",
+    "action_deviation": "eval_relaxed_action_deviation.png",   # only with relaxed configurations
+    "step_latency": "eval_step_latency.png",
+}
+
+
+def paired_units(records: list[dict], reference: list[dict], total) -> tuple[list, list]:
+    """(total, count) per episode for the reference (AR) and the configuration, paired by task and
+    initial state; `total(record)` gives an episode's (total, count)."""
+    mine = {(r["task_id"], r["episode"]): r for r in records}
+    pairs = [(total(r), total(mine[(r["task_id"], r["episode"])])) for r in reference
+             if (r["task_id"], r["episode"]) in mine]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def speedup_rows(by_configuration: dict[str, list[dict]]) -> list[plots.SpeedupRow]:
+    """Bootstrap over episodes (paired with AR's on the same task and initial state)."""
+    reference = by_configuration.get(AR)
+    rows = []
+    for name, records in by_configuration.items():
+        def decode(r):
+            return sum(r["step_decode_ms"]), r["actions"]
+
+        def seconds(r):
+            return r["wall_seconds"], 1.0
+
+        passes = plots.ratio_of_means_interval([(sum(r["step_passes"]), r["actions"]) for r in records],
+                                               [(1.0, 1.0)] * len(records))
+        if reference:
+            decode_speedup = plots.ratio_of_means_interval(*paired_units(records, reference, decode))
+            episode_speedup = plots.ratio_of_means_interval(*paired_units(records, reference, seconds))
+        else:
+            decode_speedup = episode_speedup = plots.Interval(float("nan"), float("nan"), float("nan"), 0)
+        rows.append(plots.SpeedupRow(name, decode_speedup, episode_speedup, passes))
+    return rows
+
+
+def eval_figures(by_configuration: dict[str, list[dict]], configurations: list[Configuration], task_ids: list[int],
+                 positions: list[dict], settings: dict, caption: str, figure_dir: Path) -> list[Path]:
+    files = {key: Path(figure_dir) / name for key, name in FIGURE_FILES.items()}
+    figures = []
+    if AR in by_configuration:
+        figures.append(plots.speedup(files["speedup"], speedup_rows(by_configuration), caption))
+    summaries = {name: decode_summary(records) for name, records in by_configuration.items()}
+    figures.append(plots.ms_per_action(files["ms_per_action"], [
+        plots.LatencyRow(name, summary["actions"], summary["draft_ms_per_action"] or 0.0,
+                         summary["verify_ms_per_action"] or 0.0, summary["ms_per_action"] or 0.0, None)
+        for name, summary in summaries.items()],
+        "Preprocessing (image -> pixel values) is not measured by spec-vla-eval (spec-vla-analyze of a bag "
+        "measures it). " + caption))
+    outcomes = {name: [(sum(r["success"] for r in records if r["task_id"] == t),
+                        sum(r["task_id"] == t for r in records)) for t in task_ids]
+                + [(sum(r["success"] for r in records), len(records))] for name, records in by_configuration.items()}
+    figures.append(plots.success_rate(files["success_rate"], [f"task {t}" for t in task_ids] + ["all"], outcomes,
+                                      caption))
+    if positions:
+        figures += [
+            plots.acceptance_by_position(files["acceptance_by_position"],
+                                         {row["configuration"]: (row["accepted"], row["judged"]) for row in positions},
+                                         caption, num_draft_tokens=settings["num_draft_tokens"]),
+            plots.acceptance_length_histogram(
+                files["acceptance_length"],
+                {row["configuration"]: [p for r in by_configuration[row["configuration"]] for p in r["step_passes"]]
+                 for row in positions}, caption)]
+    deviations = {name: np.array([np.subtract(mine, ar) for r in records
+                                  for mine, ar in zip(r["step_actions"], r["step_ar_actions"])]).reshape(-1, ACTION_DIM)
+                  for name, records in by_configuration.items()
+                  if records and all("step_ar_actions" in r for r in records)}
+    if deviations:
+        figures.append(plots.action_deviation(files["action_deviation"], deviations, caption))
+    first = next(iter(by_configuration.values()))[0]   # the first (task, episode), run by every configuration
+    figures.append(plots.lines(
+        files["step_latency"], f"Decode time per action over task {first['task_id']} episode {first['episode']} "
+                               "(one episode per configuration)", "step", "ms",
+        {name: (range(len(rows[0]["step_decode_ms"])), rows[0]["step_decode_ms"])
+         for name, rows in by_configuration.items()}, caption))
+    return figures
 
 
 def summed_position_counts(records: list[dict]) -> tuple[list[int], list[int]]:
@@ -419,6 +507,36 @@ PUBLISHED_COLUMNS = [
 
 # --- command line --------------------------------------------------------------------------
 
+def check_run_arguments(args) -> None:
+    """ValueError (one line) for task ids, counts and threads no run could use."""
+    unknown = [task for task in args.tasks if not 0 <= task < LIBERO_GOAL_NUM_TASKS]
+    if unknown:
+        raise ValueError(f"--tasks {unknown}: LIBERO-GOAL task ids are 0-{LIBERO_GOAL_NUM_TASKS - 1}")
+    if not 1 <= args.episodes <= LIBERO_EPISODES_PER_TASK:
+        raise ValueError(f"--episodes {args.episodes}: LIBERO-GOAL has {LIBERO_EPISODES_PER_TASK} initial states "
+                         f"per task; choose 1-{LIBERO_EPISODES_PER_TASK}")
+    if args.max_steps < 1 or args.image_size < 1:
+        raise ValueError(f"--max-steps and --image-size must be positive, got {args.max_steps} and {args.image_size}")
+    check_threads(args.threads)
+
+
+def known_settings(args, checkpoints: dict[str, str]) -> dict:
+    """The settings run_settings() records that are known before the verifier loads."""
+    return {"verifier": args.verifier, "device": args.device, "num_draft_tokens": args.num_draft_tokens,
+            "draft_checkpoints": dict(sorted(checkpoints.items())), "max_steps": args.max_steps,
+            "image_size": args.image_size, "seed": args.seed, "seeding": args.seeding}
+
+
+def precheck_settings(output_dir: Path, settings: dict) -> None:
+    """check_settings() on what is known before loading, so a mismatched output directory is
+    refused in a second, not after the verifier and the simulator have started."""
+    path = Path(output_dir) / SETTINGS_FILE
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        check_settings(Path(output_dir), {**recorded, **{key: value for key, value in settings.items()
+                                                         if key in recorded}})
+
+
 def parse_checkpoints(items: list[str]) -> dict[str, str]:
     checkpoints = {}
     for item in items:
@@ -430,49 +548,54 @@ def parse_checkpoints(items: list[str]) -> dict[str, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spec-vla-eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="spec-vla-eval", description=__doc__)
     parser.add_argument("--configurations", nargs="+", default=list(DEFAULT_CONFIGURATIONS),
                         help="ar | mamba | llama | history, each optionally :strict, :relaxed[:T] (Spec-VLA's "
                              "exact rule, |draft id - verifier id| <= T, default T 9) or :relaxed-guarded[:T] "
                              "(also both ids action tokens and the gripper on the verifier's side)")
     parser.add_argument("--tasks", nargs="+", type=int, default=list(range(LIBERO_GOAL_NUM_TASKS)),
-                        help="LIBERO-GOAL task ids (0-9)")
+                        help=f"LIBERO-GOAL task ids (0-{LIBERO_GOAL_NUM_TASKS - 1}); a full evaluation runs all")
     parser.add_argument("--episodes", type=int, default=LIBERO_EPISODES_PER_TASK,
-                        help="episodes per task, i.e. initial states 0..N-1 (full evaluation: 50)")
+                        help=f"episodes per task, i.e. initial states 0..N-1 (1-{LIBERO_EPISODES_PER_TASK}; "
+                             f"a full evaluation: {LIBERO_EPISODES_PER_TASK}; try 1-2 first: an episode of "
+                             f"{LIBERO_GOAL_MAX_STEPS} steps takes minutes on a CPU)")
     parser.add_argument("--max-steps", type=int, default=LIBERO_GOAL_MAX_STEPS,
-                        help="policy steps per episode (LIBERO-GOAL: 300)")
+                        help=f"policy steps per episode (LIBERO-GOAL: {LIBERO_GOAL_MAX_STEPS})")
     parser.add_argument("--output", type=Path, default=Path("runs/eval"),
-                        help="report directory; rerunning with the same one resumes")
+                        help="report directory; rerunning with the same one resumes (same settings only)")
     parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--num-draft-tokens", type=int, default=PolicyConfig.num_draft_tokens)
+    parser.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
+    parser.add_argument("--dtype", default="auto",
+                        help="auto (the checkpoint's own dtype) | float32 | bfloat16 | float16")
+    parser.add_argument("--num-draft-tokens", type=int, default=PolicyConfig.num_draft_tokens,
+                        help="tokens a draft proposes per verifier pass (1-7)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
-                        help="draft checkpoint for mamba or llama (default: the packaged one)")
-    parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="rendered image size")
+                        help="draft checkpoint for mamba or llama, repeatable ([] = the packaged ones, trained "
+                             "for the miniature)")
+    parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="rendered image size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="env seed (fixture placement)")
     parser.add_argument("--seeding", choices=sorted(SEEDINGS), default=None,
                         help="; ".join(f"{name}: {text}" for name, text in SEEDINGS.items())
                         + " (default: openvla; per_episode with --ray)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
     parser.add_argument("--ray", nargs="?", const=ray_eval.LOCAL, metavar="ADDRESS",
                         help="spread the episodes over Ray actors (one per GPU with --device cuda, else per CPU "
                              "slot): no ADDRESS starts a local instance, 'auto' joins the running cluster; "
                              "always per-episode seeding")
     parser.add_argument("--ray-workers", type=int, default=0,
                         help="with --ray: at most this many actors (0: one per GPU / CPU slot of the cluster)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     base = PolicyConfig(verifier=args.verifier, device=args.device, dtype=args.dtype, draft="none",
                         num_draft_tokens=args.num_draft_tokens)
-    try:
+    try:                                          # cheap checks (checkpoints included) before anything loads
+        check_run_arguments(args)
         configurations = [Configuration.parse(text) for text in args.configurations]
         checkpoints = parse_checkpoints(args.checkpoint)
-        for configuration in configurations:      # cheap checks (checkpoints included) before anything loads
+        for configuration in configurations:
             VLAPolicy.validate(configuration.policy_config(base, checkpoints))
     except ValueError as error:
-        parser.error(str(error))
+        return fail("spec-vla-eval", error)
 
     if args.ray:
         if args.seeding not in (None, ray_eval.PER_EPISODE_SEEDING):
@@ -480,17 +603,22 @@ def main(argv=None) -> int:
                          "actor is free, so it must be determined by (task, episode) alone")
         return evaluate_with_ray(args, base, configurations, checkpoints)
     args.seeding = args.seeding or "openvla"
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    policy = VLAPolicy(base)
+    try:
+        precheck_settings(args.output, known_settings(args, checkpoints))
+    except ValueError as error:                   # an output directory of a run with other settings
+        return fail("spec-vla-eval", error)
+    apply_threads(args.threads)
+    try:
+        policy = VLAPolicy(base)
+    except ValueError as error:                   # a checkpoint that does not load as it is
+        return fail("spec-vla-eval", error)
     try:
         with LiberoGoalEnv(image_size=args.image_size, max_steps=args.max_steps, seed=args.seed,
                            seeding=args.seeding) as env:
             report = run_evaluation(env, policy, configurations, args.tasks, args.episodes, args.output,
                                     checkpoints, progress=not args.no_progress)
-    except ValueError as error:                   # e.g. an output directory of a run with other settings
-        print(f"spec-vla-eval: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:                   # e.g. a settings check only the loaded verifier can make
+        return fail("spec-vla-eval", error)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished episodes are kept in {args.output / EPISODES_FILE}; "
               "rerun the same command to continue", file=sys.stderr)
@@ -503,7 +631,7 @@ def main(argv=None) -> int:
 def evaluate_with_ray(args, base: PolicyConfig, configurations: list[Configuration], checkpoints: dict) -> int:
     """`spec-vla-eval --ray`: the same log and report, the episodes run by Ray actors (ray_eval.py)."""
     spec = ray_eval.WorkerSpec(base, checkpoints, {"image_size": args.image_size, "max_steps": args.max_steps,
-                                                   "seed": args.seed}, threads=args.threads or 1)
+                                                   "seed": args.seed}, threads=args.threads or 1)   # 0: 1 per actor
     try:
         report, run = ray_eval.evaluate_on_ray(spec, configurations, args.tasks, args.episodes, args.output,
                                                args.ray, args.ray_workers, progress=not args.no_progress)

@@ -125,10 +125,12 @@ def percentile(values, q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def hardware_description(device: str) -> str:
+def hardware_description(device: str, threads: int | None = None) -> str:
+    """'GPU <name>' or 'CPU (N cores, T torch threads)'; `threads` as recorded by the run (default:
+    this process's setting, right only when the run is this process)."""
     if device.startswith("cuda"):
         return f"GPU {torch.cuda.get_device_name(torch.device(device))}"
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads() if threads is None else threads
     return f"CPU ({os.cpu_count()} cores, {threads} torch thread{'s' if threads > 1 else ''})"
 
 
@@ -138,9 +140,9 @@ def verifier_description(verifier_name: str) -> str:
     return f"checkpoint {verifier_name}"
 
 
-def provenance(verifier_name: str, device: str, dtype, data: str) -> str:
+def provenance(verifier_name: str, device: str, dtype, data: str, threads: int | None = None) -> str:
     """'Verifier ... on <hardware>, <dtype>; <what data>' — the line every report and plot carries."""
-    return (f"Verifier {verifier_description(verifier_name)} on {hardware_description(device)}, "
+    return (f"Verifier {verifier_description(verifier_name)} on {hardware_description(device, threads)}, "
             f"{str(dtype).removeprefix('torch.')}; {data}")
 
 

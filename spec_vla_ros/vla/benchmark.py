@@ -6,20 +6,27 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from .checkpoint import MINIATURE, load_verifier
+from .checkpoint import MINIATURE, CheckpointError, load_verifier
 from .preprocess import pixel_values
 from .prompt import prompt_token_ids
 from .session import VerifierSession
 from .constants import ACTION_DIM
+from .threads import DEFAULT_THREADS, THREADS_HELP, apply_threads
 
 
 def add_arguments(parser) -> None:
+    from ..cli import use_defaults_in_help       # the command line's conventions (defaults in --help)
+    use_defaults_in_help(parser)
     parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--actions", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
+    parser.add_argument("--dtype", default="auto",
+                        help="auto (the checkpoint's own dtype) | float32 | bfloat16 | float16")
+    parser.add_argument("--actions", type=int, default=50, help="actions measured (after one warm-up action)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random 256x256 images")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def percentile_row(name: str, values_ms) -> str:
@@ -28,14 +35,25 @@ def percentile_row(name: str, values_ms) -> str:
 
 
 def run(args) -> dict:
+    if args.actions < 1 or args.threads < 0:
+        from ..cli import fail
+        raise SystemExit(fail("spec-vla-bench verifier", f"--actions must be >= 1 and --threads >= 0, got "
+                                                          f"{args.actions} and {args.threads}"))
+    threads = apply_threads(args.threads)
     start = time.perf_counter()
-    verifier = load_verifier(args.verifier, args.device, args.dtype)
+    try:
+        verifier = load_verifier(args.verifier, args.device, args.dtype)
+    except (CheckpointError, ValueError, OSError) as error:     # missing or mismatched checkpoint, bad dtype
+        from ..cli import fail
+        raise SystemExit(fail("spec-vla-bench verifier", error)) from None
     load_s = time.perf_counter() - start
     rng = np.random.default_rng(args.seed)
     prompt_ids = prompt_token_ids(verifier.tokenizer, "put the bowl on the plate")
     preprocess_ms, prefill_ms, token_ms, action_ms = [], [], [], []
     sync = torch.cuda.synchronize if str(verifier.device).startswith("cuda") else (lambda: None)
-    for _ in range(args.actions + 1):                  # the first action warms up and is not counted
+    steps = tqdm(range(args.actions + 1), desc="verifier: AR actions (first = warm-up)", unit="action",
+                 disable=getattr(args, "no_progress", False))
+    for _ in steps:                                    # the first action warms up and is not counted
         image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
         session = VerifierSession(verifier.model)
         t = time.perf_counter()
@@ -58,12 +76,13 @@ def run(args) -> dict:
     token_ms = token_ms[ACTION_DIM - 1:]
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"verifier: {verifier.name} on {args.device} ({verifier.dtype}), {args.actions} actions, "
-          f"autoregressive greedy decoding, random 256x256 images")
+          f"autoregressive greedy decoding, random 256x256 images, {threads} torch thread(s)")
     print(f"load time: {load_s:.2f} s    peak RSS: {peak_rss_mb:.0f} MB")
     print("| measure | median ms | p90 ms |\n|---|---|---|")
     for name, values in (("image preprocessing (OpenVLA's harness path, CPU)", preprocess_ms),
                          ("prefill (vision + projector + LM)", prefill_ms),
                          ("decode per token", token_ms), ("per action (7 tokens)", action_ms)):
         print(percentile_row(name, values))
-    return {"load_s": load_s, "peak_rss_mb": peak_rss_mb, "preprocess_ms": preprocess_ms, "prefill_ms": prefill_ms,
+    return {"threads": threads, "load_s": load_s, "peak_rss_mb": peak_rss_mb, "preprocess_ms": preprocess_ms,
+            "prefill_ms": prefill_ms,
             "token_ms": token_ms, "action_ms": action_ms}

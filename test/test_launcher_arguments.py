@@ -1,0 +1,46 @@
+"""spec-vla-launch refuses what a node would refuse, in one line and exit 2, before any node
+starts; --help shows every default."""
+import pytest
+
+from spec_vla_ros import launcher
+
+
+def _run(argv):
+    try:
+        return launcher.main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["libero_goal", "task_ids:=[12]"], "task_ids:=[12]: expected a non-empty list of LIBERO-GOAL task ids 0-9"),
+    (["libero_goal", "episodes_per_task:=0"], "episodes_per_task:=0: expected 1-50"),
+    (["libero_goal", "max_steps:=-3"], "max_steps:=-3"),
+    (["libero_goal", "draft:=eagle"], "draft 'eagle' is unknown"),
+    (["libero_goal", "verifier:=/no/such/openvla"], "'/no/such/openvla' does not exist"),
+    (["hardware", "threads:=-1"], "threads must be an integer >= 0"),
+    (["libero_goal", "drafts:=mamba"], "unknown launch argument(s) ['drafts']"),
+    (["simulation"], "invalid choice: 'simulation'"),
+])
+def test_a_refused_setting_is_one_line_and_exit_2_before_any_node_starts(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(launcher, "Launcher", lambda *a, **k: pytest.fail("a node was started"))
+    assert _run(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("spec-vla-launch: ") and message in error
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_the_default_settings_pass_and_threads_reach_the_policy_node(capsys):
+    assert _run(["libero_goal", "--print"]) == 0
+    assert "threads" not in capsys.readouterr().out               # the parameters file's value (1) applies
+    [policy] = [node for node in launcher.resolve("libero_goal", {"threads": "0"}) if node.name == "spec_vla_policy"]
+    assert policy.parameters["threads"] == 0 and launcher.node_settings(policy)["threads"] == 0
+    [policy] = [node for node in launcher.resolve("libero_goal", {}) if node.name == "spec_vla_policy"]
+    assert launcher.node_settings(policy)["threads"] == 1
+
+
+def test_help_shows_defaults(capsys):
+    assert _run(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--log-dir LOG_DIR write each node's output to DIR/<node>.log (default: to this terminal)" in text
+    assert "node graph to run" in text
