@@ -192,9 +192,13 @@ class LiberoGoalBridge(Node):
                     self._publish_result(self.env.result.as_dict())
                     index += 1
             self._write_results(completed=index >= len(self.schedule))
-        except Exception as error:  # the node must still shut down cleanly and say why
+        except Exception as error:  # the node must still shut down cleanly, say why and keep what finished
             self.get_logger().fatal(f"episode worker failed: {type(error).__name__}: {error}")
             self.exit_code = 1
+            try:
+                self._write_results(completed=False)
+            except Exception as write_error:
+                self.get_logger().error(f"results of the finished episodes not written: {write_error}")
         finally:
             self.env.close()
             self.finished.set()

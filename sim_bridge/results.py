@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from statistics import fmean
 
-from spec_vla_ros.analysis.report import to_builtin, write_csv
+from .tables import to_builtin, write_csv
 
 
 def summarize(records: list[dict]) -> dict:

@@ -1,8 +1,9 @@
 """`spec-vla-bench`: the package's benchmarks (commands that print tables, never timed tests)."""
 from __future__ import annotations
 
-import argparse
 import importlib
+
+from .cli import ArgumentParser, use_defaults_in_help
 
 # subcommand -> (module with add_arguments(parser) and run(args), help)
 BENCHMARKS = {
@@ -22,10 +23,11 @@ BENCHMARKS = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="spec-vla-bench", description=__doc__)
+    parser = ArgumentParser(prog="spec-vla-bench", description=__doc__)
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     for name, (module_name, help_text) in BENCHMARKS.items():
-        sub = subparsers.add_parser(name, help=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        use_defaults_in_help(sub)              # defaults in --help, one-line errors
         sub.set_defaults(module_name=module_name)
         importlib.import_module(module_name).add_arguments(sub)
     args = parser.parse_args(argv)

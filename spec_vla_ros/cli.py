@@ -46,4 +46,5 @@ def fail(prog: str, message) -> int:
 
 
 def one_line(message) -> str:
+    """A message or exception's text on one line (rcl and rclpy messages may span several)."""
     return " ".join(str(message).split()) or type(message).__name__

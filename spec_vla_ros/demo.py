@@ -104,7 +104,8 @@ def print_report(bag: Path) -> None:
     print(f"\nRead back from the bag {bag}:")
     print("  messages: " + ", ".join(f"{topic} {count}" for topic, count in run.message_counts.items()))
     for episode in run.episodes:
-        outcome = "success" if episode["success"] else f"failure ({episode['failure_reason']})"
+        outcome = ("interrupted (stopped before it ended)" if episode.get("interrupted") else
+                   "success" if episode["success"] else f"failure ({episode['failure_reason']})")
         print(f"  episode: task {episode['task_id']} \"{episode['instruction']}\": {outcome}, "
               f"{episode['steps']} steps, {episode['wall_seconds']:.1f} s")
     if not run.episodes:

@@ -72,6 +72,7 @@ class VLAPolicy:
         self._lock = threading.Lock()
         self.config = config
         self.decoder = self.build_decoder(config)
+        self._draft_checkpoint = self.draft_checkpoint_of(config)
 
     validate = staticmethod(validate_config)
 
@@ -87,13 +88,12 @@ class VLAPolicy:
 
     def set_decoder(self, decoder: Decoder, config: PolicyConfig) -> None:
         """Install a decoder; the action in flight (if any) finishes with the old one."""
+        checkpoint = self.draft_checkpoint_of(config)
         with self._lock:
-            self.decoder, self.config = decoder, config
+            self.decoder, self.config, self._draft_checkpoint = decoder, config, checkpoint
 
-    @property
-    def draft_checkpoint(self) -> str:
-        """The directory the serving draft head was loaded from ('' for none and history)."""
-        config = self.config
+    def draft_checkpoint_of(self, config: PolicyConfig) -> str:
+        """The directory `config`'s draft head loads from ('' for none and history)."""
         if config.draft not in HEAD_KINDS:
             return ""
         return str(draft_checkpoint_dir(config.draft, config.draft_checkpoint, self.verifier.name))
@@ -116,6 +116,10 @@ class VLAPolicy:
         instruction."""
         validate_image(image)
         build_prompt(instruction)
-        with self._lock:
+        with self._lock:           # one decoder, and the statistics name the one that ran
             prompt_ids = prompt_token_ids(self.verifier.tokenizer, instruction)
-            return (decoder or self.decoder).decode(pixel_values(image, self.config.center_crop, self.verifier.image_normalization), prompt_ids)
+            pixels = pixel_values(image, self.config.center_crop, self.verifier.image_normalization)
+            tokens, stats = (decoder or self.decoder).decode(pixels, prompt_ids)
+            if decoder is None:
+                stats.draft_checkpoint = self._draft_checkpoint
+        return tokens, stats

@@ -27,9 +27,8 @@ episode for the drafts (VLAPolicy.reset_episode): earlier actions say nothing ab
 
 Per action, `decode_stats` and `/diagnostics` carry one DiagnosticStatus stamped with the source
 image's stamp. Its key-values (strings as they are, everything else JSON; control.decode_values
-reads them back): verifier, draft_checkpoint (the directory the draft head loaded from, '' for none
-and history), DecodeStats.as_dict() (draft, acceptance, tokens, generated,
-stopped_at_eos, verifier_passes, accepted_per_pass, proposed_per_pass, draft_ms, verify_ms,
+reads them back): verifier, DecodeStats.as_dict() (draft, acceptance, tokens, generated,
+draft_checkpoint, stopped_at_eos, verifier_passes, accepted_per_pass, proposed_per_pass, draft_ms, verify_ms,
 total_ms, acceptance_length),
 policy_ms (VLAPolicy.act: preprocessing + decode), image_to_action_ms (image stamp -> action
 published), action, dry_run, and the node's running counts: actions, frames_received,
@@ -58,6 +57,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Float64MultiArray, String
 
+from .cli import one_line
 from .control import action_to_velocity, encode_values, gripper_opening
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decoding.acceptance import RULE_DESCRIPTIONS
@@ -122,11 +122,6 @@ def check_node_settings(values: dict) -> None:
     if values["image_transport"] not in IMAGE_TRANSPORTS:
         raise ValueError(f"image_transport '{values['image_transport']}' is unknown; expected one of "
                          f"{', '.join(IMAGE_TRANSPORTS)}")
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's text on one line (rcl and rclpy messages may span several)."""
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 class RateLimitedLog:
@@ -370,14 +365,19 @@ class PolicyNode(Node):
             started = time.perf_counter()
             try:
                 action, stats = self.policy.act(image, instruction)
-                policy_ms = (time.perf_counter() - started) * 1e3
-                self._publish(action, stats, stamp_msg, since, policy_ms)
             except ValueError as error:
                 self._count("inputs_rejected")
                 self.report("warning", f"no action for this frame: {one_line(error)}")
+                continue
             except Exception as error:  # noqa: BLE001 -- the node keeps serving the next frame
                 self._count("inference_errors")
                 self.report("error", f"no action for this frame: {type(error).__name__}: {one_line(error)}")
+                continue
+            try:
+                self._publish(action, stats, stamp_msg, since, (time.perf_counter() - started) * 1e3)
+            except Exception as error:  # noqa: BLE001 -- e.g. the context shut down mid-publish
+                self._count("inference_errors")
+                self.report("error", f"could not publish the action: {type(error).__name__}: {one_line(error)}")
 
     def _publish(self, action, stats, stamp_msg, since: Time, policy_ms: float) -> None:
         dry_run = self.values["dry_run"]
@@ -389,8 +389,7 @@ class PolicyNode(Node):
         self._count("actions")
         with self._condition:
             counts = dict(self.counts)
-        values = {"verifier": self.policy.config.verifier, "draft_checkpoint": self.policy.draft_checkpoint,
-                  **stats.as_dict(), "policy_ms": policy_ms,
+        values = {"verifier": self.policy.config.verifier, **stats.as_dict(), "policy_ms": policy_ms,
                   "image_to_action_ms": image_to_action_ms, "action": [float(v) for v in action],
                   "dry_run": dry_run, **counts}
         status = DiagnosticStatus(

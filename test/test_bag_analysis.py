@@ -107,7 +107,7 @@ def test_bag_report_groups_decoding_by_draft_and_reports_episodes(tmp_path, name
     for figure in document["figures"]:
         with Image.open(figure) as image:
             assert image.format == "PNG" and image.size[0] == FIGURE_PIXELS[0]
-    assert f"draft checkpoint {DRAFT_CHECKPOINT}" in document["provenance"]
+    assert f"draft checkpoint history={DRAFT_CHECKPOINT}" in document["provenance"]
 
 
 def test_bag_plots_split_latency_and_draw_one_panel_per_action_dimension(tmp_path):

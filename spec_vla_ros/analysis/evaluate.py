@@ -32,6 +32,7 @@ from ..decoding.noise_floor import reshaped_ar_decoder
 from ..decoding.stats import DecodeStats
 from ..drafts.registry import DRAFT_NAMES
 from ..policy import PolicyConfig, VLAPolicy
+from ..training.arguments import parse_checkpoints
 from ..vla.action_tokenizer import token_ids_to_actions
 from ..vla.checkpoint import MINIATURE
 from ..vla.constants import (
@@ -535,16 +536,6 @@ def precheck_settings(output_dir: Path, settings: dict) -> None:
         recorded = json.loads(path.read_text())
         check_settings(Path(output_dir), {**recorded, **{key: value for key, value in settings.items()
                                                          if key in recorded}})
-
-
-def parse_checkpoints(items: list[str]) -> dict[str, str]:
-    checkpoints = {}
-    for item in items:
-        draft, separator, path = item.partition("=")
-        if not separator or draft not in ("mamba", "llama"):
-            raise ValueError(f"--checkpoint takes mamba=PATH or llama=PATH, got '{item}'")
-        checkpoints[draft] = path
-    return checkpoints
 
 
 def main(argv=None) -> int:

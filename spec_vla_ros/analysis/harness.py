@@ -40,8 +40,8 @@ from ..drafts.base import Draft
 from ..drafts.eagle_head import HEAD_KINDS
 from ..drafts.registry import DRAFT_NAMES, MINIATURE_NAME, check_draft_config, load_draft
 from ..training.arguments import (DTYPES, EXPECTED_ERRORS, CommandError, absolute_path, apply_runtime_arguments,
-                                  device_argument, verifier_argument)
-from ..training.collect import Trace, read_manifest, read_traces, trace_action
+                                  device_argument, parse_checkpoints, verifier_argument)
+from ..training.collect import Trace, read_manifest, read_traces, recorded_verifier_location, trace_action
 from ..vla.checkpoint import MINIATURE, LoadedVerifier, load_verifier
 from ..vla.constants import ACTION_DIM, ACTION_NAMES, EOS_TOKEN_ID
 from ..vla.preprocess import pixel_values
@@ -327,7 +327,7 @@ def traces_verifier(directory: Path, given: str | None) -> str:
                                f"collected with verifier '{recorded}'; leave --verifier out to use the recorded one "
                                "(traces hold their verifier's features and replay with no other)")
         return given
-    location = manifest.get("verifier_path") or (MINIATURE if recorded == MINIATURE_NAME else None)
+    location = recorded_verifier_location(manifest)
     if location is None:
         raise CommandError(f"traces {directory} do not record where their verifier '{recorded}' is (collected by an "
                            "older spec-vla-collect); pass --verifier DIR")
@@ -370,17 +370,6 @@ def parse_draft(item: str) -> tuple[str, str]:
     if checkpoint and name == "history":
         raise CommandError("the history draft has no checkpoint")
     return name, str(absolute_path(checkpoint)) if checkpoint else ""
-
-
-def parse_checkpoints(items: list[str]) -> dict[str, str]:
-    """`--checkpoint DRAFT=PATH` entries (as spec-vla-eval) -> {draft: absolute path}."""
-    checkpoints = {}
-    for item in items:
-        name, separator, path = item.partition("=")
-        if not separator or name not in HEAD_KINDS or not path:
-            raise CommandError(f"--checkpoint takes mamba=PATH or llama=PATH, got '{item}'")
-        checkpoints[name] = str(absolute_path(path))
-    return checkpoints
 
 
 def drafts_to_measure(args, verifier: str) -> list[tuple[str, str]]:

@@ -7,7 +7,6 @@ so no figure travels without what produced it.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -19,6 +18,8 @@ from typing import Iterable
 
 import numpy as np
 import torch
+
+from sim_bridge.tables import to_builtin, write_csv
 
 from ..decoding.stats import DecodeStats
 from ..drafts.checkpoints import read_draft_config
@@ -99,26 +100,6 @@ def cell(value, spec: str = "") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return format(value, spec) if spec else str(value)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Every key of every row is a column; lists are written as JSON."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with Path(path).open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: json.dumps(value, default=to_builtin) if isinstance(value, (list, dict)) else value
-                             for key, value in row.items()})
-
-
-def to_builtin(value):
-    """numpy scalars and arrays, and paths, as plain JSON values."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def percentile(values, q: float) -> float | None:

@@ -42,7 +42,7 @@ from ..cli import fail, use_defaults_in_help
 from ..drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config
 from ..drafts.registry import DRAFT_NAMES, MINIATURE_NAME, check_draft_config, load_draft, verifier_identity
 from ..training.arguments import (DTYPES, EXPECTED_ERRORS, CommandError, absolute_path, apply_runtime_arguments,
-                                  device_argument, verifier_argument)
+                                  device_argument, parse_checkpoints, verifier_argument)
 from ..training.collect import synthetic_episode
 from ..vla.action_tokenizer import token_ids_to_bin_indices
 from ..vla.checkpoint import MINIATURE, check_checkpoint_files, load_verifier, resolve_dtype
@@ -120,14 +120,12 @@ def optional_path(text: str) -> str:
 
 def draft_checkpoints(args) -> dict[str, str]:
     """{draft: checkpoint} from --checkpoint DRAFT=PATH and --mamba/--llama-checkpoint; '' = none given."""
+    given = parse_checkpoints(args.checkpoint)
     checkpoints = {"mamba": args.mamba_checkpoint, "llama": args.llama_checkpoint}
-    for item in args.checkpoint:
-        name, separator, path = item.partition("=")
-        if not separator or name not in HEAD_KINDS or not path:
-            raise CommandError(f"--checkpoint takes mamba=PATH or llama=PATH, got '{item}'")
-        if checkpoints[name] and checkpoints[name] != optional_path(path):
+    for name, path in given.items():
+        if checkpoints[name] and checkpoints[name] != path:
             raise CommandError(f"two checkpoints for {name}: {checkpoints[name]} and {path}")
-        checkpoints[name] = optional_path(path)
+        checkpoints[name] = path
     return checkpoints
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 from ..drafts.checkpoints import DraftCheckpointError
+from ..drafts.eagle_head import HEAD_KINDS as DRAFT_HEADS
 from ..vla.checkpoint import MINIATURE, CheckpointError
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
@@ -59,7 +61,7 @@ def device_argument(text: str) -> str:
 def add_runtime_arguments(parser: argparse.ArgumentParser, dtype_help: str) -> None:
     parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help=dtype_help)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP + f" (default: {DEFAULT_THREADS})")
 
 
 def apply_runtime_arguments(args) -> None:
@@ -70,10 +72,26 @@ def apply_runtime_arguments(args) -> None:
         index = int(args.device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise CommandError(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if args.threads < 0:
-        raise CommandError(f"--threads {args.threads}: expected 0 (torch's default) or a positive count")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:
+        apply_threads(args.threads)
+    except ValueError as error:
+        raise CommandError(f"--threads: {error}") from None
+
+
+def parse_checkpoints(items: list[str]) -> dict[str, str]:
+    """`--checkpoint DRAFT=PATH` entries of spec-vla-eval, -harness and -bench decode -> {draft: absolute
+    path} (absolute: Ray actors and node processes may run elsewhere). CommandError for a bad entry or
+    two different paths for one draft."""
+    checkpoints = {}
+    for item in items:
+        name, separator, path = item.partition("=")
+        if not separator or name not in DRAFT_HEADS or not path:
+            raise CommandError(f"--checkpoint takes mamba=PATH or llama=PATH, got '{item}'")
+        path = str(absolute_path(path))
+        if checkpoints.get(name, path) != path:
+            raise CommandError(f"two checkpoints for {name}: {checkpoints[name]} and {path}")
+        checkpoints[name] = path
+    return checkpoints
 
 
 def check_new_directory(path: Path, option: str) -> None:

@@ -227,6 +227,16 @@ def read_manifest(directory) -> dict:
     return manifest
 
 
+def recorded_verifier_location(manifest: dict) -> str | None:
+    """Where the verifier that collected the traces is: the manifest's `verifier_path`; for older
+    manifests the --verifier they were collected with when it is `miniature` or an absolute path,
+    or `miniature` when the recorded name is the miniature's. None when the manifest does not say."""
+    location = manifest.get("verifier_path") or manifest.get("source", {}).get("verifier")
+    if location and (location == MINIATURE or Path(location).is_absolute()):
+        return location
+    return MINIATURE if manifest.get("verifier", "").startswith(f"{MINIATURE}-seed") else None
+
+
 def read_traces(directory) -> tuple[dict, list[dict]]:
     """(manifest, steps): each step has its manifest entry (`prompt_length` P, `window` W, ...)
     plus `tokens` [7], `hidden` [W + 6, H] and `input_embeds` [W, H] for the last W prompt

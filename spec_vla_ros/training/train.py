@@ -62,7 +62,7 @@ from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 from ..vla.tensors import EMBED_TOKENS, LM_HEAD, read_tensor
 from .arguments import (DTYPES, CommandError, OneLineParser, absolute_path, add_runtime_arguments,
                         apply_runtime_arguments, check_counts, check_new_directory, run, verifier_argument)
-from .collect import read_manifest, read_traces
+from .collect import read_manifest, read_traces, recorded_verifier_location
 
 DRAFT_POSITIONS = ACTION_DIM - 1          # a1..a6: a0 is the verifier's own (free) token
 TRAIN_STATE = "train_state.pt"
@@ -121,8 +121,8 @@ def traces_verifier(directories) -> tuple[str, str, int]:
     found = set()
     for directory in directories:
         manifest = read_manifest(directory)
-        location = manifest.get("verifier_path") or manifest.get("source", {}).get("verifier")
-        if not location or (location != MINIATURE and not Path(location).is_absolute()):
+        location = recorded_verifier_location(manifest)
+        if location is None:
             raise CommandError(f"{directory}: its manifest does not say where verifier '{manifest['verifier']}' is; "
                                "pass --verifier DIR")
         found.add((location, manifest["verifier"], manifest["hidden_size"]))

@@ -15,7 +15,6 @@ same format (`spec-vla-write-miniature DIR`) and read back through the same load
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
@@ -476,9 +475,11 @@ def load_verifier(verifier: str = MINIATURE, device: str = "cpu", dtype: str = "
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="spec-vla-write-miniature",
-                                     description="Write the embedded miniature OpenVLA in the real HF directory format.")
-    parser.add_argument("directory", type=Path)
+    from ..cli import ArgumentParser           # the command line's one-line errors; the library needs none of it
+
+    parser = ArgumentParser(prog="spec-vla-write-miniature",
+                            description="Write the embedded miniature OpenVLA in the real HF directory format.")
+    parser.add_argument("directory", type=Path, help="a new (or empty) directory")
     parser.add_argument("--seed", type=int, default=MINIATURE_SEED)
     parser.add_argument("--max-shard-size", default="20MB")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -487,6 +488,9 @@ def main(argv=None) -> None:
                         help="leave the miniature's name out of config.json: the directory then stands in for a "
                              "real OpenVLA checkpoint (named after the directory; packaged drafts are refused)")
     args = parser.parse_args(argv)
+    if args.directory.exists() and (not args.directory.is_dir() or any(args.directory.iterdir())):
+        parser.error(f"{args.directory} exists and is not empty; name a new directory (a checkpoint written over "
+                     "another would mix their files)")
     path = write_checkpoint(build_miniature(args.seed), args.directory, args.max_shard_size, DTYPES[args.dtype],
                             args.as_openvla)
     kind = "a real-format stand-in (config.json does not name the miniature)" if args.as_openvla else "the miniature"

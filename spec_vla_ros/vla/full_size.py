@@ -36,6 +36,7 @@ from .model import OpenVLA, VLAConfig
 from .preprocess import OPENVLA_NORMALIZATION, openvla_preprocessor_config, pixel_values
 from .prompt import build_miniature_tokenizer, prompt_token_ids
 from .session import VerifierSession
+from .threads import apply_threads
 
 RELEASED_SHARD_SIZE = "5GB"
 WEIGHT_STD = 0.02                  # Llama's initializer_range: activations stay finite through 32 layers
@@ -83,10 +84,11 @@ def write_random_openvla(directory: Path, config: VLAConfig | None = None, max_s
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("directory", type=Path, help="where to write the checkpoint (~15 GB); deleted afterwards "
-                                                     "unless --keep (an existing checkpoint there is used as it is)")
+    parser.add_argument("directory", type=Path, help="a new directory to write the checkpoint to (~15 GB), deleted "
+                                                     "afterwards unless --keep; an existing checkpoint there is used "
+                                                     "as it is and never deleted")
     parser.add_argument("--keep", action="store_true", help="keep the written checkpoint")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--dtype", default="auto", help="auto (the checkpoint's bf16) | bfloat16 | float32")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -105,9 +107,15 @@ def run(args) -> dict:
     from ..decoding.decoder import Decoder
     from ..drafts.history import HistoryDraft
 
-    torch.set_num_threads(args.threads)
     directory = Path(args.directory).absolute()
     wrote = not (directory / "config.json").exists()
+    if wrote and directory.exists() and any(directory.iterdir()):     # never write into, or delete, someone's files
+        raise SystemExit(f"spec-vla-bench full-size: {directory} exists and holds no OpenVLA checkpoint; "
+                         "name a new directory (it is deleted afterwards unless --keep)")
+    try:
+        apply_threads(args.threads)
+    except ValueError as error:
+        raise SystemExit(f"spec-vla-bench full-size: {error}") from None
     try:
         if wrote:
             writer = multiprocessing.get_context("spawn").Process(target=write_random_openvla, args=(directory,),

@@ -2,9 +2,10 @@
 node (`threads` parameter) and every command that runs the model (`--threads`).
 
 Default 1: on the 2-core machines this package is developed on, shared with the LIBERO simulator
-and DDS, torch's default (one thread per core, plus inter-op threads) makes the miniature's
-verifier ~10x slower per action (1.8-2.1 s against 0.19 s with one thread, `spec-vla-bench
-verifier`), because the threads wait for cores the simulator holds. 0 keeps torch's default,
+and DDS, torch's default (one thread per core, plus inter-op threads) made the miniature's
+verifier up to ~18x slower per action (measured with `spec-vla-bench verifier --actions 10` beside
+other work: 176 ms with 1 thread, 1012 ms with 2, 3264 ms with torch's default), because the
+threads wait for cores that other processes hold. 0 keeps torch's default,
 for a machine with cores to spare. On CUDA the setting only affects CPU-side work.
 """
 from __future__ import annotations
