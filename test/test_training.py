@@ -18,7 +18,7 @@ from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
 
-EPISODES, STEPS = 48, 1
+EPISODES, STEPS = 96, 1
 
 
 @pytest.fixture(scope="module")

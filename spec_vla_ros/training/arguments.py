@@ -72,10 +72,9 @@ def apply_runtime_arguments(args) -> None:
         index = int(args.device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise CommandError(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    try:
-        apply_threads(args.threads)
-    except ValueError as error:
-        raise CommandError(f"--threads: {error}") from None
+    if isinstance(args.threads, bool) or not isinstance(args.threads, int) or args.threads < 0:
+        raise CommandError(f"--threads {args.threads}: expected 0 (torch's default) or a positive count")
+    apply_threads(args.threads)
 
 
 def parse_checkpoints(items: list[str]) -> dict[str, str]:
