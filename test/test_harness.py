@@ -158,8 +158,10 @@ def test_replay_matches_live_decoding_with_the_verifier(verifier):
     seed = int.from_bytes(os.urandom(4), "little") % 10**6
     prompt_ids = prompt_token_ids(verifier.tokenizer, "put the bowl on the plate")
     frames_per_episode = 6
-    frames = [frame for episode in (seed, seed + 1)
-              for frame in synthetic_episode(episode, frames_per_episode, size=64)[1]]
+    frames = []
+    for episode in (seed, seed + 1):           # the last frame repeats: history then proposes its action
+        episode_frames = synthetic_episode(episode, frames_per_episode - 1, size=64)[1]
+        frames += list(episode_frames) + [episode_frames[-1]]
     live_decoder = Decoder(verifier.model, HistoryDraft(), 4, STRICT)
     live, recorded = [], []
     for index, frame in enumerate(frames):
@@ -188,7 +190,8 @@ def test_replay_matches_live_decoding_with_the_verifier(verifier):
                 (theirs.accepted_per_pass, theirs.proposed_per_pass), message
             compared += 1
     assert compared >= 2, f"seed {seed}: near-ties cut both episodes short"
-    assert any(s.verifier_passes < ACTION_DIM for s in live), f"seed {seed}: history got nothing accepted"
+    assert any(s.verifier_passes < ACTION_DIM for s in live), f"seed {seed}: history got nothing accepted, " \
+        "not even on a repeated frame"
 
 
 def test_a_recorded_eos_ends_the_replayed_action(verifier):
