@@ -30,8 +30,8 @@ import time
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.exceptions import ParameterException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -39,44 +39,15 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from spec_vla_ros import topics
 from spec_vla_ros.ros_conversions import image_to_msg
-from spec_vla_ros.topics import EPISODE_QOS, INSTRUCTION_QOS
-from spec_vla_ros.vla.constants import (
-    LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS,
-    LIBERO_NUM_STEPS_WAIT, LIBERO_RENDER_SIZE,
-)
 
-from .libero_goal import (
-    AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, SEEDING_MODES, WRIST_CAMERA, LiberoGoalEnv, Observation,
-    SimulatorError,
-)
+from .bridge_parameters import BRIDGE_PARAMETERS, MODES
+from .libero_goal import (AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, SEEDING_MODES, WRIST_CAMERA, LiberoGoalEnv,
+                          Observation, SimulatorError)
 from .results import write_results
 
 NODE_NAME = "libero_goal_bridge"
-MODES = ("lockstep", "free_run")
-
-# name: (default, description). The node declares exactly these; config files are checked against them.
-PARAMETERS = {
-    "task_ids": (list(range(LIBERO_GOAL_NUM_TASKS)), "LIBERO-GOAL task ids (0-9) to run, in this order"),
-    "episodes_per_task": (LIBERO_EPISODES_PER_TASK,
-                          "episodes per task; episode i starts from the suite's fixed initial state i (max 50)"),
-    "max_steps": (LIBERO_GOAL_MAX_STEPS, "policy steps before an episode counts as failed (OpenVLA: 300)"),
-    "num_steps_wait": (LIBERO_NUM_STEPS_WAIT, "no-op steps after reset so objects settle (OpenVLA: 10)"),
-    "seed": (0, "seed of LIBERO's random fixture placement (OpenVLA: 0); see seeding"),
-    "seeding": ("openvla", "openvla: env.seed(seed) once per task, then resets in sequence, as OpenVLA's harness "
-                           "(episodes out of order replay the skipped resets); per_episode: seed + episode before "
-                           "each reset, every episode reproducible on its own"),
-    "image_size": (LIBERO_RENDER_SIZE, "rendered image width and height in pixels (OpenVLA: 256)"),
-    "mode": ("lockstep", "lockstep: one sim step per action; free_run: step at control_hz holding the last action"),
-    "action_timeout": (10.0, "lockstep: seconds without an action before the observation and instruction are "
-                             "republished"),
-    "control_hz": (float(LIBERO_CONTROL_HZ), "free_run: sim steps per wall-clock second (LIBERO's controller: 20)"),
-    "publish_wrist": (False, "also render and publish wrist_camera/image_raw (adds ~0.1 s per step on CPU)"),
-    "results_dir": ("libero_goal_results", "directory for the results JSON and CSVs, written when all episodes "
-                                           "are done (or on shutdown)"),
-    "gripper_convention": ("openvla", "openvla: gripper in [0, 1], 1 = open, binarized and inverted as OpenVLA's "
-                                      "harness does; raw: LIBERO's -1 = open, +1 = close"),
-}
 
 # Newest only, but reliable: in lockstep neither an observation nor an action may be lost, and a
 # reliable publisher serves both sensor-data (best effort) and default (reliable) subscribers.
@@ -92,9 +63,10 @@ class LiberoGoalBridge(Node):
 
     def __init__(self):
         super().__init__(NODE_NAME)
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        self.config = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for parameter in BRIDGE_PARAMETERS.values():
+            self.declare_parameter(parameter.name, parameter.default, ParameterDescriptor(
+                description=parameter.description, read_only=parameter.read_only))
+        self.config = {name: self.get_parameter(name).value for name in BRIDGE_PARAMETERS}
         self._check_config()
         self.env = LiberoGoalEnv(image_size=self.config["image_size"], wrist_camera=self.config["publish_wrist"],
                                  max_steps=self.config["max_steps"], num_steps_wait=self.config["num_steps_wait"],
@@ -112,12 +84,12 @@ class LiberoGoalBridge(Node):
         self.exit_code = 0
         self._worker = threading.Thread(target=self._run, name="libero_sim", daemon=True)
 
-        self._camera_pub = self.create_publisher(Image, "camera/image_raw", LATEST_RELIABLE)
-        self._wrist_pub = (self.create_publisher(Image, "wrist_camera/image_raw", LATEST_RELIABLE)
+        self._camera_pub = self.create_publisher(Image, topics.CAMERA.name, LATEST_RELIABLE)
+        self._wrist_pub = (self.create_publisher(Image, topics.WRIST_CAMERA.name, LATEST_RELIABLE)
                            if self.config["publish_wrist"] else None)
-        self._instruction_pub = self.create_publisher(String, "instruction", INSTRUCTION_QOS)
-        self._episode_pub = self.create_publisher(String, "episode", EPISODE_QOS)
-        self._action_topic = self.create_subscription(Float64MultiArray, "action", self._on_action,
+        self._instruction_pub = self.create_publisher(String, topics.INSTRUCTION.name, topics.INSTRUCTION.qos_profile())
+        self._episode_pub = self.create_publisher(String, topics.EPISODE.name, topics.EPISODE.qos_profile())
+        self._action_topic = self.create_subscription(Float64MultiArray, topics.ACTION.name, self._on_action,
                                                       LATEST_RELIABLE).topic_name
         self.create_service(Trigger, "~/reset_episode", self._service("reset_episode"))
         self.create_service(Trigger, "~/next_task", self._service("next_task"))
@@ -215,7 +187,8 @@ class LiberoGoalBridge(Node):
             if time.monotonic() - last_log > SUBSCRIBER_LOG_PERIOD_S:
                 last_log = time.monotonic()
                 self.get_logger().info(f"waiting {last_log - waited_since:.0f} s for subscribers on "
-                                       "camera/image_raw and instruction and a publisher on action")
+                                       f"{topics.CAMERA.name} and {topics.INSTRUCTION.name} and a publisher "
+                                       f"on {topics.ACTION.name}")
 
     def _run_episode(self, task_id: int, episode: int) -> str:
         """Run one episode; returns "done", or the request or stop that cut it short."""

@@ -33,10 +33,10 @@ from typing import Callable, Iterable
 import numpy as np
 
 from spec_vla_ros.vla.action_tokenizer import validate_action
-from spec_vla_ros.vla.constants import (
-    LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS,
-    LIBERO_GOAL_SUITE, LIBERO_NUM_STEPS_WAIT, LIBERO_RENDER_SIZE, LIBERO_WAIT_ACTION,
-)
+from spec_vla_ros.vla.gripper import to_libero_gripper
+
+from .constants import (LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_SUITE,
+                        LIBERO_NUM_STEPS_WAIT, LIBERO_RENDER_SIZE, LIBERO_WAIT_ACTION)
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def to_env_action(action, gripper_convention: str) -> tuple[np.ndarray, bool]:
     values = validate_action(action)
     clipped = np.clip(values, -1.0, 1.0)
     if gripper_convention == "openvla":
-        clipped[-1] = -np.sign(2.0 * clipped[-1] - 1.0)
+        clipped[-1] = to_libero_gripper(clipped[-1])
     return clipped, bool(np.any(clipped[:-1] != values[:-1]) or abs(values[-1]) > 1.0)
 
 

@@ -1,5 +1,4 @@
-"""Pure helpers behind the policy node (no ROS): robot commands from an action, and the
-key-value wire format of the decode statistics.
+"""Pure helpers behind the policy node (no ROS): robot commands from an action.
 
 The action is in LIBERO's controller convention: six normalized deltas that the OSC controller
 clips to [-1, 1] and scales to at most LIBERO_MAX_DELTA_POS_M / LIBERO_MAX_DELTA_ROT_RAD per
@@ -7,12 +6,11 @@ control step, then the gripper in OpenVLA's [0, 1] (1 = open).
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from sim_bridge.constants import LIBERO_MAX_DELTA_POS_M, LIBERO_MAX_DELTA_ROT_RAD
+
 from .vla.action_tokenizer import validate_action
-from .vla.constants import LIBERO_MAX_DELTA_POS_M, LIBERO_MAX_DELTA_ROT_RAD
 
 
 def action_to_velocity(action, control_hz: float) -> tuple[np.ndarray, np.ndarray]:
@@ -24,22 +22,3 @@ def action_to_velocity(action, control_hz: float) -> tuple[np.ndarray, np.ndarra
     return deltas[:3] * LIBERO_MAX_DELTA_POS_M * control_hz, deltas[3:] * LIBERO_MAX_DELTA_ROT_RAD * control_hz
 
 
-def gripper_opening(action) -> float:
-    """Gripper command in [0, 1], 1 = open (OpenVLA's convention, before LIBERO's inversion)."""
-    return float(np.clip(validate_action(action)[6], 0.0, 1.0))
-
-
-def encode_values(values: dict) -> list[tuple[str, str]]:
-    """Diagnostic key-values: strings as they are (readable in `ros2 topic echo`), everything else JSON."""
-    return [(key, value if isinstance(value, str) else json.dumps(value)) for key, value in values.items()]
-
-
-def decode_values(pairs) -> dict:
-    """Inverse of `encode_values`."""
-    decoded = {}
-    for key, text in pairs:
-        try:
-            decoded[key] = json.loads(text)
-        except ValueError:
-            decoded[key] = text
-    return decoded

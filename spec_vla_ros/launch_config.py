@@ -21,7 +21,11 @@ from pathlib import Path
 
 import yaml
 
+from sim_bridge.bridge_parameters import BRIDGE_PARAMETERS
+
+from . import topics
 from .dds import dds_environment
+from .node_parameters import RECORDER_PARAMETERS
 
 PACKAGE = "spec_vla_ros"
 
@@ -63,9 +67,11 @@ class ResolvedNode:
     ends_run: bool = False
 
 
+# Launch arguments named after the policy parameter they set (spec_vla_ros.policy_parameters, which
+# loads the model stack, so it is not imported here; test_launch_static checks the names against it).
 POLICY_ARGUMENTS = (
     Argument("verifier", "'miniature' or an OpenVLA HF directory"),
-    Argument("draft", "draft model: none | mamba | llama | history"),
+    Argument("draft", "draft model: ar (autoregressive, no draft) | mamba | llama | history"),
     Argument("draft_checkpoint", "draft checkpoint directory (or one with mamba/ and llama/); '' = packaged"),
     Argument("device", "torch device: cpu | cuda | cuda:N"),
     Argument("dtype", "auto (the checkpoint's own dtype) | float32 | bfloat16 | float16"),
@@ -77,7 +83,10 @@ POLICY_ARGUMENTS = (
     Argument("threads", "torch CPU threads for the model; 0 = torch's default (one per core), 1 = fastest on a "
                         "2-core machine shared with the simulator"),
 )
-POLICY_PARAMETERS = {argument.name: argument.name for argument in POLICY_ARGUMENTS}
+POLICY_ARGUMENT_PARAMETERS = {argument.name: argument.name for argument in POLICY_ARGUMENTS}
+# Bridge parameters settable by a launch argument of the same name, described as the parameter is.
+BRIDGE_ARGUMENTS = tuple(Argument(name, BRIDGE_PARAMETERS[name].description)
+                         for name in ("task_ids", "episodes_per_task", "max_steps", "seeding"))
 PARAMS_FILE_ARGUMENT = Argument("params_file", "parameters file for all nodes ('' = the configuration's own)")
 
 CONFIGURATIONS = {
@@ -87,18 +96,13 @@ CONFIGURATIONS = {
         arguments=POLICY_ARGUMENTS + (
             PARAMS_FILE_ARGUMENT,
             Argument("record", "record a rosbag2 (MCAP) bag of the run", "false"),
-            Argument("bag", "bag directory to create"),
-            Argument("task_ids", "LIBERO-GOAL task ids, e.g. [0, 3]"),
-            Argument("episodes_per_task", "episodes per task"),
-            Argument("max_steps", "policy steps before an episode counts as failed"),
-            Argument("seeding", "openvla (env.seed once per task, resets in sequence) | per_episode"),
-        ),
+            Argument("bag", RECORDER_PARAMETERS["output"].description),
+        ) + BRIDGE_ARGUMENTS,
         nodes=(
             NodeSpec("bag_recorder", "bag_recorder", arguments={"bag": "output"}, condition="record"),
-            NodeSpec("policy_node", "spec_vla_policy", arguments=POLICY_PARAMETERS),
+            NodeSpec("policy_node", "spec_vla_policy", arguments=POLICY_ARGUMENT_PARAMETERS),
             NodeSpec("libero_bridge_node", "libero_goal_bridge", ends_run=True,
-                     arguments={"task_ids": "task_ids", "episodes_per_task": "episodes_per_task",
-                                "max_steps": "max_steps", "seeding": "seeding"}),
+                     arguments={argument.name: argument.name for argument in BRIDGE_ARGUMENTS}),
         ),
     ),
     "hardware": Configuration(
@@ -114,10 +118,11 @@ CONFIGURATIONS = {
         ),
         nodes=(
             NodeSpec("policy_node", "spec_vla_policy",
-                     arguments={**POLICY_PARAMETERS, "dry_run": "dry_run", "image_transport": "image_transport"},
-                     remapping_arguments={"camera/image_raw": "camera_topic",
-                                          "servo/delta_twist_cmds": "twist_topic",
-                                          "gripper": "gripper_topic"}),
+                     arguments={**POLICY_ARGUMENT_PARAMETERS, "dry_run": "dry_run",
+                                "image_transport": "image_transport"},
+                     remapping_arguments={topics.CAMERA.name: "camera_topic",
+                                          topics.TWIST.name: "twist_topic",
+                                          topics.GRIPPER.name: "gripper_topic"}),
         ),
     ),
 }
@@ -175,12 +180,13 @@ def resolve(configuration_name: str, argument_values: dict | None = None) -> lis
 
 def generate_launch_description(configuration_name: str):
     """launch_ros description of a configuration (needs ROS 2's `launch` and `launch_ros`)."""
+    from launch_ros.actions import Node
+
     from launch import LaunchDescription
     from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler,
                                 SetEnvironmentVariable)
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
-    from launch_ros.actions import Node
 
     configuration = CONFIGURATIONS[configuration_name]
 

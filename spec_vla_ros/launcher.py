@@ -23,9 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from .cli import ArgumentParser, fail
 from .dds import describe as describe_dds
-from .launch_config import CONFIGURATIONS, ResolvedNode, node_environment, resolve
+from .launch_config import ResolvedNode, node_environment
 
 SIGINT_TIMEOUT_S = 15.0       # the bridge may be in a ~10 s environment reset
 SIGTERM_TIMEOUT_S = 5.0
@@ -169,67 +168,36 @@ def node_settings(node: ResolvedNode) -> dict:
 
 def check_nodes(nodes: list[ResolvedNode]) -> None:
     """What the nodes would refuse at start, checked before any starts (ValueError, one line):
-    the policy's settings (checkpoints included) and the bridge's episode selection."""
+    the policy's settings (checkpoints included) and the bridge's episode selection. A parameter
+    that neither the parameters file nor a launch argument sets has its node's default."""
     from dataclasses import fields
 
+    from sim_bridge.bridge_parameters import BRIDGE_PARAMETERS
+    from sim_bridge.constants import LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_NUM_TASKS
+
+    from .node_parameters import defaults
     from .policy import PolicyConfig, validate_config
-    from .vla.constants import LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_NUM_TASKS
+    from .policy_parameters import POLICY_PARAMETERS
     from .vla.threads import check_threads
 
     for node in nodes:
-        values = node_settings(node)
         if node.executable == "policy_node":
+            values = {**defaults(POLICY_PARAMETERS), **node_settings(node)}
             names = {field.name for field in fields(PolicyConfig)}
             validate_config(PolicyConfig(**{key: value for key, value in values.items() if key in names}))
-            check_threads(values.get("threads", 0))
+            check_threads(values["threads"])
         elif node.executable == "libero_bridge_node":
-            task_ids = values.get("task_ids", [])
+            values = {**defaults(BRIDGE_PARAMETERS), **node_settings(node)}
+            task_ids = values["task_ids"]
             if not isinstance(task_ids, list) or not task_ids or any(
                     isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < LIBERO_GOAL_NUM_TASKS
                     for t in task_ids):
                 raise ValueError(f"task_ids:={task_ids!r}: expected a non-empty list of LIBERO-GOAL task ids "
                                  f"0-{LIBERO_GOAL_NUM_TASKS - 1}, e.g. task_ids:=[0,3]")
-            episodes = values.get("episodes_per_task", 1)
+            episodes = values["episodes_per_task"]
             if isinstance(episodes, bool) or not isinstance(episodes, int) or not (
                     1 <= episodes <= LIBERO_EPISODES_PER_TASK):
                 raise ValueError(f"episodes_per_task:={episodes!r}: expected 1-{LIBERO_EPISODES_PER_TASK}")
-            steps = values.get("max_steps", 1)
+            steps = values["max_steps"]
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
                 raise ValueError(f"max_steps:={steps!r}: expected a positive integer")
-
-
-def main(argv=None) -> int:
-    parser = ArgumentParser(
-        prog="spec-vla-launch", description=__doc__.split("\n\n")[0],
-        epilog="configurations: " + "; ".join(f"{name}: {c.description}" for name, c in CONFIGURATIONS.items()))
-    parser.add_argument("configuration", choices=sorted(CONFIGURATIONS),
-                        help="node graph to run (the launch file of the same name)")
-    parser.add_argument("arguments", nargs="*", metavar="name:=value",
-                        help="launch arguments, as for ros2 launch (--show-args lists them)")
-    parser.add_argument("--log-dir", type=Path,
-                        help="write each node's output to DIR/<node>.log (default: to this terminal)")
-    parser.add_argument("--show-args", action="store_true", help="list the launch arguments and exit")
-    parser.add_argument("--print", action="store_true", help="print the node commands and exit")
-    args = parser.parse_args(argv)
-    configuration = CONFIGURATIONS[args.configuration]
-    if args.show_args:
-        for argument in configuration.arguments:
-            print(f"{argument.name}:={argument.default!r}\n    {argument.description}")
-        return 0
-    try:
-        nodes = resolve(args.configuration, parse_launch_arguments(args.arguments))
-        commands = [node_command(node) for node in nodes]
-        check_nodes(nodes)
-    except (ValueError, FileNotFoundError) as error:
-        return fail("spec-vla-launch", error)
-    if args.print:
-        print("\n".join(shlex.join(command) for command in commands))
-        return 0
-    launcher = Launcher(nodes, log_dir=args.log_dir)
-    for signal_number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signal_number, lambda *_: launcher.stop_requested.set())
-    return launcher.run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

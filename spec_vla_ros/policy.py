@@ -7,44 +7,59 @@ off its executor thread and swap at an action boundary while the old decoder kee
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .decoding.acceptance import RULES, Acceptance
+from .decoding.acceptance import DEFAULT_RELAXED_THRESHOLD
 from .decoding.decoder import Decoder
+from .decoding.spec import DEFAULT_NUM_DRAFT_TOKENS, DecoderSpec, acceptance_from_parameters
 from .decoding.stats import DecodeStats
-from .drafts.eagle_head import HEAD_KINDS
-from .drafts.registry import DRAFT_NAMES, check_draft_config, draft_checkpoint_dir, load_draft
+from .drafts.registry import ResolvedDraft, load
 from .vla.action_tokenizer import EMBEDDED_NORM_STATS, read_norm_stats, select_norm_stats, token_ids_to_actions
-from .vla.checkpoint import MINIATURE, check_checkpoint_files, load_verifier, resolve_dtype
-from .vla.constants import ACTION_DIM, DEFAULT_UNNORM_KEY
+from .vla.checkpoint import check_checkpoint_files, resolve_dtype
+from .vla.constants import DEFAULT_UNNORM_KEY
+from .vla.miniature import MINIATURE
 from .vla.preprocess import pixel_values, validate_image
 from .vla.prompt import build_prompt, prompt_token_ids
+from .vla.verifiers import load_verifier
+
+RESTART_FIELDS = ("verifier", "unnorm_key", "device", "dtype")   # cannot change on a running policy
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    """The policy's settings, one field per ROS parameter; the decoding ones make `spec`."""
     verifier: str = MINIATURE          # "miniature" (embedded default) or an OpenVLA HF directory
     unnorm_key: str = DEFAULT_UNNORM_KEY
     device: str = "cpu"
     dtype: str = "auto"                # the checkpoint's own (fp16 -> fp32 on CPU); miniature: fp32 CPU, bf16 CUDA
-    draft: str = "mamba"               # none | mamba | llama | history
+    draft: str = "mamba"               # ar | mamba | llama | history (drafts/registry.py)
     draft_checkpoint: str = ""         # "" = the packaged checkpoint trained for the miniature
-    num_draft_tokens: int = 4
+    num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS
     acceptance: str = "strict"         # strict | relaxed (Spec-VLA's exact rule) | relaxed-guarded
-    relaxed_threshold: int = 9
+    relaxed_threshold: int = DEFAULT_RELAXED_THRESHOLD
     center_crop: bool = True
 
     def replace(self, **changes) -> "PolicyConfig":
         return replace(self, **changes)
 
+    @property
+    def spec(self) -> DecoderSpec:
+        """The decoding fields as a DecoderSpec; ValueError (one line) if one is invalid."""
+        acceptance = acceptance_from_parameters(self.acceptance, self.relaxed_threshold)
+        return DecoderSpec(self.draft, self.draft_checkpoint, self.num_draft_tokens, acceptance)
 
-def validate_config(config: PolicyConfig) -> None:
-    """Every check that needs no model: the checkpoint's files and its action statistics for
-    `unnorm_key`, device and dtype, the acceptance rule, num_draft_tokens, the draft and its
-    checkpoint. Raises ValueError with one line naming what is wrong and what is expected; safe
-    in a parameter callback and before any load."""
+    def with_spec(self, spec: DecoderSpec) -> "PolicyConfig":
+        """This config decoding as `spec` says."""
+        return self.replace(draft=spec.draft, draft_checkpoint=spec.draft_checkpoint,
+                            num_draft_tokens=spec.num_draft_tokens, acceptance=spec.acceptance.rule,
+                            relaxed_threshold=spec.acceptance.threshold)
+
+
+def check_runtime(config: PolicyConfig) -> None:
+    """The verifier's files and its action statistics for `unnorm_key`, device and dtype."""
     if config.verifier != MINIATURE:
         check_checkpoint_files(config.verifier)
     select_norm_stats(EMBEDDED_NORM_STATS if config.verifier == MINIATURE else read_norm_stats(config.verifier),
@@ -52,51 +67,69 @@ def validate_config(config: PolicyConfig) -> None:
     resolve_dtype(config.dtype, config.device)
     if not (config.device == "cpu" or config.device.startswith("cuda")):
         raise ValueError(f"device '{config.device}' is not supported; expected 'cpu' or 'cuda[:N]'")
-    Acceptance(config.relaxed_threshold)       # a negative threshold is invalid even while strict
-    if config.acceptance not in RULES:
-        raise ValueError(f"acceptance '{config.acceptance}' is unknown; expected one of {', '.join(RULES)}")
-    if config.draft not in DRAFT_NAMES:
-        raise ValueError(f"draft '{config.draft}' is unknown; expected one of {DRAFT_NAMES}")
-    tokens = config.num_draft_tokens           # checked whatever the draft, so a later draft swap cannot fail on it
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= ACTION_DIM:
-        raise ValueError(f"num_draft_tokens must be an integer in 1..{ACTION_DIM}, got {tokens!r}")
-    if config.draft != "none":
-        check_draft_config(config.draft, config.draft_checkpoint, config.verifier)
+
+
+def validate_config(config: PolicyConfig) -> ResolvedDraft:
+    """Every check that needs no model: the verifier (check_runtime), the decoding fields
+    (PolicyConfig.spec) and the draft's checkpoint (DecoderSpec.resolve). Returns the resolved
+    draft, which `VLAPolicy` and `build_decoder` load without checking again. Raises ValueError
+    with one line naming what is wrong and what is expected; safe in a parameter callback and
+    before any load."""
+    check_runtime(config)
+    return config.spec.resolve(config.verifier)
+
+
+def draft_directory(resolved: ResolvedDraft) -> str:
+    """The directory a resolved draft's head loads from ('' for ar and history)."""
+    return str(resolved.directory) if resolved.directory is not None else ""
 
 
 class VLAPolicy:
-    def __init__(self, config: PolicyConfig = PolicyConfig()):
-        validate_config(config)
+    def __init__(self, config: PolicyConfig = PolicyConfig(), resolved: ResolvedDraft | None = None):
+        """Load the verifier and the draft. `resolved`: validate_config(config)'s result, when the
+        caller has just run it (it is then not run again). ValueError as validate_config."""
+        if resolved is None:
+            resolved = validate_config(config)
         self.verifier = load_verifier(config.verifier, config.device, config.dtype)
         self.norm_stats = select_norm_stats(self.verifier.norm_stats, config.unnorm_key)
         self._lock = threading.Lock()
+        self._draft_directories = weakref.WeakKeyDictionary()    # decoder built here -> its draft's directory
         self.config = config
-        self.decoder = self.build_decoder(config)
-        self._draft_checkpoint = self.draft_checkpoint_of(config)
+        self.decoder = self.build_decoder(config, resolved)
+        self._draft_checkpoint = draft_directory(resolved)
 
     validate = staticmethod(validate_config)
 
-    def build_decoder(self, config: PolicyConfig) -> Decoder:
-        """Slow (loads a draft checkpoint): call off any latency-sensitive thread, then `set_decoder`."""
-        validate_config(config)
-        for field in ("verifier", "device", "dtype", "unnorm_key"):
+    def build_decoder(self, config: PolicyConfig, resolved: ResolvedDraft | None = None) -> Decoder:
+        """Slow (loads a draft checkpoint): call off any latency-sensitive thread, then `set_decoder`.
+
+        `resolved`: validate_config(config)'s result if the caller has it; otherwise it is run here.
+        ValueError for an invalid config, or one that changes a RESTART_FIELDS field."""
+        if resolved is None:
+            resolved = validate_config(config)
+        for field in RESTART_FIELDS:
             if getattr(config, field) != getattr(self.config, field):
                 raise ValueError(f"'{field}' cannot change on a running policy (restart it with the new value)")
-        draft = None if config.draft == "none" else load_draft(config.draft, config.draft_checkpoint, self.verifier)
-        return Decoder(self.verifier.model, draft, config.num_draft_tokens,
-                       Acceptance.from_name(config.acceptance, config.relaxed_threshold))
+        spec = config.spec
+        if (resolved.kind, resolved.checkpoint) != (spec.draft, spec.draft_checkpoint):
+            raise ValueError(f"the resolved draft '{resolved.kind}' ({resolved.checkpoint or 'packaged'}) is not "
+                             f"the config's '{spec.draft}' ({spec.draft_checkpoint or 'packaged'})")
+        decoder = Decoder(self.verifier.model, load(resolved, self.verifier), spec.num_draft_tokens, spec.acceptance)
+        self._draft_directories[decoder] = draft_directory(resolved)
+        return decoder
 
     def set_decoder(self, decoder: Decoder, config: PolicyConfig) -> None:
         """Install a decoder; the action in flight (if any) finishes with the old one."""
-        checkpoint = self.draft_checkpoint_of(config)
+        checkpoint = self._draft_directories.get(decoder)
+        if checkpoint is None:                   # built elsewhere: resolve its config's draft
+            checkpoint = self.draft_checkpoint_of(config)
         with self._lock:
             self.decoder, self.config, self._draft_checkpoint = decoder, config, checkpoint
 
     def draft_checkpoint_of(self, config: PolicyConfig) -> str:
-        """The directory `config`'s draft head loads from ('' for none and history)."""
-        if config.draft not in HEAD_KINDS:
-            return ""
-        return str(draft_checkpoint_dir(config.draft, config.draft_checkpoint, self.verifier.name))
+        """The directory `config`'s draft head loads from ('' for ar and history); ValueError as
+        validate_config for its draft."""
+        return draft_directory(config.spec.resolve(self.verifier.name, self.verifier.model.hidden_size))
 
     def reset_episode(self) -> None:
         with self._lock:

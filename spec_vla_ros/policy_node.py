@@ -26,14 +26,10 @@ A changed instruction, or an episode result on `episode` (from the LIBERO bridge
 episode for the drafts (VLAPolicy.reset_episode): earlier actions say nothing about the next task.
 
 Per action, `decode_stats` and `/diagnostics` carry one DiagnosticStatus stamped with the source
-image's stamp. Its key-values (strings as they are, everything else JSON; control.decode_values
-reads them back): verifier, DecodeStats.as_dict() (draft, acceptance, tokens, generated,
-draft_checkpoint, stopped_at_eos, verifier_passes, accepted_per_pass, proposed_per_pass, draft_ms, verify_ms,
-total_ms, acceptance_length),
-policy_ms (VLAPolicy.act: preprocessing + decode), image_to_action_ms (image stamp -> action
-published), action, dry_run, and the node's running counts: actions, frames_received,
-frames_dropped (replaced by a newer frame before use), frames_stale, inputs_rejected,
-inference_errors.
+image's stamp: a decode_report.DecodeReport (the action's DecodeStats, policy_ms, image_to_action_ms,
+action, dry_run and the node's running counts) as key-values; DecodeReport.from_pairs reads it back.
+
+Topic names, types and QoS: spec_vla_ros.topics; parameters: spec_vla_ros.policy_parameters.
 """
 from __future__ import annotations
 
@@ -57,53 +53,21 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Float64MultiArray, String
 
-from .cli import one_line
-from .control import action_to_velocity, encode_values, gripper_opening
+from . import topics
+from .commands.arguments import one_line
+from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
-from .decoding.acceptance import RULE_DESCRIPTIONS
+from .decode_report import COUNTER_KEYS, DecodeReport
 from .policy import PolicyConfig, VLAPolicy
+from .policy_parameters import POLICY_PARAMETERS
 from .ros_conversions import COMPRESSED_SUFFIX, action_to_msg, msg_to_image
-from .topics import CAMERA_QOS, EPISODE_QOS, INSTRUCTION_QOS
-from .vla.constants import LIBERO_CONTROL_HZ
+from .vla.gripper import gripper_opening
 from .vla.prompt import build_prompt
-from .vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads, check_threads
+from .vla.threads import apply_threads, check_threads
 
 NODE_NAME = "spec_vla_policy"
-_DEFAULTS = PolicyConfig()
-
-# name: (default, description). The node declares exactly these; config files are checked against them.
-PARAMETERS = {
-    "verifier": (_DEFAULTS.verifier, "'miniature' (embedded toy OpenVLA, solves no task) or an OpenVLA HF "
-                                     "directory; read-only"),
-    "unnorm_key": (_DEFAULTS.unnorm_key, "dataset statistics key for action de-normalization; read-only"),
-    "device": (_DEFAULTS.device, "torch device: cpu or cuda[:N]; read-only"),
-    "dtype": (_DEFAULTS.dtype, "auto (the checkpoint's own dtype; the miniature: fp32 on CPU, bf16 on CUDA), float32, "
-                                 "bfloat16 or float16; read-only"),
-    "draft": (_DEFAULTS.draft, "draft model: none (autoregressive) | mamba | llama | history; "
-                               "a change takes effect at the next action"),
-    "draft_checkpoint": (_DEFAULTS.draft_checkpoint, "draft checkpoint directory, or a directory with one "
-                                                     "per kind (mamba/, llama/); '' = the packaged ones for the "
-                                                     "embedded miniature"),
-    "num_draft_tokens": (_DEFAULTS.num_draft_tokens, "tokens the draft proposes per verifier pass (1-7)"),
-    "acceptance": (_DEFAULTS.acceptance, "; ".join(f"{name}: {rule}" for name, rule in RULE_DESCRIPTIONS.items())),
-    "relaxed_threshold": (_DEFAULTS.relaxed_threshold, "relaxed acceptance: largest |draft id - verifier id| "
-                                                       "accepted (0 = strict)"),
-    "center_crop": (_DEFAULTS.center_crop, "take the centered 0.9-area crop OpenVLA's LIBERO models were "
-                                           "trained with"),
-    "control_hz": (float(LIBERO_CONTROL_HZ), "controller rate; scales per-step deltas to the velocities on "
-                                             "servo/delta_twist_cmds"),
-    "stale_image_timeout_sec": (1.0, "frames older than this (by header stamp) are not acted on"),
-    "frame_id": ("panda_link0", "frame of servo/delta_twist_cmds (LIBERO's deltas are in the robot base frame)"),
-    "dry_run": (False, "compute and log actions and statistics, publish no motion (action, twist, gripper)"),
-    "image_transport": ("raw", "raw: sensor_msgs/Image on camera/image_raw | compressed: sensor_msgs/CompressedImage "
-                               "(jpeg/png) on camera/image_raw/compressed, as image_transport names it"),
-    "threads": (DEFAULT_THREADS, THREADS_HELP + "; set once, before the model loads; read-only"),
-    "no_frame_warning_sec": (5.0, "warn when the camera topic has a publisher but no frame arrived for this long"),
-}
-READ_ONLY = ("verifier", "unnorm_key", "device", "dtype", "threads")    # they select the loaded verifier
 POLICY_FIELDS = tuple(field.name for field in fields(PolicyConfig))
 
-CAMERA_TOPIC = "camera/image_raw"
 IMAGE_TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 WARNING_PERIOD_S = 5.0
 CAMERA_CHECK_PERIOD_S = 1.0
@@ -158,19 +122,19 @@ class PolicyNode(Node):
 
     def __init__(self):
         super().__init__(NODE_NAME)
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default,
-                                   ParameterDescriptor(description=description, read_only=name in READ_ONLY))
-        self.values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for parameter in POLICY_PARAMETERS.values():
+            self.declare_parameter(parameter.name, parameter.default, ParameterDescriptor(
+                description=parameter.description, read_only=parameter.read_only))
+        self.values = {name: self.get_parameter(name).value for name in POLICY_PARAMETERS}
         config = self._policy_config(self.values)
         check_node_settings(self.values)
-        VLAPolicy.validate(config)
+        resolved = VLAPolicy.validate(config)          # the draft checkpoint, checked once, loaded from this
         self.report = RateLimitedLog(self.get_logger())
         threads = apply_threads(self.values["threads"])
         self.get_logger().info(f"loading verifier '{config.verifier}' with draft '{config.draft}' "
                                f"({threads} torch thread{'s' if threads != 1 else ''})")
         started = time.monotonic()
-        self.policy = VLAPolicy(config)
+        self.policy = VLAPolicy(config, resolved)
         self.get_logger().info(f"policy ready in {time.monotonic() - started:.1f} s")
 
         # Shared between the threads, guarded by _condition.
@@ -178,10 +142,10 @@ class PolicyNode(Node):
         self._frame = None              # newest unused frame: (image, time its age counts from, header stamp)
         self._instruction = None
         self._reset_requested = False
-        self._pending_config = None     # PolicyConfig waiting for the loader
+        self._pending_config = None     # (PolicyConfig, its ResolvedDraft) waiting for the loader
+        self._validated = None          # executor thread: (PolicyConfig, ResolvedDraft) of the last accepted change
         self._stopping = False
-        self.counts = {"actions": 0, "frames_received": 0, "frames_dropped": 0, "frames_stale": 0,
-                       "inputs_rejected": 0, "inference_errors": 0}
+        self.counts = dict.fromkeys(COUNTER_KEYS, 0)
         self._threads = [threading.Thread(target=self._serve, name="inference", daemon=True),
                          threading.Thread(target=self._load, name="decoder_loader", daemon=True)]
         # Executor thread only: when a frame last arrived, since when the camera has had (no) publisher.
@@ -189,15 +153,17 @@ class PolicyNode(Node):
         self._publisher_seen_s = None
         self._no_publisher_since_s = time.monotonic()
 
-        self._action_pub = self.create_publisher(Float64MultiArray, "action", 10)
-        self._twist_pub = self.create_publisher(TwistStamped, "servo/delta_twist_cmds", 10)
-        self._gripper_pub = self.create_publisher(Float64, "gripper", 10)
-        self._stats_pub = self.create_publisher(DiagnosticArray, "decode_stats", 10)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(String, "instruction", self._guarded(self._on_instruction, "instruction"),
-                                 INSTRUCTION_QOS)
-        self.create_subscription(String, "episode", self._guarded(self._on_episode_result, "episode result"),
-                                 EPISODE_QOS)
+        self._action_pub = self.create_publisher(Float64MultiArray, topics.ACTION.name, topics.ACTION.qos_profile())
+        self._twist_pub = self.create_publisher(TwistStamped, topics.TWIST.name, topics.TWIST.qos_profile())
+        self._gripper_pub = self.create_publisher(Float64, topics.GRIPPER.name, topics.GRIPPER.qos_profile())
+        self._stats_pub = self.create_publisher(DiagnosticArray, topics.DECODE_STATS.name,
+                                                topics.DECODE_STATS.qos_profile())
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS.name,
+                                                      topics.DIAGNOSTICS.qos_profile())
+        self.create_subscription(String, topics.INSTRUCTION.name, self._guarded(self._on_instruction, "instruction"),
+                                 topics.INSTRUCTION.qos_profile())
+        self.create_subscription(String, topics.EPISODE.name,
+                                 self._guarded(self._on_episode_result, "episode result"), topics.EPISODE.qos_profile())
         self._camera = None
         self._subscribe_camera(self.values["image_transport"])
         self.create_timer(CAMERA_CHECK_PERIOD_S, self._guarded(self._check_camera, "camera check", count=False))
@@ -207,14 +173,15 @@ class PolicyNode(Node):
     def camera_topic(self, transport: str) -> str:
         """The camera topic for a transport: `camera/image_raw` after remapping, + '/compressed'."""
         if transport == "raw":
-            return CAMERA_TOPIC
-        return f"{self.resolve_topic_name(CAMERA_TOPIC)}/{COMPRESSED_SUFFIX}"
+            return topics.CAMERA.name
+        return f"{self.resolve_topic_name(topics.CAMERA.name)}/{COMPRESSED_SUFFIX}"
 
     def _subscribe_camera(self, transport: str) -> None:
         if self._camera is not None:
             self.destroy_subscription(self._camera)
         self._camera = self.create_subscription(IMAGE_TRANSPORTS[transport], self.camera_topic(transport),
-                                                self._guarded(self._on_image, "camera frame"), CAMERA_QOS)
+                                                self._guarded(self._on_image, "camera frame"),
+                                                topics.CAMERA.qos_profile())
         self._last_frame_s = self._publisher_seen_s = None
         self._no_publisher_since_s = time.monotonic()
         self.get_logger().info(f"camera: {IMAGE_TRANSPORTS[transport].__name__} on {self._camera.topic_name}")
@@ -260,7 +227,8 @@ class PolicyNode(Node):
         try:
             values = dict(self.values, **{parameter.name: parameter.value for parameter in parameters})
             check_node_settings(values)
-            VLAPolicy.validate(self._policy_config(values))
+            config = self._policy_config(values)
+            self._validated = (config, VLAPolicy.validate(config))
         except Exception as error:  # noqa: BLE001 -- whatever it is, the change is refused, the node goes on
             reason = one_line(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {one_line(error)}"
             self.get_logger().warning(f"rejected parameter change: {reason}")
@@ -273,8 +241,10 @@ class PolicyNode(Node):
         if self.values["image_transport"] != previous_transport:
             self._subscribe_camera(self.values["image_transport"])
         if any(parameter.name in POLICY_FIELDS for parameter in parameters):
+            config = self._policy_config(self.values)
+            validated_config, resolved = self._validated or (None, None)
             with self._condition:
-                self._pending_config = self._policy_config(self.values)
+                self._pending_config = (config, resolved if validated_config == config else None)
                 self._condition.notify_all()
 
     def _on_instruction(self, msg: String) -> None:
@@ -353,7 +323,7 @@ class PolicyNode(Node):
                                           throttle_duration_sec=WARNING_PERIOD_S)
                 continue
             if instruction is None:
-                self.get_logger().warning("no valid instruction yet; publish one on 'instruction'",
+                self.get_logger().warning(f"no valid instruction yet; publish one on '{topics.INSTRUCTION.name}'",
                                           throttle_duration_sec=WARNING_PERIOD_S)
                 continue
             if reset:
@@ -389,14 +359,14 @@ class PolicyNode(Node):
         self._count("actions")
         with self._condition:
             counts = dict(self.counts)
-        values = {"verifier": self.policy.config.verifier, **stats.as_dict(), "policy_ms": policy_ms,
-                  "image_to_action_ms": image_to_action_ms, "action": [float(v) for v in action],
-                  "dry_run": dry_run, **counts}
+        report = DecodeReport(stats, verifier=self.policy.config.verifier, policy_ms=policy_ms,
+                              image_to_action_ms=image_to_action_ms, action=[float(v) for v in action],
+                              dry_run=dry_run, **counts)
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK, name=f"{self.get_name()}: decode", hardware_id=self.policy.config.verifier,
             message=(f"{stats.draft} {stats.acceptance}: {stats.verifier_passes} passes, "
                      f"{stats.acceptance_length:.2f} tokens/pass, {stats.total_ms:.1f} ms"),
-            values=[KeyValue(key=key, value=value) for key, value in encode_values(values)])
+            values=[KeyValue(key=key, value=value) for key, value in report.to_pairs()])
         diagnostics = DiagnosticArray(status=[status])
         diagnostics.header.stamp = stamp_msg
         self._stats_pub.publish(diagnostics)
@@ -424,10 +394,10 @@ class PolicyNode(Node):
                 self._condition.wait_for(lambda: self._stopping or self._pending_config is not None)
                 if self._stopping:
                     return
-                config, self._pending_config = self._pending_config, None
+                (config, resolved), self._pending_config = self._pending_config, None
             started = time.monotonic()
             try:
-                decoder = self.policy.build_decoder(config)
+                decoder = self.policy.build_decoder(config, resolved)
             except Exception as error:  # noqa: BLE001 -- the old decoder keeps serving
                 self.get_logger().error(f"could not build the decoder for draft '{config.draft}': "
                                         f"{type(error).__name__}: {one_line(error)}; "

@@ -15,7 +15,6 @@ unfinished bag and `spec-vla-bag-reindex` makes it complete.
 """
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 import threading
@@ -25,8 +24,8 @@ from pathlib import Path
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.exceptions import ParameterException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -34,39 +33,17 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import WriterError
 from rosbags.typesys import Stores, TypesysError, get_typestore
 
+from . import topics
 from .bag_writer import FLUSH_PERIOD_S, FlushingBagWriter
+from .node_parameters import RECORDER_PARAMETERS
 
 NODE_NAME = "bag_recorder"
-DEFAULT_TOPICS = ["camera/image_raw", "wrist_camera/image_raw", "instruction", "action", "decode_stats", "episode"]
-
-# name: (default, description). The node declares exactly these; config files are checked against them.
-PARAMETERS = {
-    "topics": (DEFAULT_TOPICS, "topics to record; relative names resolve in the recorder's namespace"),
-    "output": ("", "bag directory to create (must not exist); '' = bags/spec_vla_<date>_<time>"),
-}
-# Types of the package's interfaces (DESIGN.md, "ROS interfaces").
-KNOWN_TYPES = {
-    "camera/image_raw": "sensor_msgs/msg/Image",
-    "wrist_camera/image_raw": "sensor_msgs/msg/Image",
-    "instruction": "std_msgs/msg/String",
-    "episode": "std_msgs/msg/String",
-    "action": "std_msgs/msg/Float64MultiArray",
-    "servo/delta_twist_cmds": "geometry_msgs/msg/TwistStamped",
-    "gripper": "std_msgs/msg/Float64",
-    "decode_stats": "diagnostic_msgs/msg/DiagnosticArray",
-    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
-}
-TRANSIENT_LOCAL_TOPICS = ("episode",)         # the bridge keeps its results for late joiners
+# The package's own topics (spec_vla_ros.topics), by name as configured: subscribed from the start.
+KNOWN_TOPICS = {topic.name: topic for topic in topics.ALL}
 QUEUE_DEPTH = 100                              # recording is cheap; keep every message of a burst
 GRAPH_POLL_PERIOD_S = 0.5
 DRAIN_QUIET_S = 0.3                            # on shutdown: stop after this long without a message
 DRAIN_MAX_S = 3.0
-
-
-def message_class(msgtype: str):
-    """'pkg/msg/Type' -> the rclpy message class."""
-    package, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
 def bag_qos(qos: QoSProfile) -> Qos:
@@ -80,8 +57,9 @@ def bag_qos(qos: QoSProfile) -> Qos:
 class BagRecorder(Node):
     def __init__(self):
         super().__init__(NODE_NAME)
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        for parameter in RECORDER_PARAMETERS.values():
+            self.declare_parameter(parameter.name, parameter.default, ParameterDescriptor(
+                description=parameter.description, read_only=parameter.read_only))
         self.topics = list(self.get_parameter("topics").value)
         output = self.get_parameter("output").value or f"bags/spec_vla_{datetime.now():%Y%m%d_%H%M%S}"
         self.path = Path(output)
@@ -94,10 +72,10 @@ class BagRecorder(Node):
         self._topic_subscriptions = {}   # configured topic -> rclpy subscription
         self._unrecordable = set()       # configured topics of a type rosbags or this Python lacks
         for topic in self.topics:
-            if topic in KNOWN_TYPES:
-                durability = (DurabilityPolicy.TRANSIENT_LOCAL if topic in TRANSIENT_LOCAL_TOPICS
+            if topic in KNOWN_TOPICS:     # reliable (a best-effort publisher is handled in _poll_graph)
+                durability = (DurabilityPolicy.TRANSIENT_LOCAL if KNOWN_TOPICS[topic].qos.transient_local
                               else DurabilityPolicy.VOLATILE)
-                self._subscribe(topic, KNOWN_TYPES[topic], QoSProfile(
+                self._subscribe(topic, KNOWN_TOPICS[topic].msgtype, QoSProfile(
                     depth=QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
         self.create_timer(GRAPH_POLL_PERIOD_S, self._poll_graph)
         self.create_timer(FLUSH_PERIOD_S, self._flush)
@@ -122,7 +100,7 @@ class BagRecorder(Node):
     def _subscribe(self, topic: str, msgtype: str, qos: QoSProfile) -> None:
         resolved = self.resolve_topic_name(topic)
         try:
-            msg_class = message_class(msgtype)
+            msg_class = topics.message_class(msgtype)
             if resolved not in self._bag_connections:
                 self._bag_connections[resolved] = self.writer.add_connection(
                     resolved, msgtype, typestore=self.typestore, offered_qos_profiles=[bag_qos(qos)])

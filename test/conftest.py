@@ -1,5 +1,7 @@
 """Shared fixtures: the embedded miniature verifier is built once per test session (~5 s); a small
 LIBERO-GOAL environment once per module that asks for one."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ def same_torch_threads():
 
 @pytest.fixture(scope="session")
 def miniature():
-    from spec_vla_ros.vla.checkpoint import build_miniature
+    from spec_vla_ros.vla.miniature import build_miniature
     return build_miniature()
 
 
@@ -39,3 +41,20 @@ def env(request):
         pytest.skip(f"no headless rendering: {error}")
     with LiberoGoalEnv(image_size=64, max_steps=request.module.MAX_STEPS) as environment:
         yield environment
+
+
+@pytest.fixture
+def draft_config_reads(monkeypatch) -> list:
+    """The directories whose draft.json is read during the test, in order (the reader is patched
+    where it is defined and where the registry imports it)."""
+    import spec_vla_ros.drafts.checkpoints as checkpoints
+    import spec_vla_ros.drafts.registry as registry
+    reads, read = [], checkpoints.read_draft_config
+
+    def counting(directory):
+        reads.append(Path(directory))
+        return read(directory)
+    for module in (checkpoints, registry):
+        monkeypatch.setattr(module, "read_draft_config", counting)
+    return reads
+

@@ -9,15 +9,17 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import rclpy
 from rcl_interfaces.msg import Log
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import DescribeParameters, ListParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from spec_vla_ros.control import decode_values
+from spec_vla_ros import topics
+from spec_vla_ros.decode_report import DecodeReport
 from spec_vla_ros.launch_config import ResolvedNode, config_dir, node_environment
 from spec_vla_ros.launcher import Launcher, node_command
 
@@ -28,6 +30,12 @@ os.environ.update(node_environment())
 
 def ros_environment(**extra) -> dict:
     return dict(Launcher.environment(), ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONPATH=str(REPO_ROOT), **extra)
+
+
+class Answer(NamedTuple):
+    """One decode_stats message: the report, and the stamp of the frame it answers, in seconds."""
+    report: DecodeReport
+    stamp_s: float
 
 
 class NodeProcess:
@@ -72,12 +80,13 @@ class Client:
         self.node.create_subscription(msg_type, topic, lambda msg: received.append(convert(msg)), qos)
         return received
 
-    def collect_stats(self) -> list[dict]:
+    def collect_stats(self) -> list[Answer]:
         from diagnostic_msgs.msg import DiagnosticArray
-        def convert(msg) -> dict:      # the values, and the answered frame's stamp in seconds
-            stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            return dict(decode_values((kv.key, kv.value) for kv in msg.status[0].values), stamp_s=stamp_s)
-        return self.collect(DiagnosticArray, "decode_stats", convert=convert)
+
+        def convert(msg) -> Answer:
+            return Answer(DecodeReport.from_pairs((kv.key, kv.value) for kv in msg.status[0].values),
+                          msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+        return self.collect(DiagnosticArray, topics.DECODE_STATS.name, convert=convert)
 
     def collect_logs(self, node_name: str) -> list:
         """The node's log messages (via /rosout)."""
@@ -116,6 +125,21 @@ class Client:
         self.spin_until(future.done, 30, "the set_parameters response")
         self.node.destroy_client(client)
         return future.result().results
+
+    def describe_parameters(self, node_name: str) -> dict:
+        """name -> ParameterDescriptor of every parameter the node declares (as `ros2 param describe`)."""
+        names = self._call(ListParameters, f"/{node_name}/list_parameters", ListParameters.Request()).result.names
+        descriptors = self._call(DescribeParameters, f"/{node_name}/describe_parameters",
+                                 DescribeParameters.Request(names=names)).descriptors
+        return {descriptor.name: descriptor for descriptor in descriptors}
+
+    def _call(self, service_type, service: str, request):
+        client = self.node.create_client(service_type, service)
+        self.spin_until(client.service_is_ready, 30, f"the {service} service")
+        future = client.call_async(request)
+        self.spin_until(future.done, 30, f"the {service} response")
+        self.node.destroy_client(client)
+        return future.result()
 
     def close(self) -> None:
         self.executor.shutdown()

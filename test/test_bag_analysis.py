@@ -4,15 +4,20 @@ recorder killed: no summary, no metadata.yaml) cut at random points, recovered a
 malformed messages skipped."""
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from spec_vla_ros.analysis import bag_analysis, harness, plots
+from spec_vla_ros import topics
+from spec_vla_ros.analysis import bag_analysis, plots
 from spec_vla_ros.analysis.bags import observation_episodes, read_bag
 from spec_vla_ros.analysis.plots import FIGURE_PIXELS
-from spec_vla_ros.control import encode_values
+from spec_vla_ros.commands import analyze
+from spec_vla_ros.commands import collect as collect_command
+from spec_vla_ros.commands import harness as harness_command
+from spec_vla_ros.decode_report import DecodeReport
 from spec_vla_ros.decoding.stats import DecodeStats
 from spec_vla_ros.training import collect
 from spec_vla_ros.training.collect import synthetic_episode
@@ -38,11 +43,9 @@ def write_bag(path, namespace="", frames_per_episode=3, acted=None):
     time_ns = 1_000_000_000
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {name: writer.add_connection(f"{namespace}/{name}", msgtype, typestore=store)
-                       for name, msgtype in [("instruction", "std_msgs/msg/String"),
-                                             ("camera/image_raw", "sensor_msgs/msg/Image"),
-                                             ("decode_stats", "diagnostic_msgs/msg/DiagnosticArray"),
-                                             ("action", "std_msgs/msg/Float64MultiArray"),
-                                             ("episode", "std_msgs/msg/String")]}
+                       for name, msgtype in [(topic.name, topic.msgtype) for topic in (
+                                             topics.INSTRUCTION, topics.CAMERA, topics.DECODE_STATS, topics.ACTION,
+                                             topics.EPISODE)]}
 
         def write(name, msg):
             nonlocal time_ns
@@ -50,33 +53,34 @@ def write_bag(path, namespace="", frames_per_episode=3, acted=None):
             writer.write(connections[name], time_ns, store.serialize_cdr(msg, connections[name].msgtype))
 
         for episode, actions in enumerate(ACTIONS):
-            write("instruction", types["std_msgs/msg/String"](data=INSTRUCTIONS[episode]))
+            write(topics.INSTRUCTION.name, types["std_msgs/msg/String"](data=INSTRUCTIONS[episode]))
             _, frames = synthetic_episode(episode, frames_per_episode, size=64)
             for index, frame in enumerate(frames):
                 stamp = types["builtin_interfaces/msg/Time"](sec=time_ns // 10**9, nanosec=time_ns % 10**9)
                 header = types["std_msgs/msg/Header"](stamp=stamp, frame_id="agentview")
-                write("camera/image_raw", types["sensor_msgs/msg/Image"](
+                write(topics.CAMERA.name, types["sensor_msgs/msg/Image"](
                     header=header, height=64, width=64, encoding="rgb8", is_bigendian=0, step=192,
                     data=frame.reshape(-1)))
                 if acted is not None and not acted(episode, index):
                     continue
                 draft, acceptance, accepted, proposed = actions[index % len(actions)]
                 stats = DecodeStats(draft, acceptance, TOKENS, len(accepted), accepted, proposed,
-                                    draft_ms=0.5 * index, verify_ms=10.0 * len(accepted), total_ms=11.0 * len(accepted))
-                values = {**stats.as_dict(), "policy_ms": stats.total_ms + 2, "image_to_action_ms": stats.total_ms + 3,
-                          **({"draft_checkpoint": DRAFT_CHECKPOINT} if draft != "none" else {})}
+                                    draft_ms=0.5 * index, verify_ms=10.0 * len(accepted), total_ms=11.0 * len(accepted),
+                                    draft_checkpoint=DRAFT_CHECKPOINT if draft != "none" else "")
+                report = DecodeReport(stats, policy_ms=stats.total_ms + 2, image_to_action_ms=stats.total_ms + 3)
                 status = types["diagnostic_msgs/msg/DiagnosticStatus"](
                     level=0, name="spec_vla_policy: decode", message="", hardware_id="miniature",
-                    values=[types["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in encode_values(values)])
-                write("decode_stats", types["diagnostic_msgs/msg/DiagnosticArray"](header=header, status=[status]))
-                write("action", types["std_msgs/msg/Float64MultiArray"](
+                    values=[types["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in report.to_pairs()])
+                write(topics.DECODE_STATS.name,
+                      types["diagnostic_msgs/msg/DiagnosticArray"](header=header, status=[status]))
+                write(topics.ACTION.name, types["std_msgs/msg/Float64MultiArray"](
                     layout=types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0),
                     data=np.array([0.1 * index, 0, 0, 0, 0, 0, 1.0])))
             record = {"task_id": episode, "task_name": f"task_{episode}", "episode": 0,
                       "instruction": INSTRUCTIONS[episode], "success": episode == 1, "steps": frames_per_episode,
                       "wall_seconds": 2.0 + episode, "reset_seconds": 1.0, "sim_seconds": 0.15, "rejected_actions": 0,
                       "clipped_actions": 0, "failure_reason": "" if episode == 1 else "max_steps (3) reached"}
-            write("episode", types["std_msgs/msg/String"](data=json.dumps(record)))
+            write(topics.EPISODE.name, types["std_msgs/msg/String"](data=json.dumps(record)))
     return path
 
 
@@ -84,7 +88,7 @@ def write_bag(path, namespace="", frames_per_episode=3, acted=None):
 def test_bag_report_groups_decoding_by_draft_and_reports_episodes(tmp_path, namespace, capsys):
     bag = write_bag(tmp_path / "bag", namespace)
     output = tmp_path / "report"
-    assert bag_analysis.main([str(bag), "--output", str(output)]) == 0
+    assert analyze.main([str(bag), "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     assert str(bag) in printed and "| history | strict |" in printed
 
@@ -116,7 +120,7 @@ def test_bag_plots_split_latency_and_draw_one_panel_per_action_dimension(tmp_pat
     row = bag_analysis.latency_row("history strict", run.decode_stats[3:])
     assert row.preprocessing_ms == pytest.approx(2.0) and row.actions == 3
     assert row.total_ms == pytest.approx(sum(11.0 * len(accepted) for _, _, accepted, _ in ACTIONS[1]) / 3)
-    without = [{key: value for key, value in stats.items() if key != "policy_ms"} for stats in run.decode_stats]
+    without = [replace(report, policy_ms=None) for report in run.decode_stats]
     assert bag_analysis.latency_row("none strict", without[:3]).preprocessing_ms is None      # not measured
     figure = plots.draw_ms_per_action([row, bag_analysis.latency_row("none strict", without[:3])], "caption")
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
@@ -135,7 +139,7 @@ def test_bag_plots_split_latency_and_draw_one_panel_per_action_dimension(tmp_pat
     # Pose in metres per step: the published 0.1 (normalized) is 0.005 m
     assert figure.axes[0].get_lines()[0].get_ydata()[1] == pytest.approx(0.1 * 0.05)
     # k inferred from the passes after the prefill (history proposed 4 then 1 after a 7-token prefill)
-    assert bag_analysis.inferred_num_draft_tokens(bag_analysis.decode_stats_objects(run.decode_stats)) == 4
+    assert bag_analysis.inferred_num_draft_tokens([report.stats for report in run.decode_stats]) == 4
     plots.plt.close("all")
 
 
@@ -148,9 +152,9 @@ def test_a_bag_without_the_package_topics_is_refused(tmp_path, capsys):
         connection = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
         writer.write(connection, 1, store.serialize_cdr(store.types["std_msgs/msg/String"](data="hi"),
                                                         "std_msgs/msg/String"))
-    assert bag_analysis.main([str(tmp_path / "bag")]) == 2
+    assert analyze.main([str(tmp_path / "bag")]) == 2
     assert "no usable decode_stats, action or episode messages" in capsys.readouterr().err
-    assert bag_analysis.main([str(tmp_path / "missing")]) == 2
+    assert analyze.main([str(tmp_path / "missing")]) == 2
 
 
 def test_harness_takes_the_frames_the_policy_acted_on_from_a_bag(tmp_path):
@@ -164,8 +168,8 @@ def test_harness_takes_the_frames_the_policy_acted_on_from_a_bag(tmp_path):
     assert len(read_bag(bag).decode_stats) == 6
 
     output = tmp_path / "harness"
-    assert harness.main(["--bag", str(bag), "--verifier", "miniature", "--drafts", "history", "--acceptance", "strict", "--output",
-                         str(output), "--no-progress"]) == 0
+    assert harness_command.main(["--bag", str(bag), "--verifier", "miniature", "--drafts", "history",
+                                 "--acceptance", "strict", "--output", str(output), "--no-progress"]) == 0
     [run] = json.loads((output / "harness.json").read_text())["tables"]["runs"]
     assert run["actions"] == 6 and run["same_tokens_as_verifier"] == 1.0
 
@@ -177,7 +181,7 @@ def test_traces_are_collected_from_a_bag(miniature, tmp_path):
     from spec_vla_ros.vla.prompt import prompt_token_ids
 
     bag = write_bag(tmp_path / "bag", frames_per_episode=3, acted=lambda episode, frame: frame != 1)
-    collect.main([str(tmp_path / "traces"), "--source", "bag", "--bag", str(bag)])
+    collect_command.main([str(tmp_path / "traces"), "--source", "bag", "--bag", str(bag)])
     manifest, steps = collect.read_traces(tmp_path / "traces")
     assert manifest["source"]["bag"] == str(bag)
     assert [(s["episode"], s["step"], s["instruction"]) for s in steps] == [
@@ -257,7 +261,7 @@ def test_unfinished_bag_is_analysed_with_a_notice_and_reindexed(tmp_path, capsys
     from mcap.reader import make_reader
     from rosbags.highlevel import AnyReader
 
-    from spec_vla_ros.analysis import bag_reindex
+    from spec_vla_ros.commands import bag_reindex
     from spec_vla_ros.analysis.bags import unfinished_mcap_files
 
     rng, _ = fresh_rng()
@@ -269,7 +273,7 @@ def test_unfinished_bag_is_analysed_with_a_notice_and_reindexed(tmp_path, capsys
     assert unfinished_mcap_files(bag) and not (bag / "metadata.yaml").exists()
 
     output = tmp_path / "report"
-    assert bag_analysis.main([str(bag), "--output", str(output)]) == 0
+    assert analyze.main([str(bag), "--output", str(output)]) == 0
     captured = capsys.readouterr()
     notice = f"recovered {kept} messages from an unfinished bag {bag}"
     assert notice in captured.err and "spec-vla-bag-reindex" in captured.err
@@ -329,8 +333,8 @@ def test_malformed_messages_are_skipped_with_a_count(tmp_path, capsys):
     bad_episodes = [json.dumps(episode), "{not json", json.dumps([1, 2]), json.dumps({**good.episodes[0], "steps": "x"})]
     status = types["diagnostic_msgs/msg/DiagnosticStatus"]
     key_value = types["diagnostic_msgs/msg/KeyValue"]
-    stats = [{key: value for key, value in good.decode_stats[0].items() if key != "draft"},
-             {**good.decode_stats[0], "verifier_passes": "three"}]
+    stats = [{key: value for key, value in good.decode_stats[0].values().items() if key != "draft"},
+             {**good.decode_stats[0].values(), "verifier_passes": "three"}]
     mixed = tmp_path / "mixed"
     with Writer(mixed, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         with AnyReader([bag]) as reader:
@@ -363,7 +367,7 @@ def test_malformed_messages_are_skipped_with_a_count(tmp_path, capsys):
     assert "missing instruction" in run.skipped["/episode"][1]
 
     output = tmp_path / "report"
-    assert bag_analysis.main([str(mixed), "--output", str(output)]) == 0
+    assert analyze.main([str(mixed), "--output", str(output)]) == 0
     err = capsys.readouterr().err
     assert "skipped 4 /episode message(s)" in err and "missing instruction" in err and "Traceback" not in err
     document = json.loads((output / "bag_analysis.json").read_text())
@@ -373,8 +377,13 @@ def test_malformed_messages_are_skipped_with_a_count(tmp_path, capsys):
 
 def test_the_bag_report_names_the_draft_checkpoints_the_policy_used():
     from spec_vla_ros.analysis.bag_analysis import draft_checkpoint_description
-    rows = [{"draft": "mamba", "draft_checkpoint": "/drafts/mamba"}, {"draft": "history", "draft_checkpoint": ""},
-            {"draft": "none", "draft_checkpoint": ""}]
+    def report(draft: str, checkpoint: str | None) -> DecodeReport:
+        """As read from a bag; checkpoint None: the status had no draft_checkpoint (an older node)."""
+        pairs = DecodeReport(DecodeStats(draft, "strict", draft_checkpoint=checkpoint or "")).to_pairs()
+        return DecodeReport.from_pairs((k, v) for k, v in pairs if checkpoint is not None or k != "draft_checkpoint")
+
+    rows = [report("mamba", "/drafts/mamba"), report("history", ""), report("none", "")]
     assert draft_checkpoint_description(rows) == "draft checkpoint history, mamba=/drafts/mamba"
-    assert "not named" in draft_checkpoint_description([{"draft": "llama"}])
-    assert draft_checkpoint_description([{"draft": "none"}]) == "no draft (autoregressive)"
+    assert "not named" in draft_checkpoint_description([report("llama", None)])
+    assert draft_checkpoint_description([report("none", None)]) == "no draft (autoregressive)"   # an older bag
+    assert draft_checkpoint_description([report("ar", "")]) == "no draft (autoregressive)"

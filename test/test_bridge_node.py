@@ -26,9 +26,11 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from sim_bridge.bridge_node import NODE_NAME, PARAMETERS  # noqa: E402
+from sim_bridge.bridge_node import NODE_NAME  # noqa: E402
+from sim_bridge.bridge_parameters import BRIDGE_PARAMETERS  # noqa: E402
+from spec_vla_ros import topics  # noqa: E402
 from spec_vla_ros.ros_conversions import action_to_msg, msg_to_image  # noqa: E402
-from spec_vla_ros.vla.constants import LIBERO_CONTROL_HZ  # noqa: E402
+from sim_bridge.constants import LIBERO_CONTROL_HZ
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTIONS = {0: "open the middle drawer of the cabinet", 1: "put the bowl on the stove"}
@@ -54,14 +56,14 @@ class Client:
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("bridge_test_client", context=self.context)
         self.images, self.wrist_images, self.instructions, self.episodes = [], [], [], []
-        self.node.create_subscription(Image, "camera/image_raw", self.images.append, qos_profile_sensor_data)
-        self.node.create_subscription(Image, "wrist_camera/image_raw", self.wrist_images.append, 10)
-        self.node.create_subscription(String, "instruction", lambda m: self.instructions.append(m.data), 10)
+        self.node.create_subscription(Image, topics.CAMERA.name, self.images.append, qos_profile_sensor_data)
+        self.node.create_subscription(Image, topics.WRIST_CAMERA.name, self.wrist_images.append, 10)
+        self.node.create_subscription(String, topics.INSTRUCTION.name, lambda m: self.instructions.append(m.data), 10)
         episode_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(String, "episode", lambda m: self.episodes.append(json.loads(m.data)),
+        self.node.create_subscription(String, topics.EPISODE.name, lambda m: self.episodes.append(json.loads(m.data)),
                                       episode_qos)
-        self.action_pub = self.node.create_publisher(Float64MultiArray, "action", 10)
+        self.action_pub = self.node.create_publisher(Float64MultiArray, topics.ACTION.name, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
@@ -90,7 +92,7 @@ class Client:
 
 
 def start_bridge(parameters: dict, domain_id: int, rendering: str, cwd: Path, log_path: Path) -> subprocess.Popen:
-    assert set(parameters) <= set(PARAMETERS)
+    assert set(parameters) <= set(BRIDGE_PARAMETERS)
     command = [sys.executable, "-m", "sim_bridge.bridge_node", "--ros-args"]
     for name, value in parameters.items():
         command += ["-p", f"{name}:={value}"]

@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
-from spec_vla_ros.drafts.registry import check_draft_config
+from spec_vla_ros.commands.write_miniature import main
+from spec_vla_ros.drafts.registry import resolve
 from spec_vla_ros.policy import PolicyConfig, VLAPolicy, validate_config
-from spec_vla_ros.vla.checkpoint import (CheckpointError, load_checkpoint, load_verifier, main, resolve_dtype,
-                                         write_checkpoint)
+from spec_vla_ros.vla.checkpoint import CheckpointError, load_checkpoint, resolve_dtype, write_checkpoint
+from spec_vla_ros.vla.verifiers import load_verifier
 
 # Measured in a fresh process: peak RSS during load_checkpoint minus RSS just before it, with
 # imports, the tokenizer and the meta model's code paths already warm. The peak is VmHWM, this
@@ -121,7 +122,7 @@ def test_corrupt_weight_file_is_named(bf16_dir, tmp_path, corrupt, message):
     corrupt(shard)
     for load in (lambda: load_checkpoint(directory),
                  lambda: validate_config(PolicyConfig(verifier=str(directory), draft="history")),
-                 lambda: VLAPolicy(PolicyConfig(verifier=str(directory), draft="none"))):
+                 lambda: VLAPolicy(PolicyConfig(verifier=str(directory), draft="ar"))):
         with pytest.raises(CheckpointError, match=message) as error:
             load()
         assert str(shard) in str(error.value)
@@ -142,9 +143,9 @@ def test_as_openvla_stand_in(miniature, tmp_path):
     original = miniature.model.state_dict()
     assert all(torch.equal(v, original[k].to(torch.bfloat16)) for k, v in loaded.model.state_dict().items())
     with pytest.raises(ValueError, match="needs draft_checkpoint"):           # packaged drafts: miniature only
-        check_draft_config("mamba", "", str(directory))
-    check_draft_config("history", "", str(directory))
+        resolve("mamba", "", str(directory))
+    resolve("history", "", str(directory))
     named = tmp_path / "named"
     main([str(named)])
     assert json.loads((named / "config.json").read_text())["spec_vla_ros"]["name"] == miniature.name
-    check_draft_config("mamba", "", str(named))
+    resolve("mamba", "", str(named))

@@ -12,12 +12,12 @@ import sys
 import pytest
 import torch
 
-from spec_vla_ros.bench import main as bench_main
+from spec_vla_ros.commands.bench import main as bench_main
+from spec_vla_ros.commands.benchmarks.gpu import (TINY_TEXT_CONFIG, TINY_VISION_OVERRIDES, architecture,
+                                                  count_dispatched_ops)
 from spec_vla_ros.decoding import cost_model
-from spec_vla_ros.decoding.gpu_benchmark import (TINY_TEXT_CONFIG, TINY_VISION_OVERRIDES, architecture,
-                                                 count_dispatched_ops)
 from spec_vla_ros.drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config
-from spec_vla_ros.vla.checkpoint import miniature_config
+from spec_vla_ros.vla.miniature import miniature_config
 from spec_vla_ros.vla.constants import ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
 from spec_vla_ros.vla.model import OpenVLA, VLAConfig
 from spec_vla_ros.vla.session import VerifierSession

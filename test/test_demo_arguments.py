@@ -4,9 +4,9 @@ from argparse import Namespace
 
 import pytest
 
-from spec_vla_ros import demo
+from spec_vla_ros.commands import demo
+from spec_vla_ros.commands.write_miniature import main as write_miniature
 from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS
-from spec_vla_ros.vla.checkpoint import main as write_miniature
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from spec_vla_ros.drafts.checkpoints import CONFIG, WEIGHTS, DraftCheckpointErro
 from spec_vla_ros.drafts.eagle_head import EagleDraft, EagleHead, default_core_config
 from spec_vla_ros.drafts.history import HistoryDraft
 from spec_vla_ros.drafts.mamba import MambaConfig
-from spec_vla_ros.drafts.registry import check_draft_config, load_draft
+from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS, load, load_draft, resolve
 from spec_vla_ros.policy import PolicyConfig, validate_config
 from spec_vla_ros.vla.constants import PADDED_VOCAB_SIZE
 
@@ -47,15 +47,44 @@ def test_round_trip(miniature, saved, kind):
 
 def test_packaged_drafts_are_for_the_miniature(miniature):
     for name in ("mamba", "llama"):
-        check_draft_config(name, "", "miniature")
+        resolve(name, "", "miniature")
         assert load_draft(name, "", miniature).name == name
     assert isinstance(load_draft("history", "", miniature), HistoryDraft)
-    assert load_draft("none", "", miniature) is None
+    assert load_draft("ar", "", miniature) is None
+    with pytest.raises(ValueError, match="^draft 'none' is now spelled 'ar' \\(autoregressive decoding\\)$"):
+        load_draft("none", "", miniature)
+
+
+def test_resolve_holds_what_load_needs_and_load_checks_nothing_on_disk(miniature, saved, tmp_path, monkeypatch):
+    import shutil
+
+    import spec_vla_ros.drafts.checkpoints as checkpoints
+    import spec_vla_ros.drafts.registry as registry
+    resolved, by_name = resolve("mamba", "", "miniature"), resolve("llama", "", miniature.name, 256)
+    assert resolved.directory == PACKAGED_CHECKPOINTS / "mamba" and resolved.config["kind"] == "mamba"
+    assert (resolved.verifier_name, resolved.hidden_size) == (miniature.name, miniature.model.hidden_size)
+    assert resolve("history", "", "miniature").directory is None and resolve("ar", "", "miniature").config is None
+
+    def no_reading(directory):
+        raise AssertionError(f"{directory} was read again while loading")
+    for module in (checkpoints, registry):
+        monkeypatch.setattr(module, "read_draft_config", no_reading)
+    assert load(resolved, miniature).head.kind == "mamba"
+    assert load(by_name, miniature).head.kind == "llama"
+    monkeypatch.undo()
+
+    copy = shutil.copytree(saved["llama"], tmp_path / "llama")
+    elsewhere = resolve("llama", str(copy), "miniature")
+    (copy / CONFIG).unlink()                    # loading uses the resolved config, not the file
+    assert load(elsewhere, miniature).head.kind == "llama"
+    other = save_draft(tmp_path / "other", EagleHead("mamba", default_core_config("mamba", miniature.model)), "other")
+    with pytest.raises(ValueError, match="resolved for verifier 'other', not for the loaded 'miniature-seed0'"):
+        load(resolve("mamba", str(other), "other"), miniature)
 
 
 def expect_error(match, name, checkpoint, verifier="miniature"):
     with pytest.raises(ValueError, match=match):
-        check_draft_config(name, str(checkpoint), verifier)
+        resolve(name, str(checkpoint), verifier)
 
 
 def test_unknown_name_and_missing_checkpoint(tmp_path):
@@ -81,7 +110,7 @@ def test_a_directory_of_drafts_serves_every_kind(miniature, saved, tmp_path):
     import shutil
     for kind in ("mamba", "llama"):
         shutil.copytree(saved[kind], tmp_path / "drafts" / kind)
-        check_draft_config(kind, str(tmp_path / "drafts"), "miniature")
+        resolve(kind, str(tmp_path / "drafts"), "miniature")
         assert load_draft(kind, str(tmp_path / "drafts"), miniature).head.kind == kind
     shutil.rmtree(tmp_path / "drafts" / "llama")
     expect_error("missing draft.json.*one sub-directory per kind", "llama", tmp_path / "drafts")
@@ -94,7 +123,7 @@ def test_real_verifier_needs_an_explicit_checkpoint(tmp_path):
         "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
         "text_config": {"model_type": "llama", "vocab_size": 32064, "pad_token_id": 32000}}))
     expect_error("needs draft_checkpoint", "llama", "", verifier)
-    check_draft_config("history", "", str(verifier))
+    resolve("history", "", str(verifier))
 
 
 def test_corrupted_checkpoints(saved, tmp_path):
@@ -105,7 +134,7 @@ def test_corrupted_checkpoints(saved, tmp_path):
             (broken / file).write_bytes((saved["mamba"] / file).read_bytes())
         (broken / name).write_bytes(damage)
         with pytest.raises(DraftCheckpointError, match="corrupted|not a draft checkpoint"):
-            check_draft_config("mamba", str(broken), "miniature")
+            resolve("mamba", str(broken), "miniature")
 
 
 def test_bad_decoding_parameters_fail_before_decoding(miniature):

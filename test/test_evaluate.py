@@ -11,9 +11,12 @@ import pytest
 from PIL import Image
 
 from spec_vla_ros.analysis import evaluate
-from spec_vla_ros.analysis.evaluate import Configuration, EpisodeLog, check_settings, run_evaluation
+from spec_vla_ros.analysis.evaluate import EpisodeLog, check_settings, run_evaluation
 from spec_vla_ros.analysis.plots import FIGURE_PIXELS
-from spec_vla_ros.vla.constants import ACTION_DIM, DEFAULT_RELAXED_THRESHOLD
+from spec_vla_ros.commands import eval as eval_command
+from spec_vla_ros.decoding.spec import DecoderSpec
+from spec_vla_ros.vla.constants import ACTION_DIM
+from spec_vla_ros.decoding.acceptance import DEFAULT_RELAXED_THRESHOLD
 
 MAX_STEPS = 4
 
@@ -21,7 +24,7 @@ MAX_STEPS = 4
 # --- no simulator -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, draft, threshold, rule, name", [
-    ("ar", "none", 0, "strict", "ar"),
+    ("ar", "ar", 0, "strict", "ar"),
     ("mamba", "mamba", 0, "strict", "mamba"),
     ("llama:strict", "llama", 0, "strict", "llama"),
     ("history:relaxed", "history", DEFAULT_RELAXED_THRESHOLD, "relaxed", f"history:relaxed:{DEFAULT_RELAXED_THRESHOLD}"),
@@ -31,26 +34,23 @@ MAX_STEPS = 4
      f"llama:relaxed-guarded:{DEFAULT_RELAXED_THRESHOLD}"),
     ("history:Relaxed-Guarded:4", "history", 4, "relaxed-guarded", "history:relaxed-guarded:4"),
 ])
-def test_configuration_names_parse_and_round_trip(text, draft, threshold, rule, name):
+def test_configuration_names_become_policy_configs_and_back(text, draft, threshold, rule, name):
     from spec_vla_ros.policy import PolicyConfig, validate_config
-    configuration = Configuration.parse(text)
+    configuration = DecoderSpec.parse(text, {}, 3)
     assert (configuration.draft, configuration.acceptance.threshold) == (draft, threshold)
     assert configuration.acceptance.rule == rule
-    assert configuration.name == name and Configuration.parse(name) == configuration
-    policy_config = configuration.policy_config(PolicyConfig(draft="none"), {})
-    assert (policy_config.acceptance, policy_config.relaxed_threshold) == (rule, threshold)
+    assert configuration.name == name and DecoderSpec.parse(name, {}, 3) == configuration
+    policy_config = PolicyConfig(draft="ar").with_spec(configuration)
+    assert (policy_config.draft, policy_config.acceptance, policy_config.relaxed_threshold) == (draft, rule, threshold)
+    assert policy_config.num_draft_tokens == 3 and policy_config.spec == configuration
     validate_config(policy_config)
 
 
-def test_the_two_relaxed_rules_are_different_configurations():
-    assert Configuration.parse("mamba:relaxed:9") != Configuration.parse("mamba:relaxed-guarded:9")
-
-
-@pytest.mark.parametrize("text", ["nope", "ar:relaxed", "mamba:loose", "mamba:relaxed:x", "llama:relaxed:3:4",
+@pytest.mark.parametrize("text", ["nope", "none", "ar:relaxed", "mamba:loose", "mamba:relaxed:x", "llama:relaxed:3:4",
                                   "history:strict:2", "mamba:guarded", "mamba:relaxed-guarded:-1"])
 def test_bad_configuration_names_are_rejected(text):
-    with pytest.raises(ValueError, match="configuration"):
-        Configuration.parse(text)
+    with pytest.raises(ValueError, match=f"^configuration '{text}': "):
+        DecoderSpec.parse(text)
 
 
 def test_episode_log_drops_a_half_written_line_and_counts_each_episode_once(tmp_path):
@@ -78,7 +78,7 @@ def test_a_run_directory_refuses_other_settings(tmp_path):
 @pytest.fixture(scope="module")
 def policy():
     from spec_vla_ros.policy import PolicyConfig, VLAPolicy
-    return VLAPolicy(PolicyConfig(draft="none"))
+    return VLAPolicy(PolicyConfig(draft="ar"))
 
 
 def _log(directory):
@@ -87,7 +87,7 @@ def _log(directory):
 
 @pytest.mark.sim
 def test_report_with_ars_noise_floor_and_strict_speculative_decoding(env, policy, tmp_path):
-    configurations = [Configuration.parse("ar"), Configuration.parse("history"), Configuration.parse("history:relaxed")]
+    configurations = [DecoderSpec.parse("ar"), DecoderSpec.parse("history"), DecoderSpec.parse("history:relaxed")]
     run_evaluation(env, policy, configurations, [0], 1, tmp_path, progress=False)
 
     episodes = {record["configuration"]: record for record in _log(tmp_path)}
@@ -139,7 +139,7 @@ def test_report_with_ars_noise_floor_and_strict_speculative_decoding(env, policy
 
 @pytest.mark.sim
 def test_an_interrupted_run_resumes_and_counts_each_episode_once(env, policy, tmp_path, monkeypatch, capsys):
-    configurations = [Configuration.parse("history")]
+    configurations = [DecoderSpec.parse("history")]
     real_run_episode, runs = evaluate.run_episode, []
 
     def counted(env, policy, task_id, episode, **options):
@@ -183,27 +183,27 @@ def test_the_seeding_option_defaults_to_openvlas_order_and_is_passed_to_the_env(
         def __exit__(self, *exc):
             return False
 
-    monkeypatch.setattr(evaluate, "LiberoGoalEnv", StandIn)
-    monkeypatch.setattr(evaluate, "VLAPolicy", type("P", (), {"validate": staticmethod(lambda config: None),
+    monkeypatch.setattr(eval_command, "LiberoGoalEnv", StandIn)
+    monkeypatch.setattr(eval_command, "VLAPolicy", type("P", (), {"validate": staticmethod(lambda config: None),
                                                                "__init__": lambda self, config: None}))
     for argv, seeding in (([], "openvla"), (["--seeding", "per_episode"], "per_episode")):
-        assert evaluate.main(argv + ["--output", str(tmp_path), "--no-progress"]) == 130
+        assert eval_command.main(argv + ["--output", str(tmp_path), "--no-progress"]) == 130
         assert made[-1]["seeding"] == seeding
     with pytest.raises(SystemExit):
-        evaluate.main(["--seeding", "shuffled"])
+        eval_command.main(["--seeding", "shuffled"])
 
 
 def _no_model(monkeypatch):
     """Fail the test if the verifier or the simulator would start."""
-    monkeypatch.setattr(evaluate, "VLAPolicy", type("P", (), {
+    monkeypatch.setattr(eval_command, "VLAPolicy", type("P", (), {
         "validate": staticmethod(lambda config: None),
         "__init__": lambda self, config: pytest.fail("the verifier was loaded")}))
-    monkeypatch.setattr(evaluate, "LiberoGoalEnv", lambda **options: pytest.fail("the simulator was started"))
+    monkeypatch.setattr(eval_command, "LiberoGoalEnv", lambda **options: pytest.fail("the simulator was started"))
 
 
 def _exit_code(argv) -> int:
     try:
-        return evaluate.main(argv)
+        return eval_command.main(argv)
     except SystemExit as exit_:                   # argparse's own errors
         return exit_.code
 
@@ -214,6 +214,8 @@ def _exit_code(argv) -> int:
     (["--max-steps", "0"], "--max-steps and --image-size must be positive"),
     (["--threads", "-2"], "threads must be an integer >= 0"),
     (["--configurations", "ar", "eagle"], "configuration 'eagle'"),
+    (["--configurations", "none", "mamba"], "configuration 'none': draft 'none' is now spelled 'ar'"),
+    (["--num-draft-tokens", "8"], "--num-draft-tokens 8: expected an integer in 1..7"),
     (["--checkpoint", "mamba"], "--checkpoint takes mamba=PATH or llama=PATH"),
     (["--episodes", "many"], "invalid int value: 'many'"),
 ])
@@ -236,7 +238,7 @@ def test_an_output_directory_of_other_settings_is_refused_before_anything_loads(
 
 def test_help_shows_every_options_default_and_help(capsys):
     with pytest.raises(SystemExit):
-        evaluate.main(["--help"])
+        eval_command.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for expected in ("--episodes EPISODES", "(default: 50)", "--tasks TASKS [TASKS ...]",
                      "(default: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])", "--threads THREADS", "(default: 1)",

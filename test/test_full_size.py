@@ -8,8 +8,10 @@ from argparse import Namespace
 import torch
 from safetensors.torch import load_file
 
-from spec_vla_ros.vla.checkpoint import OPENVLA_CONFIG_FIELDS, load_verifier, miniature_config
-from spec_vla_ros.vla.full_size import run, write_random_openvla
+from spec_vla_ros.commands.benchmarks.full_size import run, write_random_openvla
+from spec_vla_ros.vla.checkpoint import OPENVLA_CONFIG_FIELDS
+from spec_vla_ros.vla.miniature import miniature_config
+from spec_vla_ros.vla.verifiers import load_verifier
 
 
 def test_random_openvla_in_the_released_layout_reads_back_equal(tmp_path):

@@ -17,12 +17,15 @@ from PIL import Image
 from spec_vla_ros.analysis import harness
 from spec_vla_ros.analysis.harness import DraftUnderTest, build_report, measure, replay, token_accuracy
 from spec_vla_ros.analysis.plots import FIGURE_PIXELS
-from spec_vla_ros.decoding.acceptance import STRICT, Acceptance
+from spec_vla_ros.analysis.report import draft_train_accuracy
+from spec_vla_ros.commands import harness as harness_command
+from spec_vla_ros.drafts.checkpoints import read_draft_config
+from spec_vla_ros.decoding.acceptance import STRICT, STRICT_TIE_TOLERANCE_FP32, Acceptance
 from spec_vla_ros.decoding.decoder import Decoder
 from spec_vla_ros.drafts.base import Draft
 from spec_vla_ros.drafts.history import HistoryDraft
 from spec_vla_ros.training.collect import Trace, TraceWriter, synthetic_episode, trace_action
-from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN, EOS_TOKEN_ID, STRICT_TIE_TOLERANCE_FP32
+from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN, EOS_TOKEN_ID
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
 
@@ -98,7 +101,7 @@ def expected_passes(k: int, p: float) -> float:
 
 @pytest.fixture(scope="module")
 def verifier():
-    from spec_vla_ros.vla.checkpoint import load_verifier
+    from spec_vla_ros.vla.verifiers import load_verifier
     return load_verifier()
 
 
@@ -230,7 +233,7 @@ def test_report_and_command_line(traces, verifier, tmp_path, capsys):
             assert image.format == "PNG" and image.size == FIGURE_PIXELS
 
     output = tmp_path / "cli"
-    assert harness.main(["--traces", str(directory), "--drafts", "history", "--acceptance", "strict",
+    assert harness_command.main(["--traces", str(directory), "--drafts", "history", "--acceptance", "strict",
                          "relaxed:3", "--output", str(output), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "miniature" in printed and f"{sum(map(len, episodes))} recorded actions in 6 episode(s)" in printed
@@ -252,8 +255,22 @@ def write_manifest(directory, verifier: str, verifier_path=None):
     return directory
 
 
+def test_a_draft_checkpoint_is_read_once_and_loaded_from_what_was_read(traces, tmp_path, draft_config_reads, capsys):
+    import spec_vla_ros.drafts.registry as registry
+    directory, _ = traces
+    reads = draft_config_reads
+    output = tmp_path / "cli"
+    assert harness_command.main(["--traces", str(directory), "--drafts", "mamba", "--acceptance", "strict",
+                         "--num-draft-tokens", "2", "--output", str(output), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert reads == [registry.PACKAGED_CHECKPOINTS / "mamba"]
+    [row] = json.loads((output / "harness.json").read_text())["tables"]["runs"]
+    expected = draft_train_accuracy(read_draft_config(registry.PACKAGED_CHECKPOINTS / "mamba"))
+    assert (row["draft"], row["draft_train_accuracy"]) == ("mamba", expected) and expected is not None
+
+
 def test_traces_are_replayed_with_the_verifier_their_manifest_names(tmp_path, monkeypatch):
-    from spec_vla_ros.drafts.registry import MINIATURE_NAME
+    from spec_vla_ros.vla.miniature import MINIATURE_NAME
     from spec_vla_ros.training.arguments import CommandError
 
     model = tmp_path / "models" / "openvla-7b-finetuned-libero-goal"
@@ -278,6 +295,9 @@ def test_the_command_refuses_in_one_line(traces, tmp_path, capsys):
     directory, _ = traces
     for argv, message in [(["--traces", str(directory), "--verifier", str(tmp_path)], "collected with verifier"),
                           (["--traces", str(directory), "--drafts", "eagle"], "draft 'eagle'"),
+                          (["--traces", str(directory), "--drafts", "none"], "draft 'none': expected mamba, llama, "
+                                                                              "history"),
+                          (["--traces", str(directory), "--drafts", "history=x"], "the history draft has no checkpoint"),
                           (["--traces", str(directory), "--checkpoint", "history=x"], "--checkpoint takes"),
                           (["--traces", str(directory), "--num-draft-tokens", "0"], "--num-draft-tokens 0"),
                           (["--traces", str(directory), "--acceptance", "loose"], "loose"),
@@ -285,11 +305,11 @@ def test_the_command_refuses_in_one_line(traces, tmp_path, capsys):
                            "goes with --bag"),
                           (["--traces", str(tmp_path / "none")], "no manifest.json"),
                           (["--bag", str(tmp_path / "none")], "no such bag")]:
-        assert harness.main(argv) == 2, argv
+        assert harness_command.main(argv) == 2, argv
         error = capsys.readouterr().err
         assert error.startswith("spec-vla-harness: ") and message in error and error.count("\n") == 1, error
     with pytest.raises(SystemExit) as exit_:
-        harness.main(["--traces", str(directory), "--threads", "many"])
+        harness_command.main(["--traces", str(directory), "--threads", "many"])
     assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
@@ -311,14 +331,14 @@ def option_help(parser) -> dict[str, str]:
 def test_every_option_has_help_that_shows_its_default(command, monkeypatch):
     import argparse
 
-    from spec_vla_ros.decoding import benchmark
+    from spec_vla_ros.commands.benchmarks import decode
 
     monkeypatch.setenv("COLUMNS", "200")
     if command == "spec-vla-harness":
-        parser = harness.build_parser()
+        parser = harness_command.build_parser()
     else:
         parser = argparse.ArgumentParser(prog=command)
-        benchmark.add_arguments(parser)
+        decode.add_arguments(parser)
     entries = option_help(parser)
     options = [action.option_strings[0] for action in parser._actions if action.option_strings
                and action.option_strings[0] != "-h"]

@@ -1,6 +1,9 @@
-"""Imports run downward: the LIBERO bridge loads none of the model stack, and the ROS-free core
-(vla, drafts, decoding, training, policy, the LIBERO wrapper) loads no ROS. Each check imports in a
-fresh interpreter, so modules other tests imported do not hide a violation."""
+"""Imports run downward: the LIBERO bridge loads none of the model stack, the ROS-free core
+(vla, drafts, decoding, training, policy, the LIBERO wrapper) loads no ROS, and no library module
+imports the command lines (spec_vla_ros.commands). The import checks run in a fresh interpreter,
+so modules other tests imported do not hide a violation; the commands check reads the source, so
+an import inside a function counts too."""
+import ast
 import pkgutil
 import subprocess
 import sys
@@ -12,6 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_STACK = ("torch", "timm", "transformers")
 ROS = ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "diagnostic_msgs", "std_srvs", "rcl_interfaces")
 CORE_PACKAGES = ("spec_vla_ros.vla", "spec_vla_ros.drafts", "spec_vla_ros.decoding", "spec_vla_ros.training")
+LIBRARY_PACKAGES = CORE_PACKAGES + ("spec_vla_ros.analysis",)
+COMMANDS = "spec_vla_ros.commands"
 
 
 def loaded_after_importing(modules: list[str], watched: tuple[str, ...]) -> list[str]:
@@ -35,7 +40,61 @@ def test_the_bridge_node_loads_no_model_stack():
     assert loaded_after_importing(["sim_bridge.bridge_node", "sim_bridge.results"], MODEL_STACK) == []
 
 
+def test_the_libero_wrapper_and_its_settings_load_no_model_stack_and_no_ros():
+    modules = ["sim_bridge.libero_goal", "sim_bridge.constants", "sim_bridge.results", "sim_bridge.tables"]
+    assert loaded_after_importing(modules, MODEL_STACK + ROS) == []
+
+
 def test_the_core_loads_no_ros():
     modules = core_modules()
     assert len(modules) > 20                      # the walk found the packages' modules
     assert loaded_after_importing(modules, ROS) == []
+
+
+def imported_modules(path: Path, module: str) -> set[str]:
+    """Every module `path` (the source of `module`) imports, relative imports made absolute, at
+    any depth (lazy imports in functions included), and every string constant naming a
+    spec_vla_ros module (importlib.import_module)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("spec_vla_ros."):
+            found.add(node.value)
+    return found
+
+
+def library_sources() -> dict[str, Path]:
+    sources = {"spec_vla_ros.policy": REPO_ROOT / "spec_vla_ros" / "policy.py"}
+    for package in LIBRARY_PACKAGES:
+        root = REPO_ROOT / Path(*package.split("."))
+        for path in root.rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            sources[".".join((package, *parts[:-1])) if parts[-1] == "__init__" else ".".join((package, *parts))] = path
+    return sources
+
+
+def test_no_library_module_imports_the_commands():
+    sources = library_sources()
+    assert len(sources) > 30 and "spec_vla_ros.analysis.harness" in sources      # the walk found the library
+    offenders = {module: sorted(name for name in imported_modules(path, module)
+                                if name == COMMANDS or name.startswith(COMMANDS + "."))
+                 for module, path in sources.items()}
+    assert {module: names for module, names in offenders.items() if names} == {}
+
+
+def test_the_import_check_resolves_relative_imports(tmp_path):
+    source = tmp_path / "example.py"
+    source.write_text("from .report import Table\nfrom ..commands.arguments import fail\n"
+                      "def main():\n    from .. import commands\n")
+    assert imported_modules(source, "spec_vla_ros.analysis.example") == {
+        "spec_vla_ros.analysis.report", "spec_vla_ros.analysis.report.Table", "spec_vla_ros.commands.arguments",
+        "spec_vla_ros.commands.arguments.fail", "spec_vla_ros", "spec_vla_ros.commands"}

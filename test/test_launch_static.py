@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sim_bridge.bridge_parameters import BRIDGE_PARAMETERS
+from spec_vla_ros import topics
+from spec_vla_ros.node_parameters import RECORDER_PARAMETERS
+from spec_vla_ros.policy_parameters import POLICY_PARAMETERS
 from spec_vla_ros.dds import BUILTIN_TRANSPORTS, LARGE_DATA, PROFILES_FILE_VARIABLES, describe
 from spec_vla_ros.launch_config import CONFIGURATIONS, config_dir, node_environment, resolve
 from spec_vla_ros.launcher import Launcher, node_command
@@ -34,13 +38,12 @@ def console_scripts() -> dict[str, str]:
     raise AssertionError("setup.py declares no console_scripts")
 
 
-def declared_parameters(module: str) -> set[str]:
-    """Keys of the module-level PARAMETERS dict, read from the source (no ROS import needed)."""
-    path = REPO_ROOT / Path(*module.split(".")).with_suffix(".py")
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "PARAMETERS" for t in node.targets):
-            return {ast.literal_eval(key) for key in node.value.keys}
-    raise AssertionError(f"{module} has no module-level PARAMETERS")
+# The parameter table each executable declares its parameters from.
+PARAMETER_TABLES = {"policy_node": POLICY_PARAMETERS, "libero_bridge_node": BRIDGE_PARAMETERS,
+                    "bag_recorder": RECORDER_PARAMETERS}
+# The module of each executable's node, and the name under which it imports its table.
+TABLE_NAMES = {"policy_node": "POLICY_PARAMETERS", "libero_bridge_node": "BRIDGE_PARAMETERS",
+               "bag_recorder": "RECORDER_PARAMETERS"}
 
 
 def every_node_spec():
@@ -59,6 +62,30 @@ def test_each_launch_file_parses_and_names_its_configuration():
         assert "spec_vla_ros.launch_config" in path.read_text()        # the node list is not redefined here
 
 
+def test_each_node_declares_the_parameters_of_its_table():
+    """The node modules read the tables (read from the source: no ROS import needed)."""
+    scripts = console_scripts()
+    assert {spec.executable for _, spec in every_node_spec()} == set(PARAMETER_TABLES)
+    for executable, table_name in TABLE_NAMES.items():
+        source = (REPO_ROOT / Path(*scripts[executable].split(".")).with_suffix(".py")).read_text()
+        assert f"for parameter in {table_name}.values():" in source, executable
+        assert "PARAMETERS = {" not in source, f"{executable} defines a parameter table of its own"
+
+
+def test_the_policy_launch_arguments_name_policy_parameters():
+    """launch_config lists them without importing the table (it would load the model stack)."""
+    from spec_vla_ros.launch_config import POLICY_ARGUMENTS
+    assert {argument.name for argument in POLICY_ARGUMENTS} <= set(POLICY_PARAMETERS)
+    read_only = {name for name, parameter in POLICY_PARAMETERS.items() if parameter.read_only}
+    assert read_only <= {argument.name for argument in POLICY_ARGUMENTS}     # settable at start, so an argument
+
+
+def test_remapped_topics_are_the_package_topics():
+    names = {topic.name for topic in topics.ALL}
+    for _, spec in every_node_spec():
+        assert set(spec.remapping_arguments) <= names, spec.name
+
+
 def test_every_executable_is_a_console_script():
     scripts = console_scripts()
     for _, spec in every_node_spec():
@@ -67,7 +94,6 @@ def test_every_executable_is_a_console_script():
 
 
 def test_every_params_file_exists_and_declares_known_parameters():
-    scripts = console_scripts()
     for name, configuration in CONFIGURATIONS.items():
         params_file = config_dir() / configuration.params_file
         assert params_file.is_file(), params_file
@@ -75,16 +101,15 @@ def test_every_params_file_exists_and_declares_known_parameters():
         specs = {spec.name: spec for spec in configuration.nodes}
         assert set(sections) == set(specs), f"{params_file.name}: sections for nodes not in '{name}'"
         for node_name, section in sections.items():
-            declared = declared_parameters(scripts[specs[node_name].executable])
+            declared = set(PARAMETER_TABLES[specs[node_name].executable])
             assert set(section) == {"ros__parameters"}
             unknown = set(section["ros__parameters"]) - declared
             assert not unknown, f"{params_file.name}: {node_name} does not declare {sorted(unknown)}"
 
 
 def test_launch_arguments_set_declared_parameters():
-    scripts = console_scripts()
     for name, spec in every_node_spec():
-        declared = declared_parameters(scripts[spec.executable])
+        declared = set(PARAMETER_TABLES[spec.executable])
         arguments = {argument.name for argument in CONFIGURATIONS[name].arguments}
         assert set(spec.arguments.values()) <= declared, spec.name
         assert set(spec.arguments) | set(spec.remapping_arguments.values()) <= arguments, spec.name
@@ -94,15 +119,13 @@ def test_launch_arguments_set_declared_parameters():
 
 def test_params_file_values_have_the_declared_types():
     """rclpy refuses e.g. an integer for a double parameter; catch it here, not at launch."""
-    pytest.importorskip("rclpy", reason="rclpy is not installed")
-    scripts = console_scripts()
     for _, configuration in CONFIGURATIONS.items():
         sections = yaml.safe_load((config_dir() / configuration.params_file).read_text())
         for spec in configuration.nodes:
-            parameters = importlib.import_module(scripts[spec.executable]).PARAMETERS
+            table = PARAMETER_TABLES[spec.executable]
             for parameter, value in sections[spec.name]["ros__parameters"].items():
-                default = parameters[parameter][0]
-                assert type(value) is type(default), f"{spec.name}.{parameter}: {value!r} vs default {default!r}"
+                expected = table[parameter].type
+                assert type(value) is expected, f"{spec.name}.{parameter}: {value!r} is not {expected.__name__}"
 
 
 def test_resolve_arguments():
@@ -206,7 +229,7 @@ def test_the_documented_hardware_example_starts_with_a_real_format_checkpoint(tm
     from dataclasses import fields
 
     from spec_vla_ros.policy import PolicyConfig, VLAPolicy
-    from spec_vla_ros.vla.checkpoint import main as write_miniature
+    from spec_vla_ros.commands.write_miniature import main as write_miniature
 
     example = (REPO_ROOT / "launch" / "hardware.launch.py").read_text()
     assert "hardware.launch.py verifier:=/models/openvla-7b-finetuned-libero-goal dry_run:=false" in example

@@ -2,12 +2,13 @@
 starts; --help shows every default."""
 import pytest
 
-from spec_vla_ros import launcher
+from spec_vla_ros import launch_config, launcher
+from spec_vla_ros.commands import launch
 
 
 def _run(argv):
     try:
-        return launcher.main(argv)
+        return launch.main(argv)
     except SystemExit as exit_:
         return exit_.code
 
@@ -33,9 +34,9 @@ def test_a_refused_setting_is_one_line_and_exit_2_before_any_node_starts(argv, m
 def test_the_default_settings_pass_and_threads_reach_the_policy_node(capsys):
     assert _run(["libero_goal", "--print"]) == 0
     assert "threads" not in capsys.readouterr().out               # the parameters file's value (1) applies
-    [policy] = [node for node in launcher.resolve("libero_goal", {"threads": "0"}) if node.name == "spec_vla_policy"]
+    [policy] = [node for node in launch_config.resolve("libero_goal", {"threads": "0"}) if node.name == "spec_vla_policy"]
     assert policy.parameters["threads"] == 0 and launcher.node_settings(policy)["threads"] == 0
-    [policy] = [node for node in launcher.resolve("libero_goal", {}) if node.name == "spec_vla_policy"]
+    [policy] = [node for node in launch_config.resolve("libero_goal", {}) if node.name == "spec_vla_policy"]
     assert launcher.node_settings(policy)["threads"] == 1
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from sim_bridge.libero_goal import LiberoGoalEnv, run_episodes, to_env_action
 from sim_bridge.results import summarize, write_results
-from spec_vla_ros.vla.constants import LIBERO_CONTROL_HZ, LIBERO_WAIT_ACTION
+from sim_bridge.constants import LIBERO_CONTROL_HZ, LIBERO_WAIT_ACTION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 20

@@ -10,7 +10,7 @@ from spec_vla_ros.vla.action_tokenizer import LIBERO_GOAL_STATS, token_ids_to_ac
 
 @pytest.fixture(scope="module")
 def policy():
-    return VLAPolicy(PolicyConfig(draft="none"))
+    return VLAPolicy(PolicyConfig(draft="ar"))
 
 
 def test_act_returns_a_denormalized_action_from_the_decoded_tokens(policy, rng):
@@ -18,7 +18,8 @@ def test_act_returns_a_denormalized_action_from_the_decoded_tokens(policy, rng):
     action, stats = policy.act(image, "put the bowl on the plate")
     assert action.shape == (7,) and action.dtype == np.float64 and np.all(np.isfinite(action))
     np.testing.assert_allclose(action, LIBERO_GOAL_STATS.unnormalize(token_ids_to_actions(stats.tokens)))
-    assert stats.draft == "none" and stats.verifier_passes == 7 and stats.total_ms > 0
+    assert stats.draft == "ar"
+    assert stats.verifier_passes == 7 and stats.total_ms > 0
     again, _ = policy.act(image, "put the bowl on the plate")
     np.testing.assert_array_equal(action, again)
 
@@ -70,10 +71,11 @@ def test_bad_instructions_are_rejected(policy, instruction, message):
     ({"draft": "nope"}, "draft 'nope' is unknown"),
     ({"acceptance": "loose"}, "acceptance 'loose' is unknown"),
     ({"acceptance": "relaxed", "relaxed_threshold": -1}, "threshold must be an integer >= 0"),
-    ({"draft": "history", "num_draft_tokens": 0}, "num_draft_tokens must be an integer in 1..7"),
-    ({"draft": "none", "num_draft_tokens": 0}, "num_draft_tokens must be an integer in 1..7, got 0"),
-    ({"draft": "none", "num_draft_tokens": 8}, "num_draft_tokens must be an integer in 1..7, got 8"),
-    ({"draft": "none", "num_draft_tokens": True}, "num_draft_tokens must be an integer in 1..7, got True"),
+    ({"draft": "none"}, r"draft 'none' is now spelled 'ar' \(autoregressive decoding\)$"),
+    ({"draft": "history", "num_draft_tokens": 0}, r"num_draft_tokens 0: expected an integer in 1\.\.7"),
+    ({"draft": "ar", "num_draft_tokens": 0}, r"num_draft_tokens 0: expected an integer in 1\.\.7$"),
+    ({"draft": "ar", "num_draft_tokens": 8}, r"num_draft_tokens 8: expected an integer in 1\.\.7$"),
+    ({"draft": "ar", "num_draft_tokens": True}, r"num_draft_tokens True: expected an integer in 1\.\.7$"),
     ({"acceptance": "relaxed_guarded"}, "expected one of strict, relaxed, relaxed-guarded"),
     ({"unnorm_key": "libero_spatial"}, r"unnorm_key 'libero_spatial' is not in .*expected one of \['libero_goal'\]"),
     ({"dtype": "int8"}, "dtype 'int8' is not supported"),
@@ -112,7 +114,7 @@ def refuse_to_load(monkeypatch):
 
 def test_an_unknown_unnorm_key_is_refused_before_the_checkpoint_loads(written_checkpoint, monkeypatch):
     refuse_to_load(monkeypatch)
-    config = PolicyConfig(verifier=str(written_checkpoint), draft="none", unnorm_key="libero_10")
+    config = PolicyConfig(verifier=str(written_checkpoint), draft="ar", unnorm_key="libero_10")
     with pytest.raises(ValueError, match=r"unnorm_key 'libero_10' is not in .*expected one of \['libero_goal'\]"):
         validate_config(config)
     with pytest.raises(ValueError, match="unnorm_key 'libero_10'"):
@@ -127,15 +129,15 @@ def test_statistics_files_are_checked_before_the_checkpoint_loads(written_checkp
     statistics = copy / "dataset_statistics.json"
     entry = json.loads(statistics.read_text())["libero_goal"]
     statistics.write_text(json.dumps({"libero_goal_no_noops": entry}))       # OpenVLA's fallback key
-    validate_config(PolicyConfig(verifier=str(copy), draft="none"))
+    validate_config(PolicyConfig(verifier=str(copy), draft="ar"))
     entry["action"]["q99"] = entry["action"]["q99"][:6]
     statistics.write_text(json.dumps({"libero_goal": entry}))
     with pytest.raises(ValueError, match="'q99' for 'libero_goal' must be 7 finite numbers"):
-        validate_config(PolicyConfig(verifier=str(copy), draft="none"))
+        validate_config(PolicyConfig(verifier=str(copy), draft="ar"))
     statistics.unlink()                                                       # then config.json's norm_stats
-    validate_config(PolicyConfig(verifier=str(copy), draft="none"))
+    validate_config(PolicyConfig(verifier=str(copy), draft="ar"))
     with pytest.raises(ValueError, match="unnorm_key 'bridge'"):
-        validate_config(PolicyConfig(verifier=str(copy), draft="none", unnorm_key="bridge"))
+        validate_config(PolicyConfig(verifier=str(copy), draft="ar", unnorm_key="bridge"))
 
 
 def test_a_checkpoint_without_a_mask_denormalizes_the_gripper(written_checkpoint, tmp_path, rng):
@@ -148,8 +150,28 @@ def test_a_checkpoint_without_a_mask_denormalizes_the_gripper(written_checkpoint
     del action["mask"]
     action["q01"][6], action["q99"][6] = -0.5, 0.25
     (copy / "dataset_statistics.json").write_text(json.dumps(statistics))
-    policy = VLAPolicy(PolicyConfig(verifier=str(copy), draft="none"))
+    policy = VLAPolicy(PolicyConfig(verifier=str(copy), draft="ar"))
     action_out, stats = policy.act(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "turn on the stove")
     x = token_ids_to_actions(stats.tokens)
     q01, q99 = np.array(action["q01"]), np.array(action["q99"])
     np.testing.assert_allclose(action_out, 0.5 * (x + 1) * (q99 - q01) + q01, rtol=0, atol=1e-12)
+
+
+def test_a_policy_start_reads_its_drafts_checkpoint_once(draft_config_reads):
+    from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS
+    reads = draft_config_reads
+    policy = VLAPolicy(PolicyConfig(draft="mamba"))
+    assert reads == [PACKAGED_CHECKPOINTS / "mamba"]
+    assert policy.decoder.draft.name == "mamba"
+    config = policy.config.replace(draft="llama")
+    resolved = VLAPolicy.validate(config)                   # a node's parameter callback
+    policy.set_decoder(policy.build_decoder(config, resolved), config)
+    assert reads == [PACKAGED_CHECKPOINTS / "mamba", PACKAGED_CHECKPOINTS / "llama"]
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    assert policy.decode(image, "turn on the stove")[1].draft_checkpoint == str(PACKAGED_CHECKPOINTS / "llama")
+
+
+def test_a_resolved_draft_of_another_config_is_refused(policy):
+    resolved = VLAPolicy.validate(policy.config.replace(draft="history"))
+    with pytest.raises(ValueError, match="resolved draft 'history'"):
+        policy.build_decoder(policy.config.replace(draft="mamba"), resolved)

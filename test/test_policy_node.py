@@ -21,13 +21,17 @@ from std_msgs.msg import Float64, Float64MultiArray, String  # noqa: E402
 
 from ros_helpers import Client, NodeProcess, ros_environment  # noqa: E402
 from test_camera_messages import equivalents, expected_rgb, raw_msg  # noqa: E402
-from spec_vla_ros.control import action_to_velocity, gripper_opening  # noqa: E402
+from spec_vla_ros import topics  # noqa: E402
+from spec_vla_ros.control import action_to_velocity
+from spec_vla_ros.vla.gripper import gripper_opening
 from spec_vla_ros.launch_config import ResolvedNode, config_dir  # noqa: E402
 from spec_vla_ros.launcher import node_command  # noqa: E402
-from spec_vla_ros.policy_node import NODE_NAME, PARAMETERS  # noqa: E402
+from spec_vla_ros.decode_report import DecodeReport  # noqa: E402
+from spec_vla_ros.drafts.registry import AR  # noqa: E402
+from spec_vla_ros.policy_node import NODE_NAME  # noqa: E402
+from spec_vla_ros.policy_parameters import POLICY_PARAMETERS  # noqa: E402
 from spec_vla_ros.ros_conversions import (SUPPORTED_ENCODINGS, image_to_compressed_msg, image_to_msg,  # noqa: E402
                                           msg_to_image)
-from spec_vla_ros.topics import CAMERA_QOS  # noqa: E402
 from spec_vla_ros.vla.constants import MAX_INSTRUCTION_CHARS  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -45,24 +49,25 @@ class PolicyClient(Client):
 
     def __init__(self):
         super().__init__("policy_test_client")
-        self.actions = self.collect(Float64MultiArray, "action", convert=lambda m: list(m.data))
-        self.twists = self.collect(TwistStamped, "servo/delta_twist_cmds")
-        self.grippers = self.collect(Float64, "gripper", convert=lambda m: m.data)
-        self.stats = self.collect_stats()
+        self.actions = self.collect(Float64MultiArray, topics.ACTION.name, convert=lambda m: list(m.data))
+        self.twists = self.collect(TwistStamped, topics.TWIST.name)
+        self.grippers = self.collect(Float64, topics.GRIPPER.name, convert=lambda m: m.data)
+        self.stats = self.collect_stats()        # ros_helpers.Answer: (report, answered frame's stamp)
         self.logs = self.collect_logs(NODE_NAME)
-        self.camera = self.node.create_publisher(Image, "camera/image_raw", 10)
-        self.compressed = self.node.create_publisher(CompressedImage, "camera/image_raw/compressed", CAMERA_QOS)
-        self.instruction = self.node.create_publisher(String, "instruction", 10)
+        self.camera = self.node.create_publisher(Image, topics.CAMERA.name, 10)
+        self.compressed = self.node.create_publisher(CompressedImage, f"{topics.CAMERA.name}/compressed",
+                                                     topics.CAMERA.qos_profile())
+        self.instruction = self.node.create_publisher(String, topics.INSTRUCTION.name, 10)
         self.image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
 
-    def act_on(self, msg, publisher=None) -> dict:
+    def act_on(self, msg, publisher=None) -> DecodeReport:
         """The decode statistics answering exactly this frame (matched by its fresh stamp)."""
         msg.header.stamp = self.node.get_clock().now().to_msg()
         stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         publisher = publisher or self.camera
 
         def answered():
-            return next((stats for stats in reversed(self.stats) if stats["stamp_s"] == stamp_s), None)
+            return next((answer.report for answer in reversed(self.stats) if answer.stamp_s == stamp_s), None)
 
         publisher.publish(msg)
         deadline = time.monotonic() + RESEND_AFTER_S
@@ -79,14 +84,14 @@ class PolicyClient(Client):
         msg.header.stamp = (self.node.get_clock().now() - Duration(seconds=age_s)).to_msg()
         self.camera.publish(msg)
 
-    def step(self) -> dict:
+    def step(self) -> DecodeReport:
         """One lockstep action: send a frame, wait for its decode statistics."""
         count = len(self.stats)
         self.send_frame()
         self.spin_until(lambda: len(self.stats) > count, ACTION_TIMEOUT_S, "decode_stats for a frame")
-        return self.stats[-1]
+        return self.stats[-1].report
 
-    def first_step(self) -> dict:
+    def first_step(self) -> DecodeReport:
         """The first action, once discovery has completed both ways.
 
         We see the node's subscriptions before it sees our publishers (and its publishers may not
@@ -102,8 +107,8 @@ class PolicyClient(Client):
         count = 0
         while count < len(self.stats):           # quiet for two actions' time: nothing left queued
             count = len(self.stats)
-            self.spin_for(1.0 + 2e-3 * self.stats[-1]["policy_ms"])
-        return self.stats[-1]
+            self.spin_for(1.0 + 2e-3 * self.stats[-1].report.policy_ms)
+        return self.stats[-1].report
 
     def expect_warning(self, text: str, publish) -> None:
         """`publish()` makes the node log a warning containing `text` and publish nothing."""
@@ -134,21 +139,35 @@ def policy(tmp_path_factory):
 
 def test_draft_swap_takes_effect_at_an_action_boundary(policy):
     """llama -> history -> mamba while actions keep coming; one action per frame, none skipped."""
-    drafts = [policy.step()["draft"]]
+    drafts = [policy.step().stats.draft]
     for draft in SWAP_SEQUENCE[1:]:
         [result] = policy.set_parameters(NODE_NAME, draft=draft)
         assert result.successful, result.reason
         for _ in range(200):                     # the old draft serves while the new one loads
-            drafts.append(policy.step()["draft"])
+            drafts.append(policy.step().stats.draft)
             if drafts[-1] == draft:
                 break
-        drafts += [policy.step()["draft"] for _ in range(2)]
+        drafts += [policy.step().stats.draft for _ in range(2)]
     # Contiguous runs in the order set: each switch happened between two actions.
     runs = [d for i, d in enumerate(drafts) if i == 0 or d != drafts[i - 1]]
     assert tuple(runs) == SWAP_SEQUENCE, drafts
-    counters = [stats["actions"] for stats in policy.stats]
+    counters = [answer.report.actions for answer in policy.stats]
     assert counters == list(range(1, len(counters) + 1))           # no action skipped
     assert len(policy.actions) == len(policy.stats)
+
+
+def test_the_node_declares_its_parameter_table(policy):
+    """Every parameter of policy_parameters, with its description, type and read-only flag; no other
+    but rclpy's own."""
+    from rclpy.parameter import Parameter
+    described = policy.describe_parameters(NODE_NAME)
+    assert set(described) - set(POLICY_PARAMETERS) <= {"use_sim_time", "start_type_description_service"}
+    for name, parameter in POLICY_PARAMETERS.items():
+        descriptor = described[name]
+        assert (descriptor.description, descriptor.read_only) == (parameter.description, parameter.read_only), name
+        assert descriptor.type == Parameter.Type.from_parameter_value(parameter.default).value, name
+    assert {name for name, p in POLICY_PARAMETERS.items() if p.read_only} == {
+        "verifier", "unnorm_key", "device", "dtype", "threads"}
 
 
 def test_invalid_parameter_changes_are_rejected(policy):
@@ -167,7 +186,7 @@ def test_invalid_parameter_changes_are_rejected(policy):
     [result] = policy.set_parameters(NODE_NAME, acceptance="strict")
     assert result.successful
     after = policy.step()                        # still serving, with the same draft
-    assert after["draft"] == before["draft"] and after["actions"] == before["actions"] + 1
+    assert after.stats.draft == before.stats.draft and after.actions == before.actions + 1
 
 
 def test_robot_commands_and_dry_run(policy):
@@ -175,10 +194,10 @@ def test_robot_commands_and_dry_run(policy):
     policy.spin_for(0.2)
     policy.spin_until(lambda: len(policy.twists) == len(policy.actions) == len(policy.grippers), 5, "commands")
     count = len(policy.actions)
-    stats = policy.step()
+    report = policy.step()
     policy.spin_until(lambda: len(policy.twists) > count and len(policy.grippers) > count, 5, "twist and gripper")
     action, twist = policy.actions[-1], policy.twists[-1]
-    assert action == stats["action"]
+    assert action == report.action
     linear, angular = action_to_velocity(action, 10.0)
     assert [twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z] == pytest.approx(linear)
     assert [twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z] == pytest.approx(angular)
@@ -187,12 +206,13 @@ def test_robot_commands_and_dry_run(policy):
 
     [result] = policy.set_parameters(NODE_NAME, dry_run=True)
     assert result.successful
-    stats = policy.step()
-    assert stats["dry_run"] is True
+    report = policy.step()
+    assert report.dry_run is True
     policy.spin_for(0.3)
     assert len(policy.actions) == len(policy.twists) == len(policy.grippers) == count + 1
     assert all(result.successful for result in policy.set_parameters(
-        NODE_NAME, dry_run=False, control_hz=PARAMETERS["control_hz"][0], frame_id=PARAMETERS["frame_id"][0]))
+        NODE_NAME, dry_run=False, control_hz=POLICY_PARAMETERS["control_hz"].default,
+        frame_id=POLICY_PARAMETERS["frame_id"].default))
 
 
 def test_bad_inputs_are_ignored_with_a_warning(policy):
@@ -214,23 +234,23 @@ def test_bad_inputs_are_ignored_with_a_warning(policy):
     policy.instruction.publish(String(data=INSTRUCTION))
     policy.expect_warning("stale_image_timeout_sec", lambda: policy.send_frame(age_s=STALE_TIMEOUT_S + 1))
 
-    stats = policy.step()                        # valid input is served again
-    assert stats["actions"] == before["actions"] + 1
-    assert stats["inputs_rejected"] == before["inputs_rejected"] + 6    # a frame without instruction is not bad
-    assert stats["frames_stale"] == before["frames_stale"] + 1
+    report = policy.step()                       # valid input is served again
+    assert report.actions == before.actions + 1
+    assert report.inputs_rejected == before.inputs_rejected + 6    # a frame without instruction is not bad
+    assert report.frames_stale == before.frames_stale + 1
 
 
 @pytest.fixture
 def autoregressive(policy):
-    """Draft none while the test runs: identical inputs then give identical actions (speculative
+    """No draft (AR) while the test runs: identical inputs then give identical actions (speculative
     decoding's verification passes of varying shape may flip near-tied tokens)."""
-    previous = policy.step()["draft"]
-    [result] = policy.set_parameters(NODE_NAME, draft="none")
+    previous = policy.step().stats.draft
+    [result] = policy.set_parameters(NODE_NAME, draft=AR)
     assert result.successful, result.reason
     for _ in range(200):
-        if policy.step()["draft"] == "none":
+        if policy.step().stats.draft == AR:
             break
-    assert policy.stats[-1]["draft"] == "none"
+    assert policy.stats[-1].report.stats.draft == AR
     yield policy
     [result] = policy.set_parameters(NODE_NAME, draft=previous)
     assert result.successful, result.reason
@@ -247,17 +267,17 @@ def test_every_camera_layout_gives_the_rgb8_action(autoregressive, request):
     policy = autoregressive
     rgb = fresh_rgb(request.node.name)
     rng = np.random.default_rng([SEED, 1])
-    reference = {name: policy.act_on(image_to_msg(pixels))["action"]
+    reference = {name: policy.act_on(image_to_msg(pixels)).action
                  for name, pixels in (("colour", rgb), ("grey", expected_rgb(rgb, "mono8")))}
-    before = policy.stats[-1]
+    before = policy.stats[-1].report
     layouts = equivalents(rgb, rng)
     cases = [(encoding, big_endian, padding) for encoding in SUPPORTED_ENCODINGS
              for big_endian, padding in ((False, 0), (True, int(rng.integers(1, 40))))]
     for encoding, big_endian, padding in cases:
-        stats = policy.act_on(raw_msg(layouts[encoding], encoding, big_endian, padding, rng))
+        report = policy.act_on(raw_msg(layouts[encoding], encoding, big_endian, padding, rng))
         expected = reference["grey" if encoding.startswith("mono") else "colour"]
-        assert stats["action"] == expected, f"{encoding} big-endian {big_endian} padding {padding}"
-    assert policy.stats[-1]["inputs_rejected"] == before["inputs_rejected"]
+        assert report.action == expected, f"{encoding} big-endian {big_endian} padding {padding}"
+    assert policy.stats[-1].report.inputs_rejected == before.inputs_rejected
 
 
 def test_compressed_frames_give_the_action_of_their_pixels(autoregressive, request):
@@ -268,8 +288,8 @@ def test_compressed_frames_give_the_action_of_their_pixels(autoregressive, reque
     png, jpeg = image_to_compressed_msg(rgb, "png"), image_to_compressed_msg(rgb, "jpeg")
     jpeg_pixels = msg_to_image(jpeg)
     assert not np.array_equal(jpeg_pixels, rgb)                     # JPEG is lossy: a different frame
-    expected = {"png": policy.act_on(image_to_msg(rgb))["action"],
-                "jpeg": policy.act_on(image_to_msg(jpeg_pixels))["action"]}
+    expected = {"png": policy.act_on(image_to_msg(rgb)).action,
+                "jpeg": policy.act_on(image_to_msg(jpeg_pixels)).action}
     [result] = policy.set_parameters(NODE_NAME, image_transport="compressed")
     assert result.successful, result.reason
     try:
@@ -277,7 +297,7 @@ def test_compressed_frames_give_the_action_of_their_pixels(autoregressive, reque
         for name, msg in (("png", png), ("jpeg", jpeg)):
             for format_string in (msg.format, name):                   # as image_transport writes it, and bare
                 msg.format = format_string
-                assert policy.act_on(msg, policy.compressed)["action"] == expected[name], format_string
+                assert policy.act_on(msg, policy.compressed).action == expected[name], format_string
         theora = CompressedImage(format="theora")
         theora.data = bytes(jpeg.data)
         policy.expect_warning("names no codec", lambda: policy.compressed.publish(theora))
@@ -287,7 +307,7 @@ def test_compressed_frames_give_the_action_of_their_pixels(autoregressive, reque
     finally:
         [result] = policy.set_parameters(NODE_NAME, image_transport="raw")
         assert result.successful, result.reason
-    assert policy.act_on(image_to_msg(rgb))["action"] == expected["png"]    # raw again
+    assert policy.act_on(image_to_msg(rgb)).action == expected["png"]    # raw again
 
 
 def test_large_frames_arrive_like_small_ones(policy):
@@ -301,13 +321,13 @@ def test_large_frames_arrive_like_small_ones(policy):
     arrived = {}
     for width, height in ((256, 256), (640, 480), (1280, 720)):
         msg = image_to_msg(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-        before = policy.act_on(marker)["frames_received"]
+        before = policy.act_on(marker).frames_received
         start = time.monotonic()
         for index in range(frames):
             policy.send_frame(msg)
             policy.spin_for(max(0.0, start + (index + 1) * period - time.monotonic()))
         policy.spin_for(1.0)
-        arrived[f"{width}x{height}"] = policy.act_on(marker)["frames_received"] - before - 1
+        arrived[f"{width}x{height}"] = policy.act_on(marker).frames_received - before - 1
     print(f"received / sent at 15 Hz: {arrived} / {frames}")
     small = arrived["256x256"]
     assert small >= frames * 0.8, arrived
@@ -332,11 +352,12 @@ def test_warns_when_the_camera_sends_nothing(policy):
         logs = len(policy.logs)
         policy.spin_until(lambda: warned("no publisher on camera topic", logs), 30, "the no-publisher warning")
     finally:
-        policy.camera = policy.node.create_publisher(Image, "camera/image_raw", 10)
-        [result] = policy.set_parameters(NODE_NAME, no_frame_warning_sec=PARAMETERS["no_frame_warning_sec"][0])
+        policy.camera = policy.node.create_publisher(Image, topics.CAMERA.name, 10)
+        [result] = policy.set_parameters(NODE_NAME,
+                                         no_frame_warning_sec=POLICY_PARAMETERS["no_frame_warning_sec"].default)
         assert result.successful
     policy.wait_for_subscribers(policy.camera)
-    assert policy.act_on(image_to_msg(policy.image))["actions"] > 0          # still serving
+    assert policy.act_on(image_to_msg(policy.image)).actions > 0          # still serving
 
 
 def test_camera_flood_keeps_only_the_newest_frame(policy):
@@ -353,22 +374,22 @@ def test_camera_flood_keeps_only_the_newest_frame(policy):
     flood_end_s = policy.node.get_clock().now().nanoseconds * 1e-9
     policy.spin_for(2.0)
     # When the node published each action (frame stamp + its latency), not when we processed it.
-    published_s = [stats["stamp_s"] + stats["image_to_action_ms"] * 1e-3 for stats in policy.stats[actions:]]
+    published_s = [answer.stamp_s + answer.report.image_to_action_ms * 1e-3 for answer in policy.stats[actions:]]
     after_flood = sum(time_s > flood_end_s for time_s in published_s)
     assert after_flood <= 2, f"a backlog of frames was still being worked off: {after_flood} actions after the flood"
-    last = policy.stats[-1]
-    received = last["frames_received"] - before["frames_received"]
-    acted = last["actions"] - before["actions"]
-    dropped = last["frames_dropped"] - before["frames_dropped"]
+    last = policy.stats[-1].report
+    received = last.frames_received - before.frames_received
+    acted = last.actions - before.actions
+    dropped = last.frames_dropped - before.frames_dropped
     assert frames / 2 < received <= frames and acted < received
-    assert dropped > 0 and acted + dropped + last["frames_stale"] - before["frames_stale"] == received
-    latencies = [stats["image_to_action_ms"] - stats["policy_ms"] for stats in policy.stats[actions:]]
+    assert dropped > 0 and acted + dropped + last.frames_stale - before.frames_stale == received
+    latencies = [answer.report.image_to_action_ms - answer.report.policy_ms for answer in policy.stats[actions:]]
     assert max(latencies) < 1000, latencies       # waiting at most for the action in flight
 
 
 @pytest.mark.parametrize("overrides, reason", [
     ({"unnorm_key": "no_such_dataset"}, "unnorm_key 'no_such_dataset'"),
-    ({"draft": "none", "num_draft_tokens": 0}, "num_draft_tokens"),
+    ({"draft": AR, "num_draft_tokens": 0}, "num_draft_tokens"),
     ({"verifier": "/nonexistent/openvla"}, "/nonexistent/openvla"),
     ({"image_transport": "theora"}, "image_transport 'theora'"),
 ], ids=["unnorm_key", "num_draft_tokens_without_draft", "verifier", "image_transport"])

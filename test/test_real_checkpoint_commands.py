@@ -111,7 +111,7 @@ def refused(workspace: Path, argv: list[str]) -> str:
 def workspace(tmp_path_factory):
     """A user's directory holding the stand-in under models/, with the README's traces and drafts
     made by its collect and train-draft commands."""
-    from spec_vla_ros.vla.checkpoint import main as write_miniature
+    from spec_vla_ros.commands.write_miniature import main as write_miniature
 
     root = tmp_path_factory.mktemp("user")
     write_miniature([str(root / MODEL), "--as-openvla"])
@@ -152,7 +152,7 @@ def write_recorded_bag(path: Path, verifier, frames: int = 2) -> Path:
     from rosbags.typesys import Stores, get_typestore
 
     from spec_vla_ros.bag_writer import FlushingBagWriter
-    from spec_vla_ros.control import encode_values
+    from spec_vla_ros.decode_report import DecodeReport
     from spec_vla_ros.decoding.stats import DecodeStats
     from spec_vla_ros.training.collect import synthetic_episode
 
@@ -183,10 +183,10 @@ def write_recorded_bag(path: Path, verifier, frames: int = 2) -> Path:
                 step=3 * image.shape[1], data=image.reshape(-1)))
             stats = DecodeStats("mamba", "strict", [31900] * 7, 3, [2, 2, 0], [2, 2, 0], draft_ms=1.0,
                                 verify_ms=30.0, total_ms=31.0)
-            values = {**({} if verifier is None else {"verifier": verifier}), **stats.as_dict(), "policy_ms": 32.0}
+            report = DecodeReport(stats, verifier=verifier, policy_ms=32.0)     # verifier None: not sent
             status = types["diagnostic_msgs/msg/DiagnosticStatus"](
                 level=0, name="spec_vla_policy: decode", message="", hardware_id=str(verifier),
-                values=[types["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in encode_values(values)])
+                values=[types["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in report.to_pairs()])
             write("decode_stats", types["diagnostic_msgs/msg/DiagnosticArray"](header=header, status=[status]))
             write("action", types["std_msgs/msg/Float64MultiArray"](
                 layout=types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.zeros(7)))
@@ -244,14 +244,14 @@ def test_harness_on_a_recorded_bag_uses_the_verifier_it_names(workspace):
 def test_bench_decode_runs_every_draft_given_a_checkpoint_and_skips_the_others(workspace, tmp_path):
     result = run_command(workspace, readme_command(workspace, "spec-vla-bench", "decode"))
     rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert {"none", "ar-reshaped", "mamba", "llama", "history"} <= set(rows)
+    assert {"ar", "ar-reshaped", "mamba", "llama", "history"} <= set(rows)
     words = readme_command(workspace, "spec-vla-bench", "decode")
     llama = words.index("llama=runs/drafts/real/llama")
     one = words[:llama - 1] + words[llama + 1:] + ["--json", str(tmp_path / "bench.json")]
     assert one.count("--checkpoint") == 1
     result = run_command(workspace, one)                    # only the mamba checkpoint: llama skipped, said so
     drafts = {row["draft"] for row in json.loads((tmp_path / "bench.json").read_text())["results"]}
-    assert drafts == {"none", "ar-reshaped", "mamba", "history"}
+    assert drafts == {"ar", "ar-reshaped", "mamba", "history"}
     assert "skipping draft llama" in result.stderr and "--checkpoint llama=DIR" in result.stderr
 
 
@@ -281,7 +281,7 @@ def test_collect_from_libero_rollouts_as_written(workspace, tmp_path):
 def test_demo_takes_the_verifier_and_drafts_as_written(workspace, monkeypatch, capsys):
     """Up to where the nodes would start (the full demo, ~40 s, is run by hand)."""
     import sim_bridge.libero_goal
-    from spec_vla_ros import demo
+    from spec_vla_ros.commands import demo
 
     class NodesWouldStart(Exception):
         pass
@@ -347,17 +347,17 @@ def test_a_bag_names_its_verifier_and_a_contradicting_one_is_refused(two_verifie
 def test_bench_decode_skips_draft_heads_without_a_checkpoint_for_another_verifier(workspace, capsys):
     import argparse
 
-    from spec_vla_ros.decoding import benchmark
+    from spec_vla_ros.commands.benchmarks import decode as benchmark
 
     parser = argparse.ArgumentParser()
     benchmark.add_arguments(parser)
     args = parser.parse_args(["--verifier", str(workspace / MODEL)])
-    assert benchmark.drafts_to_run(args) == [("history", "")]
+    assert [(d.kind, d.checkpoint) for d in benchmark.drafts_to_run(args)] == [("history", "")]
     skipped = capsys.readouterr().err.splitlines()
     assert [line.split()[4].rstrip(":") for line in skipped] == ["mamba", "llama"]
     assert all("--checkpoint" in line and Path(MODEL).name in line for line in skipped)
     args = parser.parse_args(["--verifier", "miniature"])
-    assert benchmark.drafts_to_run(args) == [("mamba", ""), ("llama", "")] + [("history", "")]
+    assert [(d.kind, d.checkpoint) for d in benchmark.drafts_to_run(args)] == [("mamba", ""), ("llama", ""), ("history", "")]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -370,7 +370,7 @@ def test_bench_decode_skips_draft_heads_without_a_checkpoint_for_another_verifie
     (["--drafts", "eagle"], "invalid choice: 'eagle'"),
 ])
 def test_bench_decode_refuses_a_bad_argument_in_one_line(argv, message, capsys):
-    from spec_vla_ros import bench
+    from spec_vla_ros.commands import bench
 
     with pytest.raises(SystemExit) as exit_:
         bench.main(["decode", *argv])

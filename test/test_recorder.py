@@ -15,12 +15,14 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 
 from ros_helpers import Client, NodeProcess  # noqa: E402
-from spec_vla_ros.recorder_node import DEFAULT_TOPICS, NODE_NAME  # noqa: E402
+from spec_vla_ros import topics  # noqa: E402
+from spec_vla_ros.node_parameters import RECORDER_PARAMETERS  # noqa: E402
+from spec_vla_ros.recorder_node import NODE_NAME  # noqa: E402
 from spec_vla_ros.ros_conversions import action_to_msg, image_to_msg  # noqa: E402
-from spec_vla_ros.topics import EPISODE_QOS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
+DEFAULT_TOPICS = RECORDER_PARAMETERS["topics"].default
 COUNTS = {"/camera/image_raw": 5, "/instruction": 2, "/action": 4, "/episode": 1, "/extra/chatter": 3}
 
 
@@ -33,10 +35,11 @@ def recorded_bag(tmp_path):
     recorder = NodeProcess("bag_recorder", NODE_NAME, parameters, tmp_path / "recorder.log", tmp_path)
     client = Client()
     client.watched.append(recorder)
-    publishers = {"/camera/image_raw": client.node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data),
-                  "/instruction": client.node.create_publisher(String, "instruction", 10),
-                  "/action": client.node.create_publisher(Float64MultiArray, "action", 10),
-                  "/episode": client.node.create_publisher(String, "episode", EPISODE_QOS),
+    publishers = {"/camera/image_raw": client.node.create_publisher(Image, topics.CAMERA.name,
+                                                                    qos_profile_sensor_data),
+                  "/instruction": client.node.create_publisher(String, topics.INSTRUCTION.name, 10),
+                  "/action": client.node.create_publisher(Float64MultiArray, topics.ACTION.name, 10),
+                  "/episode": client.node.create_publisher(String, topics.EPISODE.name, topics.EPISODE.qos_profile()),
                   "/extra/chatter": client.node.create_publisher(String, "extra/chatter", 10)}
     image = np.arange(64 * 48 * 3, dtype=np.uint8).reshape(48, 64, 3)
     messages = {"/camera/image_raw": lambda i: image_to_msg(image, frame_id=f"frame{i}"),
@@ -71,6 +74,8 @@ def test_bag_reads_back_with_rosbags_and_mcap(recorded_bag):
         counts = {connection.topic: connection.msgcount for connection in reader.connections}
         assert {topic: count for topic, count in counts.items() if count} == COUNTS
         assert set(counts) >= {"/" + topic for topic in DEFAULT_TOPICS}     # subscribed from the start
+        msgtypes = {connection.topic: connection.msgtype for connection in reader.connections}
+        assert {"/" + topic.name: topic.msgtype for topic in topics.RECORDED}.items() <= msgtypes.items()
         by_topic = {}
         for connection, _timestamp, raw in reader.messages():
             by_topic.setdefault(connection.topic, []).append(reader.deserialize(raw, connection.msgtype))
@@ -96,17 +101,18 @@ def test_sigkilled_recorder_bag_is_recovered_analysed_and_reindexed(tmp_path, ca
     from mcap.reader import make_reader
     from rosbags.highlevel import AnyReader
 
-    from spec_vla_ros.analysis import bag_analysis, bag_reindex
+    from spec_vla_ros.commands import analyze as bag_analysis
+    from spec_vla_ros.commands import bag_reindex
     from spec_vla_ros.analysis.bags import Recovery, read_bag, recovered_records, unfinished_mcap_files
 
     bag = tmp_path / "bag"
     recorder = NodeProcess("bag_recorder", NODE_NAME, {"output": str(bag)}, tmp_path / "recorder.log", tmp_path)
     client = Client()
     client.watched.append(recorder)
-    actions = client.node.create_publisher(Float64MultiArray, "action", 10)
-    episodes = client.node.create_publisher(String, "episode", EPISODE_QOS)
+    actions = client.node.create_publisher(Float64MultiArray, topics.ACTION.name, 10)
+    episodes = client.node.create_publisher(String, topics.EPISODE.name, topics.EPISODE.qos_profile())
     image = np.zeros((48, 64, 3), dtype=np.uint8)
-    camera = client.node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+    camera = client.node.create_publisher(Image, topics.CAMERA.name, qos_profile_sensor_data)
     first_batch = 6
 
     def on_disk() -> list:

@@ -20,7 +20,7 @@ ACTION_LOG = re.compile(r"\[spec_vla_policy\]: action (\d+) \[([^\]]+)\] (\S+) (
 
 
 def launch(arguments: list[str], tmp_path, **environment) -> subprocess.Popen:
-    command = [sys.executable, "-m", "spec_vla_ros.launcher", *arguments, "--log-dir", str(tmp_path / "logs")]
+    command = [sys.executable, "-m", "spec_vla_ros.commands.launch", *arguments, "--log-dir", str(tmp_path / "logs")]
     return subprocess.Popen(command, cwd=tmp_path, env=ros_environment(**environment), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -57,8 +57,8 @@ def test_libero_goal_episode_recorded(tmp_path):
     assert set(counts) == {"/camera/image_raw", "/instruction", "/action", "/decode_stats", "/episode"}
     assert counts["/camera/image_raw"] >= MAX_STEPS and counts["/episode"] == 1
     assert set(run.instructions) == {episode["instruction"]}
-    assert {(stats["draft"], stats["acceptance"]) for stats in run.decode_stats} == {("mamba", "strict")}
-    assert [stats["action"] for stats in run.decode_stats] == run.actions
+    assert {(report.stats.draft, report.stats.acceptance) for report in run.decode_stats} == {("mamba", "strict")}
+    assert [report.action for report in run.decode_stats] == run.actions
 
     logged = [(int(index), [float(v) for v in values.split()], draft)
               for index, values, draft, _ in ACTION_LOG.findall(logs["spec_vla_policy"])]

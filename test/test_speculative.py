@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from scripted_verifier import Script, ScriptedSession
-from spec_vla_ros.decoding.acceptance import GRIPPER_POSITION, Acceptance, gripper_opens
+from spec_vla_ros.decoding.acceptance import GRIPPER_POSITION, STRICT_TIE_TOLERANCE_FP32, Acceptance
+from spec_vla_ros.vla.gripper import gripper_opens
 from spec_vla_ros.decoding.decoder import Decoder, action_token_ids
 from spec_vla_ros.decoding.noise_floor import reshaped_ar_decoder
 from spec_vla_ros.drafts.base import Draft
 from spec_vla_ros.drafts.registry import load_draft
-from spec_vla_ros.vla.constants import (ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, EOS_TOKEN_ID,
-                                        LIBERO_GOAL_INSTRUCTIONS, STRICT_TIE_TOLERANCE_FP32)
+from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, EOS_TOKEN_ID
+from sim_bridge.constants import LIBERO_GOAL_INSTRUCTIONS
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
 from spec_vla_ros.vla.session import VerifierSession
@@ -172,14 +173,14 @@ def test_an_eos_from_the_verifier_ends_the_action_as_openvla_reads_it(miniature,
     truth = rng.integers(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1, eos_at).tolist() + [EOS_TOKEN_ID]
     expected = PROMPT[len(PROMPT) - (ACTION_DIM - 1 - eos_at):] + truth            # written out, not sliced
     assert len(expected) == ACTION_DIM and expected[-1] == EOS_TOKEN_ID
-    drafts = {"none": None, **all_drafts(miniature, trained_drafts, 3)}
+    drafts = {"ar": None, **all_drafts(miniature, trained_drafts, 3)}
     for name, draft in drafts.items():
         for k in (1, 3, 6):
             [(tokens, stats)] = scripted_decode(miniature.model, draft, k, Acceptance(0), [truth])
             message = f"seed {SEED}, draft {name}, k {k}, EOS at {eos_at}"
             assert tokens == expected and stats.tokens == expected, message
             assert stats.generated == truth and stats.stopped_at_eos, message
-            if name == "none":
+            if name == "ar":
                 assert stats.verifier_passes == eos_at + 1, message
 
 
@@ -189,7 +190,7 @@ def test_the_policy_reads_an_early_eos_action_with_openvlas_formula(miniature):
     from spec_vla_ros.policy import PolicyConfig, VLAPolicy
     from spec_vla_ros.vla.constants import BIN_EDGES, LIBERO_GOAL_MASK, LIBERO_GOAL_Q01, LIBERO_GOAL_Q99
     eos_at = 3
-    policy = VLAPolicy(PolicyConfig(draft="none"))
+    policy = VLAPolicy(PolicyConfig(draft="ar"))
 
     class ForcedEOS(VerifierSession):
         """AR's pass n predicts token n - 1: make EOS its argmax in pass eos_at + 1."""
@@ -442,43 +443,64 @@ def test_relaxed_stays_within_threshold_and_guarded_never_flips_the_gripper(mini
 # --- benchmarks ----------------------------------------------------------------------------------
 
 def test_decode_benchmark_reports_ar_its_noise_floor_and_drafts(tmp_path):
-    from spec_vla_ros.decoding import benchmark
-    parser = benchmark.argparse.ArgumentParser()
-    benchmark.add_arguments(parser)
+    from spec_vla_ros.commands.benchmarks import decode
+    parser = decode.argparse.ArgumentParser()
+    decode.add_arguments(parser)
     args = parser.parse_args(["--drafts", "history", "mamba", "--thresholds", "0", "9", "--num-draft-tokens", "2",
                               "--relaxed-rules", "relaxed", "relaxed-guarded", "--episodes", "1",
                               "--steps-per-episode", "3", "--warmup", "0", "--seed", str(SEED % 10**6),
                               "--json", str(tmp_path / "bench.json"), "--markdown", str(tmp_path / "bench.md")])
-    output = benchmark.run(args)
+    output = decode.run(args)
     results = {(r["draft"], r["acceptance"]): r for r in output["results"]}
-    assert results[("none", "strict")]["passes_per_action"] == ACTION_DIM
-    assert results[("none", "strict")]["same_as_ar"] == 1.0
+    assert results[("ar", "strict")]["passes_per_action"] == ACTION_DIM
+    assert results[("ar", "strict")]["same_as_ar"] == 1.0 and results[("ar", "strict")]["num_draft_tokens"] == 0
+    assert results[("mamba", "relaxed:9")]["num_draft_tokens"] == 2
     floor = results[("ar-reshaped", "strict")]
     assert floor["profiles"][0]["proposed_per_pass"][0] == 1 and output["ar_noise_floor"] == floor["same_as_ar"]
     for name in ("history", "mamba"):
         assert 0.0 <= results[(name, "strict")]["same_as_ar"] <= 1.0
         assert results[(name, "relaxed:9")]["actions"] == results[(name, "relaxed-guarded:9")]["actions"] == 3
-    assert benchmark.json.loads((tmp_path / "bench.json").read_text())["observations"] == 3
+    assert decode.json.loads((tmp_path / "bench.json").read_text())["observations"] == 3
     markdown = (tmp_path / "bench.md").read_text()
-    assert markdown.count("\n| ") == len(output["results"]) and "AR noise floor" in markdown
+    assert markdown.split("AR noise floor")[0].count("\n| ") == len(output["results"])
     assert "relaxed-guarded:9" in markdown and "same as AR" in markdown
+    split = output["split"]["split"]                          # this machine's split beside OpenVLA-7B's
+    assert split["pass_1"] == 1.0 and split["prefill"] > 1.0 and 0.0 < split["mamba_step"] < split["prefill"]
+    assert "| prefill |" in markdown and "H200" in markdown and "measured / roofline" in markdown
 
 
 def test_full_size_benchmark_refuses_cpu_and_builds_in_place():
-    from spec_vla_ros.decoding import benchmark
-    from spec_vla_ros.vla.checkpoint import miniature_config
+    from spec_vla_ros.commands.benchmarks import decode
+    from spec_vla_ros.vla.miniature import miniature_config
     with pytest.raises(SystemExit, match="CUDA"):
-        benchmark.check_architecture_device("cpu", force=False)
-    model = benchmark.build_random_architecture(miniature_config(), "cpu", torch.bfloat16)
+        decode.check_architecture_device("cpu", force=False)
+    model = decode.build_random_architecture(miniature_config(), "cpu", torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert torch.get_default_dtype() == torch.float32
-    timing = benchmark.time_architecture(model, "cpu", repeats=1, prompt_tokens=8)
+    timing = decode.time_architecture(model, "cpu", repeats=1, prompt_tokens=8)
     assert sorted(timing["pass_ms"]) == list(range(1, ACTION_DIM + 1)) and set(timing["draft"]) == {"mamba", "llama"}
-    ar = {"draft": "none", "profiles": [{"passes": ACTION_DIM, "proposed_per_pass": []}]}
-    assert benchmark.project(ar, timing) == pytest.approx(timing["prefill_ms"] + 6 * timing["pass_ms"][1])
+    ar = {"draft": "ar", "profiles": [{"passes": ACTION_DIM, "proposed_per_pass": []}]}
+    assert decode.project(ar, timing) == pytest.approx(timing["prefill_ms"] + 6 * timing["pass_ms"][1])
     one_pass = {"draft": "history", "profiles": [{"passes": 1, "proposed_per_pass": [ACTION_DIM]}]}
-    assert benchmark.project(one_pass, timing) == pytest.approx(timing["prefill_ms"])
+    assert decode.project(one_pass, timing) == pytest.approx(timing["prefill_ms"])
     carried = {"draft": "mamba", "profiles": [{"passes": 1, "proposed_per_pass": [ACTION_DIM]}]}
     mamba = timing["draft"]["mamba"]
-    assert benchmark.project(carried, timing) == pytest.approx(
+    assert decode.project(carried, timing) == pytest.approx(
         timing["prefill_ms"] + mamba["begin_ms"] + ACTION_DIM * mamba["step_ms"])
+
+
+def test_decode_benchmark_reads_both_checkpoint_spellings_in_one_place(tmp_path):
+    from spec_vla_ros.commands.benchmarks import decode
+    from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS
+    from spec_vla_ros.training.arguments import CommandError
+    parser = decode.argparse.ArgumentParser()
+    decode.add_arguments(parser)
+    drafts = str(PACKAGED_CHECKPOINTS)                    # a directory of drafts, one per kind
+    old = decode.drafts_to_run(parser.parse_args(["--drafts", "mamba", "history", "--mamba-checkpoint", drafts]))
+    new = decode.drafts_to_run(parser.parse_args(["--drafts", "mamba", "history", "--checkpoint",
+                                                     f"mamba={drafts}"]))
+    assert old == new and [(d.kind, d.directory) for d in new] == [("mamba", PACKAGED_CHECKPOINTS / "mamba"),
+                                                                    ("history", None)]
+    with pytest.raises(CommandError, match="two checkpoints for llama"):
+        decode.drafts_to_run(parser.parse_args(["--llama-checkpoint", drafts, "--checkpoint",
+                                                   f"llama={tmp_path}"]))

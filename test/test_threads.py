@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from spec_vla_ros import launch_config
-from spec_vla_ros.vla import benchmark
+from spec_vla_ros.commands.benchmarks import verifier as verifier_benchmark
 from spec_vla_ros.vla.threads import DEFAULT_THREADS, apply_threads, check_threads
 
 
@@ -31,12 +31,13 @@ def test_invalid_thread_counts_are_refused_with_the_reason(value):
 
 def test_the_policy_node_the_launch_files_and_the_commands_share_one_default():
     from spec_vla_ros import policy_node
-    default, description = policy_node.PARAMETERS["threads"]
-    assert default == DEFAULT_THREADS == 1 and "0 = torch's default" in description
-    assert "threads" in policy_node.READ_ONLY
+    from spec_vla_ros.node_parameters import defaults
+    from spec_vla_ros.policy_parameters import POLICY_PARAMETERS
+    threads = POLICY_PARAMETERS["threads"]
+    assert threads.default == DEFAULT_THREADS == 1 and "0 = torch's default" in threads.description
+    assert threads.read_only
     with pytest.raises(ValueError, match="threads"):
-        policy_node.check_node_settings({**{name: value for name, (value, _) in policy_node.PARAMETERS.items()},
-                                         "threads": -1})
+        policy_node.check_node_settings({**defaults(POLICY_PARAMETERS), "threads": -1})
     for name in ("libero_goal", "hardware"):
         configuration = launch_config.CONFIGURATIONS[name]
         assert "threads" in {argument.name for argument in configuration.arguments}
@@ -44,16 +45,16 @@ def test_the_policy_node_the_launch_files_and_the_commands_share_one_default():
         assert document["spec_vla_policy"]["ros__parameters"]["threads"] == DEFAULT_THREADS
     import argparse
     parser = argparse.ArgumentParser()
-    benchmark.add_arguments(parser)
+    verifier_benchmark.add_arguments(parser)
     assert parser.parse_args([]).threads == DEFAULT_THREADS
 
 
 def test_bench_verifier_fails_in_one_line_for_a_missing_checkpoint(capsys, tmp_path):
     import argparse
     parser = argparse.ArgumentParser()
-    benchmark.add_arguments(parser)
+    verifier_benchmark.add_arguments(parser)
     with pytest.raises(SystemExit) as exit_:
-        benchmark.run(parser.parse_args(["--verifier", str(tmp_path / "missing"), "--actions", "1"]))
+        verifier_benchmark.run(parser.parse_args(["--verifier", str(tmp_path / "missing"), "--actions", "1"]))
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert error == f"spec-vla-bench verifier: verifier checkpoint directory '{tmp_path / 'missing'}' does not exist\n"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from spec_vla_ros.vla.checkpoint import CheckpointError, load_checkpoint, load_tokenizer, write_checkpoint
-from spec_vla_ros.vla.constants import BOS_TOKEN_ID, EMPTY_TOKEN_ID, LIBERO_GOAL_INSTRUCTIONS
+from spec_vla_ros.vla.constants import BOS_TOKEN_ID, EMPTY_TOKEN_ID
+from sim_bridge.constants import LIBERO_GOAL_INSTRUCTIONS
 from spec_vla_ros.vla.prompt import build_miniature_tokenizer, prompt_token_ids
 
 REPO = Path(__file__).resolve().parents[1]

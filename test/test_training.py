@@ -1,5 +1,6 @@
 """Trace collection and draft training on the miniature: traces are the verifier's greedy run,
 no-ops are dropped, a briefly trained draft beats the most-frequent-token baseline, resume is exact."""
+import argparse
 import json
 
 import numpy as np
@@ -11,6 +12,8 @@ from spec_vla_ros.drafts.checkpoints import load_head
 from spec_vla_ros.drafts.eagle_head import (EagleDraft, EagleHead, action_logits, default_core_config,
                                             verifier_action_rows)
 from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS
+from spec_vla_ros.commands import collect as collect_command
+from spec_vla_ros.commands import train_draft
 from spec_vla_ros.training import collect, train
 from spec_vla_ros.vla.action_tokenizer import NormStats
 from spec_vla_ros.training.arguments import CommandError
@@ -24,7 +27,7 @@ EPISODES, STEPS = 96, 1
 @pytest.fixture(scope="module")
 def traces(tmp_path_factory):
     out = tmp_path_factory.mktemp("traces") / "synthetic"
-    collect.main([str(out), "--episodes", str(EPISODES), "--steps-per-episode", str(STEPS), "--seed", "500",
+    collect_command.main([str(out), "--episodes", str(EPISODES), "--steps-per-episode", str(STEPS), "--seed", "500",
                   "--shard-steps", "16"])
     return out
 
@@ -72,7 +75,7 @@ def test_collect_from_an_image_directory(tmp_path):
         for index, frame in enumerate(collect.synthetic_episode(len(instruction), 2, size=64)[1]):
             Image.fromarray(frame).save(tmp_path / "frames" / episode / f"{index:03d}.png")
     (tmp_path / "frames" / "instructions.json").write_text(json.dumps({"ep0": "turn on the stove"}))
-    collect.main([str(tmp_path / "traces"), "--source", "images", "--images", str(tmp_path / "frames"),
+    collect_command.main([str(tmp_path / "traces"), "--source", "images", "--images", str(tmp_path / "frames"),
                   "--instruction", "put the bowl on the plate"])
     manifest, steps = collect.read_traces(tmp_path / "traces")
     assert [(s["episode"], s["step"], s["instruction"]) for s in steps] == [
@@ -108,8 +111,8 @@ def train_args(traces, out, *flags, **overrides):
     args = [*flags, "--out", str(out)]
     for key, value in settings.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
-    parser = train.argparse.ArgumentParser()
-    train.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    train_draft.add_arguments(parser)
     return parser.parse_args([str(traces), *args])
 
 
@@ -170,7 +173,7 @@ def test_training_drafts_exactly_as_deployed(miniature, traces):
 def episode_traces(tmp_path_factory):
     """Episodes of several control steps, for heads that carry their state from one step to the next."""
     out = tmp_path_factory.mktemp("traces") / "episodes"
-    collect.main([str(out), "--episodes", "8", "--steps-per-episode", "3", "--seed", "900"])
+    collect_command.main([str(out), "--episodes", "8", "--steps-per-episode", "3", "--seed", "900"])
     return out
 
 

@@ -2,6 +2,7 @@
 stand-in that spec-vla-write-miniature writes: compact prompt-window traces, training that reads
 two tensors of the checkpoint and never builds the verifier, the verifier inferred from the
 traces, relative paths, and one-line failures."""
+import argparse
 import json
 import os
 import shlex
@@ -10,11 +11,15 @@ import pytest
 import torch
 
 from spec_vla_ros.drafts.checkpoints import load_head
-from spec_vla_ros.drafts.registry import check_draft_config
+from spec_vla_ros.drafts.registry import resolve
+from spec_vla_ros.commands import collect as collect_command
+from spec_vla_ros.commands import train_draft
 from spec_vla_ros.training import collect, train
 from spec_vla_ros.training.collect import Trace, TraceWriter
 from spec_vla_ros.vla import checkpoint as vla_checkpoint
+from spec_vla_ros.vla import miniature as vla_miniature
 from spec_vla_ros.vla import model as vla_model
+from spec_vla_ros.vla import verifiers as vla_verifiers
 from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
 
 STAND_IN = "openvla-7b-finetuned-libero-goal"      # a directory that does not say it is the miniature
@@ -55,8 +60,8 @@ def random_traces(directory, verifier, episodes: int, steps: int, seed: int, con
 
 
 def parse_train(argv: str):
-    parser = train.argparse.ArgumentParser()
-    train.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    train_draft.add_arguments(parser)
     return parser.parse_args(shlex.split(argv))
 
 
@@ -133,8 +138,9 @@ def test_training_reads_two_tensors_and_never_builds_the_verifier(miniature, mod
     def refuse(*args, **kwargs):
         raise AssertionError("training built the verifier")
 
-    for name in ("load_verifier", "load_checkpoint", "build_miniature"):
-        monkeypatch.setattr(vla_checkpoint, name, refuse)
+    for module, name in ((vla_verifiers, "load_verifier"), (vla_checkpoint, "load_checkpoint"),
+                         (vla_miniature, "build_miniature")):
+        monkeypatch.setattr(module, name, refuse)
     monkeypatch.setattr(train, "build_miniature", refuse)
     monkeypatch.setattr(vla_model.OpenVLA, "__init__", refuse)
     read, original = [], train.read_tensor
@@ -194,15 +200,15 @@ def test_readme_reproduce_commands_on_the_stand_in(models, tmp_path, monkeypatch
     work.mkdir()
     monkeypatch.chdir(work)
     verifier = os.path.relpath(models / STAND_IN, work)
-    collect.main(shlex.split(f"runs/traces/real --verifier {verifier} --device cpu --dtype auto "
+    collect_command.main(shlex.split(f"runs/traces/real --verifier {verifier} --device cpu --dtype auto "
                              "--source synthetic --episodes 3 --steps-per-episode 2 --threads 1"))
     manifest = json.loads((work / "runs/traces/real" / collect.MANIFEST).read_text())
     assert manifest["verifier"] == STAND_IN and manifest["verifier_path"] == str(models / STAND_IN)
     monkeypatch.chdir(work / "runs")                # relative to wherever the caller is
     for kind, flags in (("mamba", "--layers 2 --carry"), ("llama", "")):
-        train.main(shlex.split(f"traces/real --kind {kind} {flags} --out drafts/{kind}-real --device cpu "
+        train_draft.main(shlex.split(f"traces/real --kind {kind} {flags} --out drafts/{kind}-real --device cpu "
                                "--threads 1 --steps 2 --batch-size 4 --eval-every 2"))
-        check_draft_config(kind, str(work / f"runs/drafts/{kind}-real"), str(models / STAND_IN))
+        resolve(kind, str(work / f"runs/drafts/{kind}-real"), str(models / STAND_IN))
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -214,15 +220,15 @@ def test_expected_failures_are_one_line(case, miniature, models, tmp_path, monke
     (tmp_path / "draft" / "draft.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     command, argv, message = {
-        "verifier contradicts": (train.main, f"traces --kind llama --out new --verifier {models / STAND_IN}",
+        "verifier contradicts": (train_draft.main, f"traces --kind llama --out new --verifier {models / STAND_IN}",
                                  "leave --verifier out"),
-        "missing traces": (train.main, "no-traces --kind llama --out new", "no manifest.json"),
-        "existing out": (train.main, "traces --kind llama --out draft", "not empty"),
-        "bad device": (train.main, "traces --kind llama --out new --device gpu", "cpu, cuda or cuda:N"),
-        "zero steps": (train.main, "traces --kind llama --out new --steps 0", "--steps 0"),
-        "collect into traces": (collect.main, "traces --episodes 1", "not empty"),
-        "missing verifier": (collect.main, "new --verifier no-such-checkpoint", "no-such-checkpoint"),
-        "images without dir": (collect.main, "new --source images", "--images"),
+        "missing traces": (train_draft.main, "no-traces --kind llama --out new", "no manifest.json"),
+        "existing out": (train_draft.main, "traces --kind llama --out draft", "not empty"),
+        "bad device": (train_draft.main, "traces --kind llama --out new --device gpu", "cpu, cuda or cuda:N"),
+        "zero steps": (train_draft.main, "traces --kind llama --out new --steps 0", "--steps 0"),
+        "collect into traces": (collect_command.main, "traces --episodes 1", "not empty"),
+        "missing verifier": (collect_command.main, "new --verifier no-such-checkpoint", "no-such-checkpoint"),
+        "images without dir": (collect_command.main, "new --source images", "--images"),
     }[case]
     with pytest.raises(SystemExit) as exit_info:
         command(shlex.split(argv))

@@ -7,8 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from spec_vla_ros.vla.checkpoint import (CheckpointError, build_miniature, load_checkpoint, load_verifier, main,
-                                         write_checkpoint)
+from spec_vla_ros.commands.write_miniature import main
+from spec_vla_ros.vla.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
+from spec_vla_ros.vla.miniature import build_miniature
+from spec_vla_ros.vla.verifiers import load_verifier
 from spec_vla_ros.vla.constants import (ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, OPENVLA_DINO_MEAN, OPENVLA_DINO_STD,
                                         PADDED_VOCAB_SIZE)
 

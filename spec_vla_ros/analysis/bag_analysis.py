@@ -11,22 +11,19 @@ BAG` writes a complete copy. Messages the analysis cannot use are skipped with a
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import fields
 from pathlib import Path
-
-from rosbags.highlevel import AnyReaderError
 
 from sim_bridge.results import summarize
 
+from ..decode_report import DecodeReport
 from ..decoding.stats import DecodeStats
-from ..cli import ArgumentParser, fail
 from . import plots
-from .bags import BagRun, read_bag, summarize_decoding
+from .bags import BagRun, summarize_decoding
 from .report import Column, Report, Table, percentile, position_outcome_counts, verifier_description
 
 REPORT_STEM = "bag_analysis"
-# Where an action's time goes, innermost first: per-action values the policy node publishes.
+# Where an action's time goes, innermost first: per-action values the policy node publishes
+# (the first three are DecodeStats', the others the node's).
 LATENCY_FIELDS = (("draft_ms", "draft"), ("verify_ms", "verifier passes"), ("total_ms", "decode (draft + verifier)"),
                   ("policy_ms", "policy (preprocessing + decode)"),
                   ("image_to_action_ms", "image received -> action published"))
@@ -47,24 +44,26 @@ EPISODE_COLUMNS = [Column("task_id", "task"), Column("episode", "episode"), Colu
                    Column("wall_seconds", "seconds", ".2f"), Column("failure_reason", "failure reason")]
 
 
-def decode_stats_objects(rows: list[dict]) -> list[DecodeStats]:
-    """The bag's per-action dicts as DecodeStats (node counters and stamps dropped)."""
-    names = {field.name for field in fields(DecodeStats)}
-    return [DecodeStats(**{key: value for key, value in row.items() if key in names}) for row in rows]
+_STATS_TIMINGS = ("draft_ms", "verify_ms", "total_ms")
+
+
+def latency_ms(report: DecodeReport, key: str) -> float | None:
+    """One of LATENCY_FIELDS' values of a report, in ms; None where the bag does not have it."""
+    return getattr(report.stats, key) if key in _STATS_TIMINGS else getattr(report, key)
 
 
 def analyze(run: BagRun, figure_dir: Path) -> Report:
     if not (run.decode_stats or run.actions or run.episodes):
         raise ValueError(f"{run.path} has no usable decode_stats, action or episode messages "
                          f"(topics: {sorted(run.message_counts)})" + "".join(f"; {n}" for n in run.notices))
-    verifiers = sorted({row["verifier"] for row in run.decode_stats if "verifier" in row})
+    verifiers = sorted({report.verifier for report in run.decode_stats if report.verifier is not None})
     caption = (f"Bag {run.path}: {len(run.decode_stats)} decoded actions, {len(run.actions)} published actions, "
                f"{len(run.episodes)} episode result(s); verifier "
                f"{', '.join(map(verifier_description, verifiers)) or 'not named in the bag'}; "
                f"{draft_checkpoint_description(run.decode_stats)}; timings from the machine that ran the policy")
-    groups: dict[str, list[tuple[int, dict]]] = {}     # "draft acceptance" -> (action index, stats)
-    for index, row in enumerate(run.decode_stats):
-        groups.setdefault(f"{row['draft']} {row['acceptance']}", []).append((index, row))
+    groups: dict[str, list[tuple[int, DecodeReport]]] = {}     # "draft acceptance" -> (action index, report)
+    for index, report in enumerate(run.decode_stats):
+        groups.setdefault(f"{report.stats.draft} {report.stats.acceptance}", []).append((index, report))
 
     tables = [Table("decoding", "Decoding per draft and acceptance rule, in order of use", DECODING_COLUMNS,
                     summarize_decoding(run.decode_stats)),
@@ -79,14 +78,14 @@ def analyze(run: BagRun, figure_dir: Path) -> Report:
 
     figures = []
     if run.decode_stats:
-        speculative = {label: decode_stats_objects([row for _, row in rows]) for label, rows in groups.items()
-                       if rows[0][1]["draft"] != "none"}
+        speculative = {label: [report.stats for _, report in rows] for label, rows in groups.items()
+                       if not rows[0][1].autoregressive}
         figures.append(plots.lines(figure_dir / "bag_decode_latency.png", "Decode time per action", "action", "ms",
                                    {f"{label} (n={len(rows)})": ([i for i, _ in rows],
-                                                                 [row["total_ms"] for _, row in rows])
+                                                                 [report.stats.total_ms for _, report in rows])
                                     for label, rows in groups.items()}, caption))
         figures.append(plots.ms_per_action(figure_dir / "bag_ms_per_action.png",
-                                           [latency_row(label, [row for _, row in rows])
+                                           [latency_row(label, [report for _, report in rows])
                                             for label, rows in groups.items()],
                                            "Preprocessing = policy_ms - total_ms (image conversion, preprocessing, "
                                            "action de-normalization) where the bag has policy_ms. " + caption))
@@ -103,32 +102,36 @@ def analyze(run: BagRun, figure_dir: Path) -> Report:
     if run.actions:
         boundaries, labels = episode_boundaries(run.episodes, len(run.actions))
         figures.append(plots.actions_plot(figure_dir / "bag_actions.png", run.actions, caption, boundaries, labels))
+    # Per action: the key-values as published, the source image's stamp and the receive time (ns).
+    decode_stats = [{**report.values(), "image_stamp_ns": image_stamp_ns, "received_ns": received_ns}
+                    for report, (image_stamp_ns, received_ns) in zip(run.decode_stats, run.decode_stamps)]
     return Report("Bag analysis", caption, tables, figures, notes=run.notices,
-                  extra={"decode_stats": run.decode_stats, "recovered": run.recovery is not None,
+                  extra={"decode_stats": decode_stats, "recovered": run.recovery is not None,
                          "skipped_messages": {topic: count for topic, (count, _) in run.skipped.items()}})
 
 
-def draft_checkpoint_description(decode_stats: list[dict]) -> str:
+def draft_checkpoint_description(reports: list[DecodeReport]) -> str:
     """The draft checkpoint(s) the policy used, if its decode_stats name them ('draft_checkpoint': the
     directory a head loaded from, '' for the history draft, which has none)."""
-    checkpoints = sorted({f"{row['draft']}={row['draft_checkpoint']}" if row["draft_checkpoint"] else row["draft"]
-                          for row in decode_stats
-                          if row.get("draft", "none") != "none" and "draft_checkpoint" in row})
+    drafted = [report for report in reports if not report.autoregressive]
+    checkpoints = sorted({f"{report.stats.draft}={report.stats.draft_checkpoint}" if report.stats.draft_checkpoint
+                          else report.stats.draft
+                          for report in drafted if "draft_checkpoint" not in report.missing})
     if checkpoints:
         return "draft checkpoint " + ", ".join(checkpoints)
-    if any(row.get("draft", "none") != "none" for row in decode_stats):
+    if drafted:
         return "draft checkpoint not named in the bag (its decode_stats carry no draft_checkpoint)"
     return "no draft (autoregressive)"
 
 
-def latency_row(label: str, rows: list[dict]) -> plots.LatencyRow:
-    """Mean ms per action by stage; preprocessing from policy_ms - total_ms where every row has it."""
-    count = len(rows)
+def latency_row(label: str, reports: list[DecodeReport]) -> plots.LatencyRow:
+    """Mean ms per action by stage; preprocessing from policy_ms - total_ms where every report has it."""
+    count = len(reports)
 
     def mean(key):
-        return sum(row[key] for row in rows) / count if count else 0.0
+        return sum(latency_ms(report, key) for report in reports) / count if count else 0.0
 
-    measured = count and all("policy_ms" in row for row in rows)
+    measured = count and all(report.policy_ms is not None for report in reports)
     preprocessing = max(0.0, mean("policy_ms") - mean("total_ms")) if measured else None
     return plots.LatencyRow(label, count, mean("draft_ms"), mean("verify_ms"), mean("total_ms"), preprocessing)
 
@@ -151,34 +154,11 @@ def episode_boundaries(episodes: list[dict], actions: int) -> tuple[list[int], l
     return boundaries, labels
 
 
-def latency_rows(decode_stats: list[dict]) -> list[dict]:
+def latency_rows(reports: list[DecodeReport]) -> list[dict]:
     rows = []
     for key, stage in LATENCY_FIELDS:
-        values = [row[key] for row in decode_stats if key in row]
+        values = [value for value in (latency_ms(report, key) for report in reports) if value is not None]
         if values:
             rows.append({"stage": stage, "field": key, "actions": len(values), "median_ms": percentile(values, 50),
                          "p90_ms": percentile(values, 90)})
     return rows
-
-
-def main(argv=None) -> int:
-    parser = ArgumentParser(prog="spec-vla-analyze", description=__doc__)
-    parser.add_argument("bag", type=Path, help="bag directory (rosbag2, MCAP or SQLite)")
-    parser.add_argument("--output", type=Path, help="report directory (default: <bag>_analysis)")
-    args = parser.parse_args(argv)
-    output = args.output or args.bag.with_name(args.bag.name + "_analysis")
-    try:
-        run = read_bag(args.bag)
-        for notice in run.notices:
-            print(f"spec-vla-analyze: {notice}", file=sys.stderr)
-        report = analyze(run, output)
-    except (ValueError, OSError, AnyReaderError) as error:
-        return fail("spec-vla-analyze", error)
-    report.write(output, REPORT_STEM)
-    print(report.markdown(output))
-    print(f"\nreport: {output / (REPORT_STEM + '.md')} (+ .json, .csv, .png)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,9 +8,10 @@ one the crash cut off: what reached the disk is recovered, and the run's `notice
 `reindex_bag` (`spec-vla-bag-reindex`) rewrites such a bag into a complete one.
 
 A message the analysis cannot use (an episode result without `instruction`, a decode_stats
-status without `draft`, an action that is not 7 values, bytes that do not decode as the topic's
-type) is skipped and counted per topic, never raised. Fields beyond the expected ones are kept
-(the bridge and the evaluation add fields to their records).
+status without `draft` (decode_report.MalformedReport), an action that is not 7 values, bytes
+that do not decode as the topic's type) is skipped and counted per topic, never raised. Fields
+beyond the expected ones are kept (the bridge and the evaluation add fields to their records;
+DecodeReport.unknown).
 
 Topics are matched by their last name segment (`.../decode_stats`, `.../action`, ...), so bags
 of remapped or namespaced nodes read the same.
@@ -28,21 +29,17 @@ import numpy as np
 
 from sim_bridge.libero_goal import EpisodeResult
 
+from .. import topics
 from ..bag_writer import BAG_VERSION
-from ..control import decode_values
+from ..decode_report import DecodeReport, has_json_type
 from ..vla.constants import ACTION_DIM
 
 log = logging.getLogger(__name__)
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
-RUN_TOPICS = ("decode_stats", "action", "instruction", "episode")
-# What the analysis reads from a decode_stats status (DecodeStats.as_dict() plus the node's
-# counters, as the policy node publishes them): required, and optional but typed when present.
-DECODE_STATS_FIELDS = {"draft": str, "acceptance": str, "tokens": list, "verifier_passes": int,
-                       "accepted_per_pass": list, "proposed_per_pass": list, "draft_ms": float,
-                       "verify_ms": float, "total_ms": float}
-OPTIONAL_DECODE_STATS_FIELDS = {"verifier": str, "draft_checkpoint": str, "policy_ms": float,
-                                "image_to_action_ms": float}
+RUN_TOPICS = tuple(topic.basename for topic in (topics.DECODE_STATS, topics.ACTION, topics.INSTRUCTION,
+                                                 topics.EPISODE))
+_CAMERA_NAME = topics.CAMERA.name.split("/")      # the camera topic is matched by its last two segments
 # Episode results: EpisodeResult's fields; those added after the first bags were recorded are optional.
 _FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 _NEWER_EPISODE_FIELDS = ("interrupted", "seeding")
@@ -73,8 +70,8 @@ class Recovery:
 class BagRun:
     path: Path
     message_counts: dict = field(default_factory=dict)    # topic -> messages in the bag
-    decode_stats: list = field(default_factory=list)      # per action: DecodeStats.as_dict() and node counters,
-                                                          # plus image_stamp_ns (source image) and received_ns
+    decode_stats: list = field(default_factory=list)      # per action: its DecodeReport
+    decode_stamps: list = field(default_factory=list)     # per DecodeReport: (source image stamp, received) in ns
     actions: list = field(default_factory=list)           # published actions, 7 floats each
     instructions: list = field(default_factory=list)
     episodes: list = field(default_factory=list)          # the bridge's episode results
@@ -251,26 +248,25 @@ def read_bag(path) -> BagRun:
 
 
 def _take(run: BagRun, name: str, timestamp: int, msg, topic: str) -> None:
-    if name == "decode_stats":
+    if name == topics.DECODE_STATS.basename:
         for status in msg.status:            # one status per action; each checked on its own
-            stats = decode_values((kv.key, kv.value) for kv in status.values)
-            problem = field_problem(stats, DECODE_STATS_FIELDS, OPTIONAL_DECODE_STATS_FIELDS)
-            if problem:
-                run.skip(topic, problem)
+            try:
+                report = DecodeReport.from_pairs((kv.key, kv.value) for kv in status.values)
+            except ValueError as error:
+                run.skip(topic, str(error))
                 continue
-            stats["image_stamp_ns"] = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            stats["received_ns"] = timestamp
-            run.decode_stats.append(stats)
-    elif name == "action":
+            run.decode_stats.append(report)
+            run.decode_stamps.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, timestamp))
+    elif name == topics.ACTION.basename:
         values = [float(v) for v in msg.data]
         if len(values) != ACTION_DIM:
             raise MalformedMessage(f"{len(values)} values, expected {ACTION_DIM}")
         run.actions.append(values)
-    elif name == "instruction":
+    elif name == topics.INSTRUCTION.basename:
         if not isinstance(msg.data, str):
             raise MalformedMessage("no text")
         run.instructions.append(msg.data)
-    elif name == "episode":
+    elif name == topics.EPISODE.basename:
         try:
             record = json.loads(msg.data)
         except ValueError as error:
@@ -290,17 +286,9 @@ def field_problem(record, required: dict, optional: dict) -> str:
     if missing:
         return f"missing {', '.join(missing)}"
     for name, kind in {**required, **{k: v for k, v in optional.items() if k in record}}.items():
-        if not _has_type(record[name], kind):
+        if not has_json_type(record[name], kind):
             return f"{name} is {record[name]!r}, expected {kind.__name__}"
     return ""
-
-
-def _has_type(value, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
 
 
 def observation_episodes(path) -> list[tuple[str, list]]:
@@ -309,12 +297,12 @@ def observation_episodes(path) -> list[tuple[str, list]]:
     and each change of instruction. Reads the camera topic, which `read_bag` does not. An
     unfinished bag is recovered and frames that do not convert are skipped; both are logged
     (warnings) with counts."""
-    from ..ros_conversions import msg_to_image   # image conversion: only here
+    from ..ros_conversions import msg_to_image  # image conversion: only here
 
     run = read_bag(path)
     for notice in run.notices:
         log.warning(notice)
-    acted = {stats["image_stamp_ns"] for stats in run.decode_stats}
+    acted = {image_stamp_ns for image_stamp_ns, _ in run.decode_stamps}
     episodes, instruction, frames = [], None, []
     skipped, first_reason = 0, ""
 
@@ -324,17 +312,18 @@ def observation_episodes(path) -> list[tuple[str, list]]:
             frames.clear()
 
     def wanted(topic: str) -> bool:
-        return topic.split("/")[-2:] == ["camera", "image_raw"] or _name(topic) in ("instruction", "episode")
+        return (topic.split("/")[-len(_CAMERA_NAME):] == _CAMERA_NAME
+                or _name(topic) in (topics.INSTRUCTION.basename, topics.EPISODE.basename))
 
     for topic, _, msg in BagReader(path).messages(wanted):
         name = _name(topic)
-        if name == "episode":                # a boundary, even when its record is malformed
+        if name == topics.EPISODE.basename:  # a boundary, even when its record is malformed
             close_episode()
             continue
         try:
             if isinstance(msg, _Undecodable):
                 raise MalformedMessage(msg.reason)
-            if name == "instruction":
+            if name == topics.INSTRUCTION.basename:
                 if msg.data != instruction:
                     close_episode()
                     instruction = msg.data
@@ -348,27 +337,27 @@ def observation_episodes(path) -> list[tuple[str, list]]:
     if skipped:
         log.warning("skipped %d camera/instruction message(s) that do not convert (first: %s)", skipped, first_reason)
     if not episodes:
-        raise ValueError(f"{path}: no camera/image_raw frames with an instruction before them")
+        raise ValueError(f"{path}: no {topics.CAMERA.name} frames with an instruction before them")
     return episodes
 
 
-def summarize_decoding(decode_stats: list[dict]) -> list[dict]:
+def summarize_decoding(reports: list[DecodeReport]) -> list[dict]:
     """One row per (draft, acceptance) in order of first use: actions, verifier passes per action,
     acceptance length (tokens per verifier pass) and ms per action."""
-    groups: dict[tuple, list[dict]] = {}
-    for stats in decode_stats:
-        groups.setdefault((stats["draft"], stats["acceptance"]), []).append(stats)
+    groups: dict[tuple, list] = {}
+    for report in reports:
+        groups.setdefault((report.stats.draft, report.stats.acceptance), []).append(report.stats)
     rows = []
     for (draft, acceptance), group in groups.items():
-        passes = sum(stats["verifier_passes"] for stats in group)
-        total_ms = [stats["total_ms"] for stats in group]
+        passes = sum(stats.verifier_passes for stats in group)
+        total_ms = [stats.total_ms for stats in group]
         rows.append({
             "draft": draft, "acceptance": acceptance, "actions": len(group),
             "passes_per_action": passes / len(group),
             "acceptance_length": ACTION_DIM * len(group) / passes if passes else 0.0,
             "median_ms": float(np.median(total_ms)), "p90_ms": float(np.percentile(total_ms, 90)),
-            "draft_ms": float(np.mean([stats["draft_ms"] for stats in group])),
-            "verify_ms": float(np.mean([stats["verify_ms"] for stats in group])),
+            "draft_ms": float(np.mean([stats.draft_ms for stats in group])),
+            "verify_ms": float(np.mean([stats.verify_ms for stats in group])),
         })
     return rows
 

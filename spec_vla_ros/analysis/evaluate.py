@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,80 +25,22 @@ from sim_bridge import libero_goal
 from sim_bridge.libero_goal import LiberoGoalEnv
 from sim_bridge.results import summarize
 
-from ..decoding.acceptance import GUARDED_RULE, RELAXED_RULE, RULE_DESCRIPTIONS, STRICT, Acceptance
+from ..decoding.acceptance import GUARDED_RULE, RELAXED_RULE, RULE_DESCRIPTIONS, STRICT
 from ..decoding.noise_floor import reshaped_ar_decoder
+from ..decoding.spec import DecoderSpec
 from ..decoding.stats import DecodeStats
-from ..drafts.registry import DRAFT_NAMES
-from ..policy import PolicyConfig, VLAPolicy
-from ..training.arguments import parse_checkpoints
+from ..drafts.registry import AR, resolve
+from ..policy import VLAPolicy
 from ..vla.action_tokenizer import token_ids_to_actions
-from ..vla.checkpoint import MINIATURE
-from ..vla.constants import (
-    ACTION_DIM, DEFAULT_RELAXED_THRESHOLD, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS,
-    LIBERO_GOAL_NUM_TASKS, LIBERO_RENDER_SIZE, PUBLISHED_LIBERO_GOAL_RESULTS,
-)
-from . import plots, ray_eval
-from ..cli import ArgumentParser, fail
-from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads, check_threads
+from ..vla.constants import ACTION_DIM
+from ..vla.miniature import MINIATURE
+from . import plots
+from .published import PUBLISHED_LIBERO_GOAL_RESULTS
 from .report import Column, Report, Table, draft_train_accuracy, percentile, position_outcome_counts, provenance
 
-AR = "ar"
-DEFAULT_CONFIGURATIONS = (AR, "mamba", "llama", "history")
 EPISODES_FILE = "episodes.jsonl"
 SETTINGS_FILE = "settings.json"
 REPORT_STEM = "eval"
-
-
-SEEDINGS = {
-    "openvla": "OpenVLA's harness: the env is seeded once per task (env.seed(0)) and reset in sequence, "
-               "so fixture placements match the published evaluations",
-    "per_episode": "seed + episode before every reset: each (task, episode) looks the same whatever ran "
-                   "before it (sharded or resumed evaluations)",
-}
-
-
-def parse_acceptance(text: str) -> Acceptance:
-    """`strict`, `relaxed[:T]` (Spec-VLA's exact rule) or `relaxed-guarded[:T]`; T defaults to
-    Spec-VLA's threshold (9)."""
-    rule, _, threshold = text.strip().lower().partition(":")
-    if rule in (RELAXED_RULE, GUARDED_RULE) and threshold:
-        if not threshold.isdigit():
-            raise ValueError(f"acceptance '{text}': the {rule} threshold must be an integer >= 0")
-        return Acceptance.from_name(rule, int(threshold))
-    if threshold:
-        raise ValueError(f"acceptance '{text}': only {RELAXED_RULE} and {GUARDED_RULE} take a threshold")
-    return Acceptance.from_name(rule, DEFAULT_RELAXED_THRESHOLD)
-
-
-@dataclass(frozen=True)
-class Configuration:
-    """A decoding configuration, named `DRAFT[:strict|:relaxed[:T]|:relaxed-guarded[:T]]` (`ar` = no draft)."""
-    draft: str
-    acceptance: Acceptance = STRICT
-
-    @property
-    def name(self) -> str:
-        if self.draft == "none":
-            return AR
-        return self.draft if self.acceptance == STRICT else f"{self.draft}:{self.acceptance.name}"
-
-    @classmethod
-    def parse(cls, text: str) -> "Configuration":
-        draft, _, rule = text.strip().lower().partition(":")
-        draft = "none" if draft == AR else draft
-        if draft not in DRAFT_NAMES:
-            raise ValueError(f"configuration '{text}': the draft must be '{AR}' or one of {DRAFT_NAMES[1:]}")
-        if draft == "none" and rule:
-            raise ValueError(f"configuration '{text}': '{AR}' has no acceptance rule")
-        try:
-            return cls(draft, parse_acceptance(rule) if rule else STRICT)
-        except ValueError as error:
-            raise ValueError(f"configuration '{text}': {error}") from None
-
-    def policy_config(self, base: PolicyConfig, checkpoints: dict[str, str]) -> PolicyConfig:
-        return base.replace(draft=self.draft, acceptance=self.acceptance.rule,
-                            relaxed_threshold=self.acceptance.threshold,
-                            draft_checkpoint=checkpoints.get(self.draft, ""))
 
 
 # --- running episodes ----------------------------------------------------------------------
@@ -125,7 +65,8 @@ def run_episode(env: LiberoGoalEnv, policy: VLAPolicy, task_id: int, episode: in
         probe = reshaped_ar_decoder(policy.verifier.model)
         record["step_reshaped_same"] = [policy.decode(image, instruction, probe)[0] == stats.tokens
                                         for (image, instruction), stats in zip(observed, step_stats)]
-    if policy.config.draft != "none" and policy.config.acceptance != STRICT.rule and policy.config.relaxed_threshold:
+    spec = policy.config.spec
+    if spec.speculative and spec.acceptance != STRICT:
         record["step_ar_actions"] = rounded(ar_actions(policy, observed))
     return record
 
@@ -133,7 +74,7 @@ def run_episode(env: LiberoGoalEnv, policy: VLAPolicy, task_id: int, episode: in
 def ar_actions(policy: VLAPolicy, observed: list[tuple]) -> list:
     """AR's actions on the observations a (relaxed) configuration acted on, decoded after the
     episode, untimed: the reference of the deviation plot."""
-    reference = policy.build_decoder(policy.config.replace(draft="none", acceptance=STRICT.rule))
+    reference = policy.build_decoder(policy.config.replace(draft=AR, acceptance=STRICT.rule))
     return [policy.norm_stats.unnormalize(token_ids_to_actions(policy.decode(image, instruction, reference)[0]))
             for image, instruction in observed]
 
@@ -219,11 +160,14 @@ def check_settings(output_dir: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def run_evaluation(env: LiberoGoalEnv, policy: VLAPolicy, configurations: list[Configuration],
+def run_evaluation(env: LiberoGoalEnv, policy: VLAPolicy, configurations: list[DecoderSpec],
                    task_ids: list[int], episodes_per_task: int, output_dir: str | Path,
                    checkpoints: dict[str, str] | None = None, progress: bool = True) -> Report:
     """Run every (task, episode, configuration) missing from the output directory's log, then
-    write and return the report over exactly the requested ones."""
+    write and return the report over exactly the requested ones. The log's records are keyed by
+    `DecoderSpec.name` (`ar`, `mamba`, `mamba:relaxed:9`, ...), as in earlier runs, so an older
+    output directory resumes as it is. `checkpoints`: {draft kind: directory} as given on the
+    command line, recorded in the settings (each spec carries its own draft_checkpoint)."""
     output_dir, checkpoints = Path(output_dir), checkpoints or {}
     names = [configuration.name for configuration in configurations]
     if len(set(names)) != len(names):
@@ -238,7 +182,7 @@ def run_evaluation(env: LiberoGoalEnv, policy: VLAPolicy, configurations: list[C
     if len(pending) < len(schedule):
         print(f"resuming {output_dir}: {len(schedule) - len(pending)} of {len(schedule)} episodes found in "
               f"{EPISODES_FILE}, {len(pending)} to run", flush=True)
-    decoders = {configuration.name: policy.build_decoder(configuration.policy_config(base, checkpoints))
+    decoders = {configuration.name: policy.build_decoder(base.with_spec(configuration))
                 for configuration in {item[2] for item in pending}}
     original = policy.decoder
     try:
@@ -246,8 +190,8 @@ def run_evaluation(env: LiberoGoalEnv, policy: VLAPolicy, configurations: list[C
                    initial=len(schedule) - len(pending), total=len(schedule))
         for task_id, episode, configuration in bar:
             bar.set_description(f"{configuration.name} task {task_id} episode {episode}")
-            policy.set_decoder(decoders[configuration.name], configuration.policy_config(base, checkpoints))
-            record = run_episode(env, policy, task_id, episode, noise_floor=configuration.draft == "none")
+            policy.set_decoder(decoders[configuration.name], base.with_spec(configuration))
+            record = run_episode(env, policy, task_id, episode, noise_floor=not configuration.speculative)
             log.append({"configuration": configuration.name, **record})
             bar.set_postfix(seconds=f"{record['wall_seconds']:.1f}", success=record["success"])
     finally:
@@ -323,7 +267,7 @@ def group_row(records: list[dict], reference: list[dict] | None) -> dict:
     return row
 
 
-def build_report(records: list[dict], configurations: list[Configuration], settings: dict,
+def build_report(records: list[dict], configurations: list[DecoderSpec], settings: dict,
                  figure_dir: Path) -> Report:
     by_configuration = {c.name: [r for r in records if r["configuration"] == c.name] for c in configurations}
     reference = by_configuration.get(AR)
@@ -341,16 +285,16 @@ def build_report(records: list[dict], configurations: list[Configuration], setti
         rows = by_configuration[configuration.name]
         overall.append({"configuration": configuration.name, "draft": configuration.draft,
                         "acceptance": configuration.acceptance.name,
-                        "draft_train_accuracy": draft_train_accuracy(
+                        "draft_train_accuracy": draft_train_accuracy(resolve(
                             configuration.draft, settings["draft_checkpoints"].get(configuration.draft, ""),
-                            settings["verifier_name"]),
+                            settings["verifier_name"]).config),
                         **group_row(rows, reference)})
         for task_id in task_ids:
             task_rows = [r for r in rows if r["task_id"] == task_id]
             task_reference = reference and [r for r in reference if r["task_id"] == task_id]
             per_task.append({"task_id": task_id, "instruction": task_rows[0]["instruction"],
                              "configuration": configuration.name, **group_row(task_rows, task_reference)})
-        if configuration.draft != "none":
+        if configuration.speculative:
             accepted, judged = summed_position_counts(rows)
             positions.append({"configuration": configuration.name, "accepted": accepted, "judged": judged,
                               **{f"position_{i + 1}": ratio(accepted[i], judged[i]) for i in range(ACTION_DIM)}})
@@ -421,7 +365,7 @@ def speedup_rows(by_configuration: dict[str, list[dict]]) -> list[plots.SpeedupR
     return rows
 
 
-def eval_figures(by_configuration: dict[str, list[dict]], configurations: list[Configuration], task_ids: list[int],
+def eval_figures(by_configuration: dict[str, list[dict]], configurations: list[DecoderSpec], task_ids: list[int],
                  positions: list[dict], settings: dict, caption: str, figure_dir: Path) -> list[Path]:
     files = {key: Path(figure_dir) / name for key, name in FIGURE_FILES.items()}
     figures = []
@@ -504,146 +448,3 @@ PUBLISHED_COLUMNS = [
     Column("mean_episode_s", "s / episode", ".2f"), Column("std_episode_s", "std s", ".2f"),
     Column("speedup", "speedup", ".2f"), Column("acceptance_length", "acceptance length", ".2f"),
 ]
-
-
-# --- command line --------------------------------------------------------------------------
-
-def check_run_arguments(args) -> None:
-    """ValueError (one line) for task ids, counts and threads no run could use."""
-    unknown = [task for task in args.tasks if not 0 <= task < LIBERO_GOAL_NUM_TASKS]
-    if unknown:
-        raise ValueError(f"--tasks {unknown}: LIBERO-GOAL task ids are 0-{LIBERO_GOAL_NUM_TASKS - 1}")
-    if not 1 <= args.episodes <= LIBERO_EPISODES_PER_TASK:
-        raise ValueError(f"--episodes {args.episodes}: LIBERO-GOAL has {LIBERO_EPISODES_PER_TASK} initial states "
-                         f"per task; choose 1-{LIBERO_EPISODES_PER_TASK}")
-    if args.max_steps < 1 or args.image_size < 1:
-        raise ValueError(f"--max-steps and --image-size must be positive, got {args.max_steps} and {args.image_size}")
-    check_threads(args.threads)
-
-
-def known_settings(args, checkpoints: dict[str, str]) -> dict:
-    """The settings run_settings() records that are known before the verifier loads."""
-    return {"verifier": args.verifier, "device": args.device, "num_draft_tokens": args.num_draft_tokens,
-            "draft_checkpoints": dict(sorted(checkpoints.items())), "max_steps": args.max_steps,
-            "image_size": args.image_size, "seed": args.seed, "seeding": args.seeding}
-
-
-def precheck_settings(output_dir: Path, settings: dict) -> None:
-    """check_settings() on what is known before loading, so a mismatched output directory is
-    refused in a second, not after the verifier and the simulator have started."""
-    path = Path(output_dir) / SETTINGS_FILE
-    if path.exists():
-        recorded = json.loads(path.read_text())
-        check_settings(Path(output_dir), {**recorded, **{key: value for key, value in settings.items()
-                                                         if key in recorded}})
-
-
-def main(argv=None) -> int:
-    parser = ArgumentParser(prog="spec-vla-eval", description=__doc__)
-    parser.add_argument("--configurations", nargs="+", default=list(DEFAULT_CONFIGURATIONS),
-                        help="ar | mamba | llama | history, each optionally :strict, :relaxed[:T] (Spec-VLA's "
-                             "exact rule, |draft id - verifier id| <= T, default T 9) or :relaxed-guarded[:T] "
-                             "(also both ids action tokens and the gripper on the verifier's side)")
-    parser.add_argument("--tasks", nargs="+", type=int, default=list(range(LIBERO_GOAL_NUM_TASKS)),
-                        help=f"LIBERO-GOAL task ids (0-{LIBERO_GOAL_NUM_TASKS - 1}); a full evaluation runs all")
-    parser.add_argument("--episodes", type=int, default=LIBERO_EPISODES_PER_TASK,
-                        help=f"episodes per task, i.e. initial states 0..N-1 (1-{LIBERO_EPISODES_PER_TASK}; "
-                             f"a full evaluation: {LIBERO_EPISODES_PER_TASK}; try 1-2 first: an episode of "
-                             f"{LIBERO_GOAL_MAX_STEPS} steps takes minutes on a CPU)")
-    parser.add_argument("--max-steps", type=int, default=LIBERO_GOAL_MAX_STEPS,
-                        help=f"policy steps per episode (LIBERO-GOAL: {LIBERO_GOAL_MAX_STEPS})")
-    parser.add_argument("--output", type=Path, default=Path("runs/eval"),
-                        help="report directory; rerunning with the same one resumes (same settings only)")
-    parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
-    parser.add_argument("--dtype", default="auto",
-                        help="auto (the checkpoint's own dtype) | float32 | bfloat16 | float16")
-    parser.add_argument("--num-draft-tokens", type=int, default=PolicyConfig.num_draft_tokens,
-                        help="tokens a draft proposes per verifier pass (1-7)")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
-                        help="draft checkpoint for mamba or llama, repeatable ([] = the packaged ones, trained "
-                             "for the miniature)")
-    parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="rendered image size in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="env seed (fixture placement)")
-    parser.add_argument("--seeding", choices=sorted(SEEDINGS), default=None,
-                        help="; ".join(f"{name}: {text}" for name, text in SEEDINGS.items())
-                        + " (default: openvla; per_episode with --ray)")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
-    parser.add_argument("--ray", nargs="?", const=ray_eval.LOCAL, metavar="ADDRESS",
-                        help="spread the episodes over Ray actors (one per GPU with --device cuda, else per CPU "
-                             "slot): no ADDRESS starts a local instance, 'auto' joins the running cluster; "
-                             "always per-episode seeding")
-    parser.add_argument("--ray-workers", type=int, default=0,
-                        help="with --ray: at most this many actors (0: one per GPU / CPU slot of the cluster)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    base = PolicyConfig(verifier=args.verifier, device=args.device, dtype=args.dtype, draft="none",
-                        num_draft_tokens=args.num_draft_tokens)
-    try:                                          # cheap checks (checkpoints included) before anything loads
-        check_run_arguments(args)
-        configurations = [Configuration.parse(text) for text in args.configurations]
-        checkpoints = parse_checkpoints(args.checkpoint)
-        for configuration in configurations:
-            VLAPolicy.validate(configuration.policy_config(base, checkpoints))
-    except ValueError as error:
-        return fail("spec-vla-eval", error)
-
-    if args.ray:
-        if args.seeding not in (None, ray_eval.PER_EPISODE_SEEDING):
-            parser.error(f"--ray needs --seeding {ray_eval.PER_EPISODE_SEEDING}: an episode runs wherever an "
-                         "actor is free, so it must be determined by (task, episode) alone")
-        return evaluate_with_ray(args, base, configurations, checkpoints)
-    args.seeding = args.seeding or "openvla"
-    try:
-        precheck_settings(args.output, known_settings(args, checkpoints))
-    except ValueError as error:                   # an output directory of a run with other settings
-        return fail("spec-vla-eval", error)
-    apply_threads(args.threads)
-    try:
-        policy = VLAPolicy(base)
-    except ValueError as error:                   # a checkpoint that does not load as it is
-        return fail("spec-vla-eval", error)
-    try:
-        with LiberoGoalEnv(image_size=args.image_size, max_steps=args.max_steps, seed=args.seed,
-                           seeding=args.seeding) as env:
-            report = run_evaluation(env, policy, configurations, args.tasks, args.episodes, args.output,
-                                    checkpoints, progress=not args.no_progress)
-    except ValueError as error:                   # e.g. a settings check only the loaded verifier can make
-        return fail("spec-vla-eval", error)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished episodes are kept in {args.output / EPISODES_FILE}; "
-              "rerun the same command to continue", file=sys.stderr)
-        return 130
-    print(report.markdown(args.output))
-    print(f"\nreport: {args.output / (REPORT_STEM + '.md')} (+ .json, .csv, .png)")
-    return 0
-
-
-def evaluate_with_ray(args, base: PolicyConfig, configurations: list[Configuration], checkpoints: dict) -> int:
-    """`spec-vla-eval --ray`: the same log and report, the episodes run by Ray actors (ray_eval.py)."""
-    spec = ray_eval.WorkerSpec(base, checkpoints, {"image_size": args.image_size, "max_steps": args.max_steps,
-                                                   "seed": args.seed}, threads=args.threads or 1)   # 0: 1 per actor
-    try:
-        report, run = ray_eval.evaluate_on_ray(spec, configurations, args.tasks, args.episodes, args.output,
-                                               args.ray, args.ray_workers, progress=not args.no_progress)
-    except ValueError as error:
-        print(f"spec-vla-eval: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished episodes are kept in {args.output / EPISODES_FILE}; "
-              "rerun the same command to continue", file=sys.stderr)
-        return 130
-    for name, reason in run.failed_configurations.items():
-        print(f"spec-vla-eval: configuration '{name}' failed: {reason}", file=sys.stderr)
-    for configuration, task_id, episode, reason in run.failed_episodes:
-        print(f"spec-vla-eval: {configuration} task {task_id} episode {episode} gave up: {reason}", file=sys.stderr)
-    if report is None:
-        return 1
-    print(report.markdown(args.output))
-    print(f"\nreport: {args.output / (REPORT_STEM + '.md')} (+ .json, .csv, .png); {run.workers} Ray workers, "
-          f"{run.reruns} episode(s) rerun after a fault")
-    return 1 if run.failed_configurations or run.failed_episodes else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,29 +31,22 @@ import torch
 from rosbags.highlevel import AnyReaderError
 from tqdm import tqdm
 
-from ..cli import ArgumentParser, fail
 from ..decoding.acceptance import Acceptance
 from ..decoding.decoder import Decoder, until_eos
 from ..decoding.stats import DecodeStats
 from ..drafts.base import Draft
-from ..drafts.eagle_head import HEAD_KINDS
-from ..drafts.registry import DRAFT_NAMES, MINIATURE_NAME, check_draft_config, load_draft
-from ..training.arguments import (DTYPES, EXPECTED_ERRORS, CommandError, absolute_path, apply_runtime_arguments,
-                                  device_argument, parse_checkpoints, verifier_argument)
+from ..training.arguments import CommandError, absolute_path
 from ..training.collect import Trace, read_manifest, read_traces, recorded_verifier_location, trace_action
-from ..vla.checkpoint import MINIATURE, LoadedVerifier, load_verifier
+from ..vla.checkpoint import LoadedVerifier
 from ..vla.constants import ACTION_DIM, ACTION_NAMES, EOS_TOKEN_ID
+from ..vla.miniature import MINIATURE, MINIATURE_NAME
 from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
-from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
 from ..vla.session import VerifierStep
 from . import plots
 from .bags import observation_episodes, read_bag
-from .evaluate import parse_acceptance
-from .report import Column, Report, Table, draft_train_accuracy, position_outcome_counts, provenance
+from .report import Column, Report, Table, position_outcome_counts
 
-DEFAULT_DRAFTS = ("mamba", "llama", "history")
-DEFAULT_RULES = ("strict", "relaxed")         # relaxed: Spec-VLA's exact rule at its threshold (9)
 REPORT_STEM = "harness"
 
 
@@ -343,7 +335,7 @@ def bag_verifier(bag: Path, given: str | None, ignore_recorded: bool) -> str:
         decode_stats = read_bag(bag).decode_stats
     except (OSError, AnyReaderError) as error:
         raise CommandError(f"--bag {bag}: not a readable bag ({error})") from None
-    recorded = list(dict.fromkeys(stats["verifier"] for stats in decode_stats if "verifier" in stats))
+    recorded = list(dict.fromkeys(report.verifier for report in decode_stats if report.verifier is not None))
     if given is None:
         if not recorded:
             raise CommandError(f"bag {bag} records no verifier (no decode_stats naming one); pass --verifier "
@@ -358,124 +350,3 @@ def bag_verifier(bag: Path, given: str | None, ignore_recorded: bool) -> str:
                            f"{', '.join(map(describe, others))}; leave --verifier out to use the recorded one, or "
                            "pass --ignore-recorded-verifier to decode its frames with this one")
     return given
-
-
-# --- command line --------------------------------------------------------------------------
-
-def parse_draft(item: str) -> tuple[str, str]:
-    """`NAME` or `NAME=CHECKPOINT` -> (name, checkpoint made absolute)."""
-    name, _, checkpoint = item.partition("=")
-    if name not in DRAFT_NAMES[1:]:
-        raise CommandError(f"draft '{item}': expected mamba, llama or history, optionally NAME=CHECKPOINT_DIR")
-    if checkpoint and name == "history":
-        raise CommandError("the history draft has no checkpoint")
-    return name, str(absolute_path(checkpoint)) if checkpoint else ""
-
-
-def drafts_to_measure(args, verifier: str) -> list[tuple[str, str]]:
-    """(name, checkpoint) per draft, checked without loading weights. Left at the default, a draft
-    head with no checkpoint for a verifier other than the miniature is skipped, with a line saying
-    how to add it; asked for by name, it is refused."""
-    checkpoints = parse_checkpoints(args.checkpoint)
-    entries = [parse_draft(item) for item in (args.drafts or DEFAULT_DRAFTS)]
-    entries = [(name, checkpoint or checkpoints.get(name, "")) for name, checkpoint in entries]
-    kept = []
-    for name, checkpoint in entries:
-        if (args.drafts is None and name in HEAD_KINDS and not checkpoint
-                and verifier_name(verifier) != MINIATURE_NAME):
-            print(f"spec-vla-harness: skipping draft {name}: no checkpoint for verifier {describe(verifier)} (the "
-                  f"packaged one fits the miniature only); pass --checkpoint {name}=DIR from spec-vla-train-draft",
-                  file=sys.stderr)
-            continue
-        if name in HEAD_KINDS and not checkpoint and verifier_name(verifier) != MINIATURE_NAME:
-            raise CommandError(f"draft {name} needs a checkpoint for verifier {describe(verifier)} (the packaged "
-                               f"one fits the miniature only): pass --checkpoint {name}=DIR from "
-                               "spec-vla-train-draft")
-        try:
-            check_draft_config(name, checkpoint, verifier)
-        except ValueError as error:
-            raise CommandError(str(error)) from None
-        kept.append((name, checkpoint))
-    return kept
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="spec-vla-harness", description=__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--traces", type=absolute_path, help="trace directory from spec-vla-collect "
-                                                             "(default: none; give --traces or --bag)")
-    source.add_argument("--bag", type=absolute_path,
-                        help="rosbag2 bag (MCAP) with camera images and instructions, decoded by the verifier here "
-                             "(default: none; give --traces or --bag)")
-    parser.add_argument("--drafts", nargs="+", metavar="NAME[=CHECKPOINT]",
-                        help="drafts to measure, a checkpoint directory optionally given per entry (default: "
-                             f"{' '.join(DEFAULT_DRAFTS)}; for a verifier other than the miniature, mamba and "
-                             "llama only where --checkpoint gives one)")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
-                        help="a trained draft checkpoint for mamba or llama, as in spec-vla-eval; repeatable "
-                             "([] = the packaged ones, which fit the miniature only)")
-    parser.add_argument("--acceptance", nargs="+", default=list(DEFAULT_RULES),
-                        help="strict, relaxed[:T] (Spec-VLA's exact rule, |draft id - verifier id| <= T, "
-                             "default T 9) or relaxed-guarded[:T] (also both ids action tokens and the gripper "
-                             "on the verifier's side)")
-    parser.add_argument("--num-draft-tokens", nargs="+", type=int, default=[4],
-                        help=f"tokens a draft proposes per verifier pass, each in 1..{ACTION_DIM}")
-    parser.add_argument("--verifier", type=verifier_argument,
-                        help="'miniature' or an OpenVLA HF directory (default: the verifier the traces' manifest or "
-                             "the bag's decode_stats record; a different one is refused)")
-    parser.add_argument("--ignore-recorded-verifier", action="store_true",
-                        help="with --bag and --verifier: decode the frames with --verifier although the bag was "
-                             "recorded with another")
-    parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="the verifier's dtype; auto: the checkpoint's own")
-    parser.add_argument("--output", type=absolute_path, default="runs/harness", help="report directory")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser
-
-
-def harness(args) -> int:
-    if any(k < 1 or k > ACTION_DIM for k in args.num_draft_tokens):
-        raise CommandError(f"--num-draft-tokens {' '.join(map(str, args.num_draft_tokens))}: each must lie in "
-                           f"1..{ACTION_DIM}")
-    try:
-        rules = [parse_acceptance(text) for text in args.acceptance]
-    except ValueError as error:
-        raise CommandError(str(error)) from None
-    if args.ignore_recorded_verifier and not (args.bag and args.verifier):
-        raise CommandError("--ignore-recorded-verifier goes with --bag and --verifier")
-    verifier_path = (traces_verifier(args.traces, args.verifier) if args.traces
-                     else bag_verifier(args.bag, args.verifier, args.ignore_recorded_verifier))
-    entries = drafts_to_measure(args, verifier_path)   # cheap checks before anything loads
-    apply_runtime_arguments(args)                      # CUDA present, --threads set
-    verifier = load_verifier(verifier_path, args.device, args.dtype)
-    try:
-        episodes, data = trace_episodes(args.traces, verifier) if args.traces else bag_episodes(args.bag, verifier)
-    except (ValueError, OSError, AnyReaderError) as error:
-        raise CommandError(str(error)) from None
-    drafts = [DraftUnderTest(f"{name} ({Path(checkpoint).name})" if checkpoint else name,
-                             load_draft(name, checkpoint, verifier), checkpoint,
-                             draft_train_accuracy(name, checkpoint, verifier.name))
-              for name, checkpoint in entries]
-    measured = measure(drafts, episodes, verifier.model, rules, args.num_draft_tokens, not args.no_progress)
-    caption = provenance(verifier.name, args.device, verifier.dtype, data + "; draft ms measured here")
-    report = build_report(measured, caption, args.output)
-    report.write(args.output, REPORT_STEM)
-    print(report.markdown(args.output))
-    print(f"\nreport: {args.output / (REPORT_STEM + '.md')} (+ .json, .csv, .png)")
-    return 0
-
-
-def main(argv=None) -> int:
-    """Exit status 0, or 2 after one line on stderr for an expected failure (bad argument, missing
-    or contradicting input)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return harness(args)
-    except EXPECTED_ERRORS as error:
-        return fail("spec-vla-harness", error)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

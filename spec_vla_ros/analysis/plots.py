@@ -27,7 +27,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
-from ..vla.constants import ACTION_DIM, ACTION_NAMES, LIBERO_MAX_DELTA_POS_M, LIBERO_MAX_DELTA_ROT_RAD  # noqa: E402
+from sim_bridge.constants import LIBERO_MAX_DELTA_POS_M, LIBERO_MAX_DELTA_ROT_RAD
+
+from ..vla.constants import ACTION_DIM, ACTION_NAMES
 
 FIGURE_SIZE_IN = (9.0, 5.0)               # one panel
 TALL_FIGURE_SIZE_IN = (9.0, 9.0)          # one panel per action dimension

@@ -32,8 +32,10 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from sim_bridge.constants import LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_NUM_TASKS
+
+from ..decoding.spec import DecoderSpec
 from ..policy import PolicyConfig
-from ..vla.constants import LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_NUM_TASKS
 
 MAX_ATTEMPTS = 3                 # runs of one episode that raised, before it is given up
 PER_EPISODE_SEEDING = "per_episode"
@@ -45,7 +47,7 @@ LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # "0": a local instance bi
 class WorkerSpec:
     """What every actor needs to build its policy and environment (picklable, no model)."""
     base: PolicyConfig
-    checkpoints: dict
+    checkpoints: dict            # {draft kind: directory}: what DecoderSpec.parse gives each configuration
     env_options: dict            # LiberoGoalEnv keyword arguments (image_size, max_steps, seed)
     threads: int = 1             # torch threads per actor
 
@@ -74,17 +76,17 @@ class EpisodeWorker:
 
     def run(self, configuration_name: str, task_id: int, episode: int) -> dict:
         """The episode's log record, or {"configuration_error": reason} if its draft cannot load."""
-        from .evaluate import Configuration, run_episode
+        from .evaluate import run_episode
 
-        configuration = Configuration.parse(configuration_name)
-        config = configuration.policy_config(self.spec.base, self.spec.checkpoints)
+        configuration = DecoderSpec.parse(configuration_name, self.spec.checkpoints, self.spec.base.num_draft_tokens)
+        config = self.spec.base.with_spec(configuration)
         if configuration_name not in self.decoders:
             try:
                 self.decoders[configuration_name] = self.policy.build_decoder(config)
             except Exception as error:          # whatever stops the draft loading fails its configuration
                 return {"configuration_error": f"{type(error).__name__}: {error}"}
         self.policy.set_decoder(self.decoders[configuration_name], config)
-        record = run_episode(self.env, self.policy, task_id, episode, noise_floor=configuration.draft == "none")
+        record = run_episode(self.env, self.policy, task_id, episode, noise_floor=not configuration.speculative)
         return {"configuration": configuration_name, **record}
 
     def close(self) -> None:
@@ -243,7 +245,7 @@ def stop_local_ray(started: bool) -> None:
 
 # Used by `spec-vla-eval --ray` in evaluate.py:
 
-def evaluate_on_ray(spec: WorkerSpec, configurations: list, task_ids: list[int], episodes_per_task: int,
+def evaluate_on_ray(spec: WorkerSpec, configurations: list[DecoderSpec], task_ids: list[int], episodes_per_task: int,
                     output_dir: Path, address: str | None, num_workers: int = 0, progress: bool = True,
                     on_dispatch: Callable[[int, tuple], None] | None = None):
     """The Ray counterpart of `evaluate.run_evaluation`: same log, same report, same resume rule.

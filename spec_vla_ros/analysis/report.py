@@ -22,11 +22,8 @@ import torch
 from sim_bridge.tables import to_builtin, write_csv
 
 from ..decoding.stats import DecodeStats
-from ..drafts.checkpoints import read_draft_config
-from ..drafts.eagle_head import HEAD_KINDS
-from ..drafts.registry import draft_checkpoint_dir
-from ..vla.checkpoint import MINIATURE
 from ..vla.constants import ACTION_DIM
+from ..vla.miniature import MINIATURE
 
 
 @dataclass(frozen=True)
@@ -127,13 +124,13 @@ def provenance(verifier_name: str, device: str, dtype, data: str, threads: int |
             f"{str(dtype).removeprefix('torch.')}; {data}")
 
 
-def draft_train_accuracy(draft: str, checkpoint: str, verifier_name: str) -> float | None:
-    """Mean per-position training token accuracy recorded in a mamba / llama checkpoint's JSON
-    (teacher-forced, as `spec-vla-train-draft` reports it); None for drafts without training."""
-    if draft not in HEAD_KINDS:
+def draft_train_accuracy(draft_config: dict | None) -> float | None:
+    """Mean per-position training token accuracy recorded in a draft checkpoint's JSON
+    (`ResolvedDraft.config`; teacher-forced, as `spec-vla-train-draft` reports it); None for
+    drafts without a checkpoint or a checkpoint without that record."""
+    if draft_config is None:
         return None
-    training = read_draft_config(draft_checkpoint_dir(draft, checkpoint, verifier_name)).get("training", {})
-    accuracy = training.get("train_accuracy")
+    accuracy = draft_config.get("training", {}).get("train_accuracy")
     return statistics.fmean(accuracy) if accuracy else None
 
 

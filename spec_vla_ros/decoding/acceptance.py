@@ -1,6 +1,7 @@
 """Acceptance rules: when does a drafted token pass the verifier's check?
 
-Three named rules (the `acceptance` parameter, the eval syntax `DRAFT:RULE[:THRESHOLD]`):
+Three named rules (the `acceptance` parameter, the configuration syntax `KIND:RULE[:THRESHOLD]` of
+decoding/spec.py):
 
 - `strict`: the draft token must equal the verifier's argmax. Speculative decoding then yields
   greedy decoding's tokens up to near-tied argmaxes; see `LOSSLESS_CLAIM` for what holds.
@@ -18,10 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..vla.action_tokenizer import is_action_token, token_ids_to_actions
-from ..vla.constants import ACTION_DIM, GRIPPER_OPEN_ABOVE, STRICT_TIE_TOLERANCE_FP32
+from ..vla.action_tokenizer import is_action_token
+from ..vla.constants import ACTION_DIM
+from ..vla.gripper import gripper_opens
 
 GRIPPER_POSITION = ACTION_DIM - 1
+DEFAULT_RELAXED_THRESHOLD = 9       # Spec-VLA's relaxed acceptance
+# Strict speculative decoding reproduces AR's token wherever the verifier's top-2 logit margin
+# exceeds this (float32): passes of other shapes move a logit by at most 1.8e-5 (measured on the
+# miniature, CPU, logits of magnitude ~4), so a flip needs a margin below ~4e-5.
+STRICT_TIE_TOLERANCE_FP32 = 1e-4
 STRICT_RULE, RELAXED_RULE, GUARDED_RULE = "strict", "relaxed", "relaxed-guarded"
 RULES = (STRICT_RULE, RELAXED_RULE, GUARDED_RULE)
 RULE_DESCRIPTIONS = {
@@ -37,11 +44,6 @@ LOSSLESS_CLAIM = (
     "shapes and moves float32 logits by up to ~2e-5, so no deterministic tie-break can make passes of "
     "different shapes agree on every near-tie; bf16 moves them further. Reports give the share of actions "
     "identical to AR beside AR's own noise floor (AR with every verifier pass one position longer).")
-
-
-def gripper_opens(token_id: int) -> bool:
-    """Whether the harness would open the gripper for this token (OpenVLA's [0, 1], 1 = open)."""
-    return bool(token_ids_to_actions(token_id) > GRIPPER_OPEN_ABOVE)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`spec-vla-bench cost`: the cost model of OpenVLA-7B on a GPU, written down once.
+"""The cost model of OpenVLA-7B on a GPU, written down once (printed by `spec-vla-bench cost`,
+commands/benchmarks/cost.py; used beside the measurements of `spec-vla-bench gpu` and `decode`).
 
 For every part of one action -- the two vision backbones, the projector, the language model's
 prefill, a verifier pass over n new tokens, and one step of each draft -- it counts
@@ -37,11 +38,8 @@ the meta device, per part.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 # Llama-2 7B: transformers' LlamaConfig defaults, which VLAConfig() keeps (OpenVLA-7B's text config).
 LLAMA2_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
@@ -69,7 +67,7 @@ VIT_RUNS_LAST_BLOCK = False
 
 # Eager PyTorch: one kernel launch per dispatched non-view op. Counted with torch.profiler as the
 # top-level aten ops of one call on the CPU (torch 2.14, transformers 5.24, timm 1.0; depth
-# differences of the tiny architecture, decoding/gpu_benchmark.count_dispatched_ops), and checked
+# differences of the tiny architecture, commands/benchmarks/gpu.count_dispatched_ops), and checked
 # in test/test_cost_model.py; `spec-vla-bench gpu` counts them again on the machine it runs on.
 KERNELS_PER_LLAMA_LAYER = 40     # 2 RMSNorms in bf16 (cast, pow, mean, add, rsqrt, mul, cast, weight),
                                  # q/k/v/o, rotary on q and k, cache cat, sdpa, residuals, gate/up/SiLU/mul/down
@@ -431,9 +429,37 @@ def speculative_ms(costs: ActionCosts, device: DeviceSpec, mode: str, draft: str
 def split(costs: ActionCosts, device: DeviceSpec, mode: str) -> dict:
     """Each piece relative to one verifier pass over 1 token."""
     unit = ms(costs.passes[1], device, mode)
-    pieces = {"prefill": costs.prefill, "vision": costs.vision, "pass_1": costs.passes[1]}
+    pieces = {"prefill": costs.prefill, "vision": costs.vision,
+              **{f"pass_{n}": cost for n, cost in costs.passes.items()}}
     pieces.update({f"{kind}_step": cost for kind, cost in costs.draft_steps.items()})
     return {name: ms(cost, device, mode) / unit for name, cost in pieces.items()}
+
+
+def measured_split(prefill_ms: float, pass_ms: dict, step_ms: dict) -> dict:
+    """A measured split in `split`'s terms: prefill, passes over n tokens and draft steps
+    (`step_ms`: kind -> ms) relative to one verifier pass over 1 token (`pass_ms[1]`)."""
+    unit = pass_ms[1]
+    return {"prefill": prefill_ms / unit, **{f"pass_{n}": value / unit for n, value in pass_ms.items()},
+            **{f"{kind}_step": value / unit for kind, value in step_ms.items()}}
+
+
+def split_comparison(measured: dict, costs: ActionCosts = None, device: DeviceSpec = H200,
+                     pass_tokens: int = 5) -> str:
+    """Markdown table: a measured split (`measured_split`) beside OpenVLA-7B's computed split on
+    `device` (roofline and eager), and measured / roofline per part. Within 2x either way is the
+    proportional miniature's target (issue #11); the prefill cannot meet it on a CPU (see README)."""
+    costs = costs or action_costs()
+    computed = {mode: split(costs, device, mode) for mode in ("roofline", "eager")}
+    parts = ["prefill", f"pass_{pass_tokens}", "mamba_step", "llama_step"]
+    lines = [f"| part (x one verifier pass of 1 token) | measured here | OpenVLA-7B {device.name} roofline "
+             "(computed) | eager (computed) | measured / roofline |", "|---|---|---|---|---|"]
+    for part in parts:
+        if part not in measured:
+            continue
+        ratio = measured[part] / computed["roofline"][part]
+        lines.append(f"| {part} | {measured[part]:.3f} | {computed['roofline'][part]:.3f} | "
+                     f"{computed['eager'][part]:.3f} | {ratio:.2f}x{'' if 0.5 <= ratio <= 2.0 else ' (outside 2x)'} |")
+    return "\n".join(lines)
 
 
 def report(costs: ActionCosts, devices: list[DeviceSpec], passes_list: list[float], num_draft_tokens: int) -> dict:
@@ -458,58 +484,3 @@ def report(costs: ActionCosts, devices: list[DeviceSpec], passes_list: list[floa
                     for kind in costs.draft_steps}}
         out["devices"][device.name] = entry
     return out
-
-
-def format_report(result: dict, passes_list: list[float], num_draft_tokens: int) -> str:
-    lines = [f"OpenVLA-7B cost model (computed, not measured): prefill over {result['positions']} positions, "
-             "bf16 weights", "",
-             "| part | GFLOP | GB read | eager kernels |", "|---|---|---|---|"]
-    lines += [f"| {name} | {p['gflop']:.2f} | {p['gbytes']:.3f} | {p['kernels']} |"
-              for name, p in result["parts"].items()]
-    for name, entry in result["devices"].items():
-        spec = entry["spec"]
-        lines += ["", f"{name}: {spec['peak_tflops']} TFLOP/s, {spec['bandwidth_tbs']} TB/s, "
-                      f"{spec['launch_us']} us per eager kernel ({spec['source']})"]
-        for mode in ("roofline", "eager"):
-            e, s = entry[mode], entry[mode]["split"]
-            lines.append(f"  {mode:8s} prefill : pass(1 token) : mamba step : llama step : history = "
-                         f"{s['prefill']:.2f} : 1 : {s['mamba_step']:.3f} : {s['llama_step']:.3f} : 0   "
-                         f"(pass {e['ms']['pass_1']:.2f} ms, pass of 8 {e['ms']['pass_8']:.2f} ms, "
-                         f"prefill {e['ms']['prefill']:.2f} ms)")
-        lines.append(f"  ms per action, AR (prefill + 6 passes): roofline {entry['roofline']['ar_ms_per_action']:.1f}, "
-                     f"eager {entry['eager']['ar_ms_per_action']:.1f}; speculative with k = {num_draft_tokens} "
-                     f"(roofline / eager) at passes per action " + ", ".join(f"{p:g}" for p in passes_list) + ":")
-        for kind in entry["roofline"]["speculative_ms_per_action"]:
-            cells = [f"{entry['roofline']['speculative_ms_per_action'][kind][str(p)]:.1f}/"
-                     f"{entry['eager']['speculative_ms_per_action'][kind][str(p)]:.1f}" for p in passes_list]
-            lines.append(f"    {kind:8s} " + "  ".join(cells))
-    return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", nargs="+", default=list(DEVICES), choices=list(DEVICES))
-    parser.add_argument("--prompt-tokens", type=int, default=DEFAULT_PROMPT_TOKENS,
-                        help="prompt length in Llama-2 tokens, BOS included (prefill = these + 256 patches)")
-    parser.add_argument("--passes", type=float, nargs="+", default=[7.0, 5.0, 3.43, 2.38, 1.0],
-                        help="verifier passes per action to predict speculative decoding at (Spec-VLA: 7/2.04 "
-                             "strict, 7/2.94 relaxed)")
-    parser.add_argument("--num-draft-tokens", type=int, default=4)
-    parser.add_argument("--mamba-layers", type=int, default=1)
-    parser.add_argument("--launch-us", type=float, default=None, help="eager launch overhead per kernel (default 10)")
-    parser.add_argument("--json", type=Path, help="write the numbers here")
-
-
-def run(args) -> dict:
-    if not 1 <= args.num_draft_tokens < MAX_PASS_TOKENS:
-        raise SystemExit(f"--num-draft-tokens must be 1..{MAX_PASS_TOKENS - 1}, got {args.num_draft_tokens}")
-    if any(p < 1 for p in args.passes):
-        raise SystemExit(f"--passes must each be >= 1 (the prefill is a pass), got {args.passes}")
-    devices = [DEVICES[name] for name in args.devices]
-    if args.launch_us is not None:
-        devices = [replace(device, launch_us=args.launch_us) for device in devices]
-    costs = action_costs(OPENVLA_7B, args.prompt_tokens, args.mamba_layers)
-    result = report(costs, devices, args.passes, args.num_draft_tokens)
-    print(format_report(result, args.passes, args.num_draft_tokens))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return result

@@ -23,6 +23,7 @@ import time
 import torch
 
 from ..drafts.base import Draft
+from ..drafts.registry import AR
 from ..vla.constants import ACTION_DIM, EOS_TOKEN_ID
 from ..vla.model import OpenVLA
 from ..vla.session import VerifierSession
@@ -44,7 +45,7 @@ class Decoder:
 
     @property
     def draft_name(self) -> str:
-        return "none" if self.draft is None else self.draft.name
+        return AR if self.draft is None else self.draft.name
 
     def reset_episode(self) -> None:
         if self.draft is not None:

@@ -8,7 +8,7 @@ from ..vla.constants import EOS_TOKEN_ID
 
 @dataclass
 class DecodeStats:
-    draft: str                       # "none" for autoregressive decoding
+    draft: str                       # "ar" for autoregressive decoding
     acceptance: str                  # "strict", "relaxed:<threshold>" or "relaxed-guarded:<threshold>"
     tokens: list = field(default_factory=list)             # the 7 ids the action is read from (see `generated`)
     verifier_passes: int = 0
@@ -21,7 +21,7 @@ class DecodeStats:
     # action is then read, as OpenVLA's predict_action does, from the last 7 ids of prompt +
     # output, so `tokens` starts with prompt ids. Empty in statistics recorded before it existed.
     generated: list = field(default_factory=list)
-    # The directory the draft head was loaded from ('' for none and history), as VLAPolicy serves it.
+    # The directory the draft head was loaded from ('' for ar and history), as VLAPolicy serves it.
     draft_checkpoint: str = ""
 
     @property

@@ -87,9 +87,15 @@ def check_compatible(config: dict, directory, kind: str, verifier_name: str, hid
 
 
 def load_head(directory, device="cpu", dtype: torch.dtype = torch.float32) -> tuple[EagleHead, dict]:
-    """Build the head from the JSON and load its weights strictly."""
-    directory = Path(directory)
+    """Check the checkpoint (read_draft_config), then build its head: (head, config)."""
     config = read_draft_config(directory)
+    return build_head(directory, config, device, dtype), config
+
+
+def build_head(directory, config: dict, device="cpu", dtype: torch.dtype = torch.float32) -> EagleHead:
+    """The head described by `config` (as read_draft_config returned it for `directory`), its
+    weights loaded strictly; DraftCheckpointError if the weights do not match the config."""
+    directory = Path(directory)
     head = EagleHead(config["kind"], config["core"], config["context"], config.get("carry", False))
     with safe_open(directory / WEIGHTS, framework="pt") as weights:
         state_dict = {key: weights.get_tensor(key) for key in weights.keys()}
@@ -100,4 +106,4 @@ def load_head(directory, device="cpu", dtype: torch.dtype = torch.float32) -> tu
         raise DraftCheckpointError(f"{directory / WEIGHTS} does not match its {CONFIG} "
                                    f"(missing, unexpected or mis-shaped: {problems[:8]})")
     head.load_state_dict(state_dict)
-    return head.to_runtime(device, dtype).eval(), config
+    return head.to_runtime(device, dtype).eval()

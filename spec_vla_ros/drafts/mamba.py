@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..vla.constants import MAMBA_D_CONV, MAMBA_D_STATE, MAMBA_EXPAND
-
 try:  # the CUDA kernels; absent on CPU-only machines
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
 except ImportError:
     selective_scan_fn = selective_state_update = None
 
+MAMBA_D_STATE = 16                  # mamba_simple's defaults
+MAMBA_D_CONV = 4
+MAMBA_EXPAND = 2
 MambaState = tuple  # (conv_state, ssm_state)
 
 
@@ -68,7 +69,7 @@ def selective_scan(x, dt, A, B, C, state):
     for drive_t, decay_t in zip(drive.unbind(1), decay.unbind(1)):   # unbind: one gradient buffer, not one per step
         state = torch.addcmul(drive_t, decay_t, state)
         states.append(state)
-    y = torch.einsum("bldn,bln->bld", torch.stack(states, dim=1), C)
+    y = (torch.stack(states, dim=1) @ C.unsqueeze(-1)).squeeze(-1)                 # sum over n of h_t * C_t
     return y, state
 
 
@@ -143,10 +144,11 @@ class MambaMixer(nn.Module):
             y = selective_state_update(ssm_state, x, dt, A, B, C, self.D, z=z, dt_bias=self.dt_proj.bias,
                                        dt_softplus=True)
         else:
+            x = x.float()
             dt = F.softplus(dt.float() + self.dt_proj.bias.float())
             decay = torch.exp(dt.unsqueeze(-1) * A)
-            ssm_state = torch.addcmul((dt * x.float()).unsqueeze(-1) * B.float().unsqueeze(1), decay, ssm_state)
-            y = torch.einsum("bdn,bn->bd", ssm_state, C.float()) + self.D.float() * x.float()
+            ssm_state = torch.addcmul((dt * x).unsqueeze(-1) * B.float().unsqueeze(1), decay, ssm_state)
+            y = (ssm_state @ C.float().unsqueeze(-1)).squeeze(-1) + self.D.float() * x     # [b, d_inner]
             y = (y * F.silu(z.float())).to(hidden.dtype)
         return self.out_proj(y).unsqueeze(1), (conv_state, ssm_state)
 

@@ -1,7 +1,15 @@
-"""Drafts by name: cheap validation for parameter callbacks, and loading.
+"""Draft kinds in one table: what each needs, how its checkpoint resolves, how it loads.
+
+Two steps, so the checks run once and loading reuses their result:
+
+- `resolve(kind, checkpoint, verifier) -> ResolvedDraft`: cheap (JSON and a safetensors header,
+  no weights). Refuses an unknown kind, a missing or corrupted checkpoint and one trained for
+  another verifier, each with a one-line ValueError. Safe in a parameter callback.
+- `load(resolved, loaded_verifier) -> Draft | None`: builds the draft from the resolved
+  directory and config without reading or checking the config again (None for `ar`).
 
 `mamba` and `llama` need a checkpoint trained for the verifier in use; `""` selects the one
-packaged under drafts/checkpoints/<name>/, trained for the embedded miniature. A checkpoint
+packaged under drafts/checkpoints/<kind>/, trained for the embedded miniature. A checkpoint
 path is either one draft's directory or, laid out like the packaged ones, a directory with a
 sub-directory per kind: then one `draft_checkpoint` serves every draft, and switching `draft`
 alone (`ros2 param set ... draft llama`) picks the matching one.
@@ -9,20 +17,81 @@ alone (`ros2 param set ... draft llama`) picks the matching one.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from transformers import LlamaConfig
 
-from ..vla.checkpoint import (MINIATURE, MINIATURE_SEED, MINIATURE_TEXT_CONFIG, LoadedVerifier, resolve_dtype,
-                              vla_config_from_hf)
+from ..vla.checkpoint import LoadedVerifier, resolve_dtype, vla_config_from_hf
+from ..vla.miniature import MINIATURE, MINIATURE_NAME, MINIATURE_TEXT_CONFIG
 from .base import Draft
-from .checkpoints import CONFIG, check_compatible, load_head, read_draft_config
-from .eagle_head import HEAD_KINDS, EagleDraft
+from .checkpoints import CONFIG, build_head, check_compatible, read_draft_config
+from .eagle_head import EagleDraft
 from .history import HistoryDraft
 
-DRAFT_NAMES = ("none", "mamba", "llama", "history")
+AR = "ar"                                   # autoregressive decoding: no draft
+RETIRED_SPELLINGS = {"none": AR}            # old spelling -> the one to use now
 PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
-MINIATURE_NAME = f"{MINIATURE}-seed{MINIATURE_SEED}"
+
+
+@dataclass(frozen=True)
+class ResolvedDraft:
+    """A draft whose cheap checks passed: what `load` needs, nothing to check again.
+
+    kind: a key of DRAFT_KINDS. checkpoint: as given ('' = the packaged one). directory and
+    config: the checkpoint directory and its draft.json (None for kinds without a checkpoint).
+    verifier_name / hidden_size: the verifier it was checked against (hidden size None if unknown).
+    """
+    kind: str
+    checkpoint: str = ""
+    directory: Path | None = None
+    config: dict | None = None
+    verifier_name: str = ""
+    hidden_size: int | None = None
+
+
+def _no_draft(resolved: ResolvedDraft, verifier: LoadedVerifier) -> None:
+    return None
+
+
+def _history_draft(resolved: ResolvedDraft, verifier: LoadedVerifier) -> Draft:
+    return HistoryDraft()
+
+
+def _head_draft(resolved: ResolvedDraft, verifier: LoadedVerifier) -> Draft:
+    """bf16 on CUDA, fp32 on CPU, on the verifier's device."""
+    dtype = resolve_dtype("auto", str(verifier.device))
+    head = build_head(resolved.directory, resolved.config, verifier.device, dtype)
+    return EagleDraft(head, verifier.model)
+
+
+@dataclass(frozen=True)
+class DraftKind:
+    name: str
+    needs_checkpoint: bool
+    build: Callable[[ResolvedDraft, LoadedVerifier], Draft | None]
+    description: str
+
+
+DRAFT_KINDS: dict[str, DraftKind] = {kind.name: kind for kind in (
+    DraftKind(AR, False, _no_draft, "no draft: autoregressive decoding, one verifier pass per token"),
+    DraftKind("mamba", True, _head_draft, "EAGLE-style head with a Mamba core (trained checkpoint)"),
+    DraftKind("llama", True, _head_draft, "EAGLE-style head with one Llama layer (trained checkpoint)"),
+    DraftKind("history", False, _history_draft, "the previous action's tokens, no model"),
+)}
+DRAFT_NAMES = tuple(DRAFT_KINDS)                                            # ar, mamba, llama, history
+SPECULATIVE_KINDS = tuple(name for name in DRAFT_NAMES if name != AR)      # mamba, llama, history
+CHECKPOINT_KINDS = tuple(name for name, kind in DRAFT_KINDS.items() if kind.needs_checkpoint)   # mamba, llama
+
+
+def check_kind(kind: str, choices: tuple[str, ...] = DRAFT_NAMES) -> None:
+    """ValueError for a kind not in `choices`, naming them; a retired spelling ('none') names its
+    replacement."""
+    if kind in RETIRED_SPELLINGS and RETIRED_SPELLINGS[kind] in choices:
+        raise ValueError(f"draft '{kind}' is now spelled '{RETIRED_SPELLINGS[kind]}' (autoregressive decoding)")
+    if kind not in choices:
+        raise ValueError(f"draft '{kind}' is unknown; expected one of {', '.join(choices)}")
 
 
 def verifier_identity(verifier: str) -> tuple[str, int | None]:
@@ -38,40 +107,51 @@ def verifier_identity(verifier: str) -> tuple[str, int | None]:
     return verifier, None
 
 
-def draft_checkpoint_dir(name: str, checkpoint: str, verifier_name: str) -> Path:
+def draft_checkpoint_dir(kind: str, checkpoint: str, verifier_name: str) -> Path:
+    """Where a `kind` head's checkpoint lies: `checkpoint`, its `kind/` sub-directory, or the
+    packaged one ('' given, miniature only: ValueError for another verifier). No file is checked."""
     if checkpoint:
         path = Path(checkpoint)
-        if not (path / CONFIG).exists() and (path / name / CONFIG).exists():
-            return path / name                 # a directory of drafts, one per kind
+        if not (path / CONFIG).exists() and (path / kind / CONFIG).exists():
+            return path / kind                 # a directory of drafts, one per kind
         return path
     if verifier_name != MINIATURE_NAME:
-        raise ValueError(f"draft '{name}' needs draft_checkpoint for verifier '{verifier_name}': the packaged "
+        raise ValueError(f"draft '{kind}' needs draft_checkpoint for verifier '{verifier_name}': the packaged "
                          f"drafts are trained for the embedded miniature only (train one with "
                          "spec-vla-collect and spec-vla-train-draft)")
-    return PACKAGED_CHECKPOINTS / name
+    return PACKAGED_CHECKPOINTS / kind
 
 
-def check_draft_config(name: str, checkpoint: str, verifier: str, hidden_size: int | None = None) -> None:
-    """Raise ValueError (unknown draft, missing or corrupted checkpoint, checkpoint trained for
-    another verifier) without loading any weights. `verifier` is `miniature`, an OpenVLA
-    directory or a loaded verifier's name."""
-    if name not in DRAFT_NAMES:
-        raise ValueError(f"draft '{name}' is unknown; expected one of {DRAFT_NAMES}")
-    if name not in HEAD_KINDS:
-        return
+def resolve(kind: str, checkpoint: str, verifier: str, hidden_size: int | None = None) -> ResolvedDraft:
+    """Check a draft without loading weights; the result is what `load` uses.
+
+    kind: a key of DRAFT_KINDS. checkpoint: a directory or '' (packaged). verifier: `miniature`,
+    an OpenVLA directory or a loaded verifier's name; hidden_size: the loaded verifier's, when
+    the name alone cannot tell it. Raises ValueError (DraftCheckpointError for the checkpoint)."""
+    check_kind(kind)
+    if not DRAFT_KINDS[kind].needs_checkpoint:
+        return ResolvedDraft(kind, checkpoint)
     verifier_name, known_hidden_size = verifier_identity(verifier)
-    directory = draft_checkpoint_dir(name, checkpoint, verifier_name)
-    check_compatible(read_draft_config(directory), directory, name, verifier_name, hidden_size or known_hidden_size)
+    hidden_size = hidden_size or known_hidden_size
+    directory = draft_checkpoint_dir(kind, checkpoint, verifier_name)
+    config = read_draft_config(directory)
+    check_compatible(config, directory, kind, verifier_name, hidden_size)
+    return ResolvedDraft(kind, checkpoint, directory, config, verifier_name, hidden_size)
 
 
-def load_draft(name: str, checkpoint: str, verifier: LoadedVerifier) -> Draft | None:
-    """A fresh draft instance (None for `none`: autoregressive decoding) on the verifier's device;
-    bf16 on CUDA, fp32 on CPU."""
-    check_draft_config(name, checkpoint, verifier.name, verifier.model.hidden_size)
-    if name == "none":
-        return None
-    if name == "history":
-        return HistoryDraft()
-    head, _ = load_head(draft_checkpoint_dir(name, checkpoint, verifier.name), verifier.device,
-                        resolve_dtype("auto", str(verifier.device)))
-    return EagleDraft(head, verifier.model)
+def load(resolved: ResolvedDraft, verifier: LoadedVerifier) -> Draft | None:
+    """A fresh draft instance for the loaded verifier (None for `ar`), from the resolved checkpoint.
+
+    ValueError if `resolved` was checked against another verifier (compared in memory only)."""
+    if resolved.config is not None:
+        if resolved.verifier_name != verifier.name or resolved.hidden_size not in (None, verifier.model.hidden_size):
+            raise ValueError(f"draft '{resolved.kind}' was resolved for verifier '{resolved.verifier_name}', "
+                             f"not for the loaded '{verifier.name}'")
+    return DRAFT_KINDS[resolved.kind].build(resolved, verifier)
+
+
+# One-call forms for callers that check or load a single draft once (scripts, tests).
+
+def load_draft(kind: str, checkpoint: str, verifier: LoadedVerifier) -> Draft | None:
+    """`load(resolve(...))` against a loaded verifier: a fresh draft, None for `ar`."""
+    return load(resolve(kind, checkpoint, verifier.name, verifier.model.hidden_size), verifier)

@@ -40,7 +40,6 @@ optimizer state stay fp32, and `auto` is fp32.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -54,14 +53,13 @@ from tqdm import tqdm
 from transformers import LlamaConfig
 
 from ..drafts.checkpoints import load_head, save_draft
-from ..drafts.eagle_head import (ACTION_BINS, DEFAULT_CONTEXT, HEAD_KINDS, EagleHead, action_logits, core_config,
-                                 verifier_action_rows)
+from ..drafts.eagle_head import ACTION_BINS, EagleHead, action_logits, core_config, verifier_action_rows
 from ..drafts.registry import verifier_identity
-from ..vla.checkpoint import MINIATURE, LoadedVerifier, build_miniature, vla_config_from_hf
+from ..vla.checkpoint import LoadedVerifier, vla_config_from_hf
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
+from ..vla.miniature import MINIATURE, build_miniature
 from ..vla.tensors import EMBED_TOKENS, LM_HEAD, read_tensor
-from .arguments import (DTYPES, CommandError, OneLineParser, absolute_path, add_runtime_arguments,
-                        apply_runtime_arguments, check_counts, check_new_directory, run, verifier_argument)
+from .arguments import DTYPES, CommandError, apply_runtime_arguments, check_counts, check_new_directory
 from .collect import read_manifest, read_traces, recorded_verifier_location
 
 DRAFT_POSITIONS = ACTION_DIM - 1          # a1..a6: a0 is the verifier's own (free) token
@@ -346,37 +344,6 @@ def describe(metrics: dict) -> str:
                      if isinstance(values, list) and name != "traces")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("traces", type=absolute_path, nargs="+", help="trace directories from spec-vla-collect")
-    parser.add_argument("--kind", choices=HEAD_KINDS, required=True)
-    parser.add_argument("--out", type=absolute_path, required=True,
-                        help="new checkpoint directory (draft.json, draft.safetensors); with --resume, the one "
-                             "to continue")
-    parser.add_argument("--verifier", type=verifier_argument, default=None,
-                        help="'miniature' or an OpenVLA HF directory; default: the one the traces' manifest names "
-                             "(a different one is refused)")
-    add_runtime_arguments(parser, "training precision: auto and float32 train in fp32; bfloat16/float16 run the "
-                                  "head under autocast (weights and optimizer stay fp32)")
-    parser.add_argument("--layers", type=int, default=1, help="mamba: number of Mamba blocks")
-    parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT,
-                        help="prompt positions the head reads (the last ones); 0: the whole prompt")
-    parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--noise", type=float, default=0.05, help="input-feature noise, relative to their RMS")
-    parser.add_argument("--chain-weight", type=float, default=1.0,
-                        help="weight of the loss on drafting from a0 with the head's own predictions (0: off)")
-    parser.add_argument("--carry", action="store_true",
-                        help="also train guessing the next control step's action from this one (early proposals)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of episodes held out")
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help=f"continue from --out's {TRAIN_STATE}")
-
-
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -485,14 +452,3 @@ def train(args, verifier: VerifierParts | None = None) -> dict:
     print(f"saved {args.out} after {training['step']} steps ({training['seconds']} s)")
     print(json.dumps({k: v for k, v in training.items() if isinstance(v, list) and k != "traces"}))
     return training
-
-
-def main(argv=None) -> None:
-    parser = OneLineParser(prog="spec-vla-train-draft", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    run(parser.prog, train, parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

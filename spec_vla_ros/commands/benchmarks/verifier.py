@@ -8,17 +8,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import MINIATURE, CheckpointError, load_verifier
-from .preprocess import pixel_values
-from .prompt import prompt_token_ids
-from .session import VerifierSession
-from .constants import ACTION_DIM
-from .threads import DEFAULT_THREADS, THREADS_HELP, apply_threads
+from ...vla.checkpoint import CheckpointError
+from ...vla.constants import ACTION_DIM
+from ...vla.miniature import MINIATURE
+from ...vla.preprocess import pixel_values
+from ...vla.prompt import prompt_token_ids
+from ...vla.session import VerifierSession
+from ...vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads
+from ...vla.verifiers import load_verifier
+from ..arguments import fail, use_defaults_in_help
 
 
 def add_arguments(parser) -> None:
-    from ..cli import use_defaults_in_help       # the command line's conventions (defaults in --help)
-    use_defaults_in_help(parser)
+    use_defaults_in_help(parser)                 # the command line's conventions (defaults in --help)
     parser.add_argument("--verifier", default=MINIATURE, help="'miniature' or an OpenVLA HF directory")
     parser.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
     parser.add_argument("--dtype", default="auto",
@@ -36,7 +38,6 @@ def percentile_row(name: str, values_ms) -> str:
 
 def run(args) -> dict:
     if args.actions < 1 or args.threads < 0:
-        from ..cli import fail
         raise SystemExit(fail("spec-vla-bench verifier", f"--actions must be >= 1 and --threads >= 0, got "
                                                           f"{args.actions} and {args.threads}"))
     threads = apply_threads(args.threads)
@@ -44,7 +45,6 @@ def run(args) -> dict:
     try:
         verifier = load_verifier(args.verifier, args.device, args.dtype)
     except (CheckpointError, ValueError, OSError) as error:     # missing or mismatched checkpoint, bad dtype
-        from ..cli import fail
         raise SystemExit(fail("spec-vla-bench verifier", error)) from None
     load_s = time.perf_counter() - start
     rng = np.random.default_rng(args.seed)

@@ -12,7 +12,7 @@ AR's noise floor is measured beside them: the row `ar-reshaped` is greedy decodi
 verifier pass one position longer (decoding/noise_floor.py). Its "same as AR" is the share of
 actions greedy decoding reproduces when only the passes' shapes change; strict
 speculative decoding, which verifies in passes of other shapes, is expected near it, not at
-100 %, where the verifier has near-tied argmaxes (see acceptance.LOSSLESS_CLAIM).
+100 %, where the verifier has near-tied argmaxes (see decoding.acceptance.LOSSLESS_CLAIM).
 
 Drafts: `--checkpoint mamba=DIR` / `llama=DIR` (as in spec-vla-eval; `--mamba-checkpoint` and
 `--llama-checkpoint` say the same). Without one, the packaged head serves the miniature; for any
@@ -33,28 +33,34 @@ import contextlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..cli import fail, use_defaults_in_help
-from ..drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config
-from ..drafts.registry import DRAFT_NAMES, MINIATURE_NAME, check_draft_config, load_draft, verifier_identity
-from ..training.arguments import (DTYPES, EXPECTED_ERRORS, CommandError, absolute_path, apply_runtime_arguments,
-                                  device_argument, parse_checkpoints, verifier_argument)
-from ..training.collect import synthetic_episode
-from ..vla.action_tokenizer import token_ids_to_bin_indices
-from ..vla.checkpoint import MINIATURE, check_checkpoint_files, load_verifier, resolve_dtype
-from ..vla.constants import ACTION_DIM, ACTION_NAMES, EMPTY_TOKEN_ID, BOS_TOKEN_ID
-from ..vla.model import OpenVLA, VLAConfig
-from ..vla.preprocess import pixel_values
-from ..vla.prompt import prompt_token_ids
-from ..vla.session import VerifierSession
-from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
-from .acceptance import GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
-from .decoder import Decoder
-from .noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
+from ...decoding import cost_model
+from ...decoding.acceptance import GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
+from ...decoding.decoder import Decoder
+from ...decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
+from ...decoding.spec import DecoderSpec, check_num_draft_tokens
+from ...drafts.eagle_head import EagleDraft, EagleHead, default_core_config
+from ...drafts.registry import (AR, CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS, ResolvedDraft, load, resolve,
+                                verifier_identity)
+from ...training.arguments import DTYPES, CommandError, absolute_path, apply_runtime_arguments
+from ...training.collect import synthetic_episode
+from ...vla.action_tokenizer import token_ids_to_bin_indices
+from ...vla.checkpoint import check_checkpoint_files, resolve_dtype
+from ...vla.constants import ACTION_DIM, ACTION_NAMES, BOS_TOKEN_ID, EMPTY_TOKEN_ID
+from ...vla.miniature import MINIATURE, MINIATURE_NAME
+from ...vla.model import OpenVLA, VLAConfig
+from ...vla.preprocess import pixel_values
+from ...vla.prompt import prompt_token_ids
+from ...vla.session import VerifierSession
+from ...vla.threads import DEFAULT_THREADS, THREADS_HELP
+from ...vla.verifiers import load_verifier
+from ..arguments import (EXPECTED_ERRORS, device_argument, fail, parse_checkpoints, use_defaults_in_help,
+                         verifier_argument)
 
 BENCH_SEED = 100_000          # synthetic episodes far from the training seeds (0..)
 ARCHES = ("miniature", "openvla-7b")
@@ -68,8 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                               "(default: %(default)s)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="the verifier's dtype; auto: the checkpoint's own (default: %(default)s)")
-    parser.add_argument("--drafts", nargs="+", default=["mamba", "llama", "history"],
-                        choices=[name for name in DRAFT_NAMES if name != "none"],
+    parser.add_argument("--drafts", nargs="+", default=list(SPECULATIVE_KINDS), choices=SPECULATIVE_KINDS,
                         help="drafts to measure beside AR; for a verifier other than the miniature, mamba and llama "
                              "run only with a checkpoint (default: %(default)s)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
@@ -119,9 +124,10 @@ def optional_path(text: str) -> str:
 
 
 def draft_checkpoints(args) -> dict[str, str]:
-    """{draft: checkpoint} from --checkpoint DRAFT=PATH and --mamba/--llama-checkpoint; '' = none given."""
+    """{draft: checkpoint} from --checkpoint DRAFT=PATH and --mamba/--llama-checkpoint (the one place
+    the two spellings meet); '' = none given."""
     given = parse_checkpoints(args.checkpoint)
-    checkpoints = {"mamba": args.mamba_checkpoint, "llama": args.llama_checkpoint}
+    checkpoints = {kind: getattr(args, f"{kind}_checkpoint", "") for kind in CHECKPOINT_KINDS}
     for name, path in given.items():
         if checkpoints[name] and checkpoints[name] != path:
             raise CommandError(f"two checkpoints for {name}: {checkpoints[name]} and {path}")
@@ -129,10 +135,10 @@ def draft_checkpoints(args) -> dict[str, str]:
     return checkpoints
 
 
-def drafts_to_run(args) -> list[tuple[str, str]]:
-    """(draft, checkpoint) per draft of --drafts, checked without loading weights. A draft head with
-    no checkpoint for a verifier other than the miniature is skipped, with a line saying how to
-    add one (history needs none and always runs). Raises CommandError."""
+def drafts_to_run(args) -> list[ResolvedDraft]:
+    """Each draft of --drafts, resolved (checked without loading weights). A draft head with no
+    checkpoint for a verifier other than the miniature is skipped, with a line saying how to add
+    one (history needs none and always runs). Raises CommandError."""
     checkpoints = draft_checkpoints(args)
     try:
         verifier_name = verifier_identity(args.verifier)[0]
@@ -142,16 +148,15 @@ def drafts_to_run(args) -> list[tuple[str, str]]:
     kept = []
     for name in dict.fromkeys(args.drafts):
         checkpoint = checkpoints.get(name, "")
-        if name in HEAD_KINDS and not checkpoint and not miniature:
+        if DRAFT_KINDS[name].needs_checkpoint and not checkpoint and not miniature:
             print(f"spec-vla-bench decode: skipping draft {name}: no checkpoint for verifier "
                   f"'{verifier_name}' (the packaged one fits the miniature only); pass "
                   f"--checkpoint {name}=DIR from spec-vla-train-draft", file=sys.stderr)
             continue
         try:
-            check_draft_config(name, checkpoint, args.verifier)
+            kept.append(resolve(name, checkpoint, args.verifier))
         except ValueError as error:
             raise CommandError(str(error)) from None
-        kept.append((name, checkpoint))
     return kept
 
 
@@ -164,9 +169,11 @@ def check_arguments(args) -> None:
             raise CommandError(f"{option} {value}: expected at least 1")
     if args.warmup < 0:
         raise CommandError(f"--warmup {args.warmup}: expected 0 or more")
-    if any(k < 1 or k > ACTION_DIM for k in args.num_draft_tokens):
-        raise CommandError(f"--num-draft-tokens {' '.join(map(str, args.num_draft_tokens))}: each must lie in "
-                           f"1..{ACTION_DIM}")
+    for k in args.num_draft_tokens:
+        try:
+            check_num_draft_tokens(k, "--num-draft-tokens")
+        except ValueError as error:
+            raise CommandError(str(error)) from None
     if any(threshold < 0 for threshold in args.thresholds):
         raise CommandError(f"--thresholds {' '.join(map(str, args.thresholds))}: expected 0 (strict) or positive")
     if args.verifier != MINIATURE:
@@ -188,22 +195,31 @@ def acceptance_rules(thresholds: list[int], rules: list[str]) -> list[Acceptance
     return list(dict.fromkeys(made))
 
 
-def configurations(args, verifier, drafts: list[tuple[str, str]] | None = None) -> list[dict]:
-    """AR first, then AR's noise-floor twin, then each draft x acceptance rule x k. `drafts`:
-    (name, checkpoint) pairs, by default drafts_to_run(args)."""
-    configs = [{"draft": "none", "acceptance": STRICT, "num_draft_tokens": 0, "decoder": Decoder(verifier.model)},
-               {"draft": RESHAPED_AR, "acceptance": STRICT, "num_draft_tokens": 0,
-                "decoder": reshaped_ar_decoder(verifier.model)}]
-    for name, checkpoint in (drafts_to_run(args) if drafts is None else drafts):
+@dataclass(frozen=True)
+class Contender:
+    """One row of the benchmark: `label` is the spec's draft kind, or RESHAPED_AR for AR's
+    noise-floor twin (an AR decoder with reshaped passes, not a draft kind)."""
+    label: str
+    spec: DecoderSpec
+    decoder: Decoder
+
+
+def configurations(args, verifier, drafts: list[ResolvedDraft] | None = None) -> list[Contender]:
+    """AR first, then AR's noise-floor twin, then each draft x acceptance rule x k, each with its
+    own draft instance. `drafts`: resolved drafts, by default drafts_to_run(args)."""
+    ar = DecoderSpec(AR)
+    contenders = [Contender(AR, ar, Decoder(verifier.model)),
+                  Contender(RESHAPED_AR, ar, reshaped_ar_decoder(verifier.model))]
+    for draft in (drafts_to_run(args) if drafts is None else drafts):
         for acceptance in acceptance_rules(args.thresholds, args.relaxed_rules):
             for k in args.num_draft_tokens:
-                draft = load_draft(name, checkpoint, verifier)
-                configs.append({"draft": name, "acceptance": acceptance, "num_draft_tokens": k,
-                                "decoder": Decoder(verifier.model, draft, k, acceptance)})
-    return configs
+                spec = DecoderSpec(draft.kind, draft.checkpoint, k, acceptance)
+                decoder = Decoder(verifier.model, load(draft, verifier), k, acceptance)
+                contenders.append(Contender(draft.kind, spec, decoder))
+    return contenders
 
 
-def summarize(config: dict, records: list, ar_tokens: list, ar_median: float | None) -> dict:
+def summarize(contender: Contender, records: list, ar_tokens: list, ar_median: float | None) -> dict:
     ms = np.array([stats.total_ms for stats in records])
     passes = np.array([stats.verifier_passes for stats in records])
     judged = {}
@@ -214,8 +230,9 @@ def summarize(config: dict, records: list, ar_tokens: list, ar_median: float | N
                        - token_ids_to_bin_indices(ar_tokens)).max(axis=0)
     median = float(np.median(ms))
     return {
-        "draft": config["draft"], "acceptance": config["acceptance"].name,
-        "num_draft_tokens": config["num_draft_tokens"], "actions": len(records),
+        "draft": contender.label, "acceptance": contender.spec.acceptance.name,
+        "num_draft_tokens": contender.spec.num_draft_tokens if contender.spec.speculative else 0,
+        "actions": len(records),
         "passes_per_action": float(passes.mean()),
         "acceptance_length": ACTION_DIM * len(records) / float(passes.sum()),
         "accept_rate_by_position": [float(np.mean(judged[p])) for p in sorted(judged)],
@@ -229,27 +246,27 @@ def summarize(config: dict, records: list, ar_tokens: list, ar_median: float | N
     }
 
 
-def measure(args, verifier, drafts: list[tuple[str, str]] | None = None) -> list[dict]:
-    configs = configurations(args, verifier, drafts)
+def measure(args, verifier, drafts: list[ResolvedDraft] | None = None) -> list[dict]:
+    contenders = configurations(args, verifier, drafts)
     observed = observations(args.episodes, args.steps_per_episode, args.seed)
     tokenizer = verifier.tokenizer
     inputs = [(episode, pixel_values(frame, True, verifier.image_normalization), prompt_token_ids(tokenizer, instruction))
               for episode, instruction, frame in observed]
-    for config in configs:                               # warm-up: first calls allocate and dispatch slowly
+    for contender in contenders:                         # warm-up: first calls allocate and dispatch slowly
         for _, pixels, prompt_ids in inputs[:args.warmup]:
-            config["decoder"].decode(pixels, prompt_ids)
-    records = [[] for _ in configs]
+            contender.decoder.decode(pixels, prompt_ids)
+    records = [[] for _ in contenders]
     previous_episode = None
     for episode, pixels, prompt_ids in inputs:
         if episode != previous_episode:
-            for config in configs:
-                config["decoder"].reset_episode()
+            for contender in contenders:
+                contender.decoder.reset_episode()
             previous_episode = episode
-        for config, record in zip(configs, records):
-            record.append(config["decoder"].decode(pixels, prompt_ids)[1])
+        for contender, record in zip(contenders, records):
+            record.append(contender.decoder.decode(pixels, prompt_ids)[1])
     ar_tokens = [stats.tokens for stats in records[0]]
     ar_median = float(np.median([stats.total_ms for stats in records[0]]))
-    return [summarize(config, record, ar_tokens, ar_median) for config, record in zip(configs, records)]
+    return [summarize(contender, record, ar_tokens, ar_median) for contender, record in zip(contenders, records)]
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -324,7 +341,7 @@ def time_architecture(model: OpenVLA, device: str, repeats: int, prompt_tokens: 
                          for count in range(1, ACTION_DIM + 1)}
     dtype = resolve_dtype("auto", device)
     timing["draft"] = {}
-    for kind in HEAD_KINDS:
+    for kind in CHECKPOINT_KINDS:
         torch.manual_seed(0)
         with torch.device(device):
             head = EagleHead(kind, default_core_config(kind, model)).to_runtime(device, dtype)
@@ -372,7 +389,7 @@ def run_architecture(args, results: list[dict]) -> dict:
     model = build_random_architecture(VLAConfig(), device, torch.bfloat16)
     timing = time_architecture(model, device, args.arch_repeats, args.arch_prompt_tokens)
     del model
-    ar = next(r for r in results if r["draft"] == "none")
+    ar = next(r for r in results if r["draft"] == AR)
     ar_ms = project(ar, timing)
     timing["projected"] = [{"draft": r["draft"], "acceptance": r["acceptance"],
                             "num_draft_tokens": r["num_draft_tokens"], "ms_per_action": project(r, timing),
@@ -389,6 +406,28 @@ def architecture_table(timing: dict) -> str:
     lines += [f"| {p['draft']} | {p['acceptance']} | {p['num_draft_tokens'] or '-'} | {p['ms_per_action']:.1f} | "
               f"{p['speedup']:.2f}x |" for p in timing["projected"]]
     return "\n".join(lines)
+
+
+def measured_split(model: OpenVLA, args) -> dict:
+    """Prefill, verifier passes and draft steps of the verifier in use on this machine, relative to
+    a pass of 1 token (cost_model.measured_split), from `time_architecture` (median of
+    --arch-repeats; random draft heads of the verifier's width, as the cost model counts them:
+    one Mamba block, one Llama layer)."""
+    timing = time_architecture(model, args.device, args.arch_repeats, args.arch_prompt_tokens)
+    steps = {kind: draft["step_ms"] for kind, draft in timing["draft"].items()}
+    return {"ms": {"prefill": timing["prefill_ms"], **{f"pass_{n}": ms for n, ms in timing["pass_ms"].items()},
+                   **{f"{kind}_step": ms for kind, ms in steps.items()}},
+            "split": cost_model.measured_split(timing["prefill_ms"], timing["pass_ms"], steps)}
+
+
+def split_table(split: dict, verifier_name: str, args) -> str:
+    pass_tokens = min(1 + max(args.num_draft_tokens), ACTION_DIM)
+    ms = split["ms"]
+    return (f"Cost split of {verifier_name} on {args.device} ({torch.get_num_threads()} torch thread(s), median of "
+            f"{args.arch_repeats}; prefill {ms['prefill']:.1f} ms, pass of 1 token {ms['pass_1']:.2f} ms, of "
+            f"{pass_tokens} {ms[f'pass_{pass_tokens}']:.2f} ms; draft steps of random heads at the verifier's width) "
+            "beside OpenVLA-7B's, computed by `spec-vla-bench cost`:\n\n"
+            + cost_model.split_comparison(split["split"], pass_tokens=pass_tokens))
 
 
 def run(args) -> dict:
@@ -416,6 +455,8 @@ def benchmark(args) -> dict:
               "ar_noise_floor": next(r["same_as_ar"] for r in results if r["draft"] == RESHAPED_AR),
               "results": results}
     table = markdown_table(results)
+    output["split"] = measured_split(verifier.model, args)
+    table += "\n\n" + split_table(output["split"], verifier.name, args)
     if args.arch == "openvla-7b":
         output["openvla_7b"] = run_architecture(args, results)
         table += "\n\n" + architecture_table(output["openvla_7b"])

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .launch_config import ResolvedNode, config_dir
-from .policy import PolicyConfig
-from .cli import use_defaults_in_help
-from .vla.constants import LIBERO_RENDER_SIZE
-from .vla.threads import DEFAULT_THREADS, THREADS_HELP
+from sim_bridge.constants import LIBERO_RENDER_SIZE
+
+from ...launch_config import ResolvedNode, config_dir
+from ...policy import PolicyConfig
+from ...vla.threads import DEFAULT_THREADS, THREADS_HELP
+from ..arguments import use_defaults_in_help
 
 NODE_START_TIMEOUT_S = 180.0
 ACTION_TIMEOUT_S = 60.0
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actions", type=int, default=50, help="timed actions")
     parser.add_argument("--warmup", type=int, default=5, help="untimed actions first")
     parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="square rgb8 frames (px)")
-    parser.add_argument("--draft", default=PolicyConfig().draft, help="none | mamba | llama | history")
+    parser.add_argument("--draft", default=PolicyConfig().draft, help="ar (autoregressive) | mamba | llama | history")
     parser.add_argument("--draft-checkpoint", default=PolicyConfig().draft_checkpoint,
                         help="draft checkpoint directory ('' = the packaged one for the miniature)")
     parser.add_argument("--verifier", default=PolicyConfig().verifier, help="'miniature' or an OpenVLA directory")
@@ -85,10 +86,11 @@ def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from .control import decode_values
-    from .launch_config import node_environment
-    from .launcher import node_command
-    from .ros_conversions import image_to_msg
+    from ... import topics
+    from ...decode_report import DecodeReport
+    from ...launch_config import node_environment
+    from ...launcher import node_command
+    from ...ros_conversions import image_to_msg
 
     domain_id = 1 + os.getpid() % 100
     os.environ.update(node_environment())         # this process's client too: the transports of a launched run
@@ -103,12 +105,12 @@ def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -
     node = rclpy.create_node("ros_benchmark", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    received = []       # (decode_stats values, receive time ns)
-    node.create_subscription(DiagnosticArray, "decode_stats", lambda msg: received.append(
-        (decode_values((kv.key, kv.value) for kv in msg.status[0].values), node.get_clock().now().nanoseconds,
-         msg.header.stamp)), 10)
-    camera = node.create_publisher(Image, "camera/image_raw", 10)
-    instruction = node.create_publisher(String, "instruction", 10)
+    received = []       # (DecodeReport, receive time ns, the answered frame's stamp)
+    node.create_subscription(DiagnosticArray, topics.DECODE_STATS.name, lambda msg: received.append(
+        (DecodeReport.from_pairs((kv.key, kv.value) for kv in msg.status[0].values),
+         node.get_clock().now().nanoseconds, msg.header.stamp)), topics.DECODE_STATS.qos_profile())
+    camera = node.create_publisher(Image, topics.CAMERA.name, 10)     # reliable: no frame lost in lockstep
+    instruction = node.create_publisher(String, topics.INSTRUCTION.name, topics.INSTRUCTION.qos_profile())
 
     def spin_until(condition, timeout_s: float, what: str, resend=None) -> None:
         """Spin until `condition()`; `resend()` once a second meanwhile, if given."""
@@ -144,7 +146,7 @@ def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -
         answered = 0
         while answered < len(received):
             answered = len(received)
-            quiet_until = time.monotonic() + 1.0 + 2e-3 * received[-1][0]["policy_ms"]
+            quiet_until = time.monotonic() + 1.0 + 2e-3 * received[-1][0].policy_ms
             spin_until(lambda: time.monotonic() > quiet_until, ACTION_TIMEOUT_S, "quiet")
         series = {"image stamp -> action publish": [], "decode (DecodeStats.total_ms)": [],
                   "ROS overhead = stamp -> publish - decode": [], "  of which preprocessing (resize, crop)": [],
@@ -154,16 +156,17 @@ def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -
             count = len(received)
             send_frame()
             spin_until(lambda: len(received) > count, ACTION_TIMEOUT_S, "action")
-            stats, received_ns, stamp = received[-1]
+            report, received_ns, stamp = received[-1]
             if index < warmup:
                 continue
             stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
-            series["image stamp -> action publish"].append(stats["image_to_action_ms"])
-            series["decode (DecodeStats.total_ms)"].append(stats["total_ms"])
-            series["ROS overhead = stamp -> publish - decode"].append(stats["image_to_action_ms"] - stats["total_ms"])
-            series["  of which preprocessing (resize, crop)"].append(stats["policy_ms"] - stats["total_ms"])
+            decode_ms = report.stats.total_ms
+            series["image stamp -> action publish"].append(report.image_to_action_ms)
+            series["decode (DecodeStats.total_ms)"].append(decode_ms)
+            series["ROS overhead = stamp -> publish - decode"].append(report.image_to_action_ms - decode_ms)
+            series["  of which preprocessing (resize, crop)"].append(report.policy_ms - decode_ms)
             series["  of which ROS (transport, conversion, hand-off, publish)"].append(
-                stats["image_to_action_ms"] - stats["policy_ms"])
+                report.image_to_action_ms - report.policy_ms)
             series["sender round trip (stamp -> decode_stats received)"].append((received_ns - stamp_ns) * 1e-6)
         return series
     finally:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spec_vla_ros.vla.constants import LIBERO_GOAL_MAX_STEPS, LIBERO_RENDER_SIZE
-
-from .libero_goal import AGENTVIEW_CAMERA, WRIST_CAMERA, LiberoGoalEnv, run_episodes
+import sim_bridge
+from sim_bridge.constants import LIBERO_GOAL_MAX_STEPS, LIBERO_RENDER_SIZE
+from sim_bridge.libero_goal import AGENTVIEW_CAMERA, WRIST_CAMERA, LiberoGoalEnv, run_episodes
 
 BRIDGE_TIMEOUT_S = 900.0
 
@@ -100,7 +100,7 @@ def bridge_episode(task_id: int, max_steps: int, image_size: int, wrist_camera: 
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float64MultiArray, String
 
-    from spec_vla_ros.ros_conversions import action_to_msg
+    from ...ros_conversions import action_to_msg
 
     domain_id = 10 + os.getpid() % 90          # keep clear of other ROS systems on this machine
     context = rclpy.Context()
@@ -121,7 +121,7 @@ def bridge_episode(task_id: int, max_steps: int, image_size: int, wrist_camera: 
                    "-p", f"image_size:={image_size}", "-p", f"publish_wrist:={str(wrist_camera).lower()}",
                    "-p", "mode:=lockstep", "-p", f"results_dir:={results_dir}"]
         environment = dict(os.environ, ROS_DOMAIN_ID=str(domain_id),  # the subprocess imports this sim_bridge
-                           PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                           PYTHONPATH=os.pathsep.join([str(Path(sim_bridge.__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH", "")]))
         log_path = Path(results_dir) / "bridge.log"
         with log_path.open("w") as log:

@@ -1,7 +1,7 @@
 """`spec-vla-bench full-size DIR`: proof that a full-size OpenVLA-7B loads and acts on this machine.
 
 Writes an OpenVLA-7B with random bf16 weights in the released checkpoints' layout
-(openvla-7b-finetuned-libero-goal): config.json with their fields (checkpoint.openvla_hf_config),
+(openvla-7b-finetuned-libero-goal): config.json with their fields (vla.checkpoint.openvla_hf_config),
 ~5 GB safetensors shards with model.safetensors.index.json (transformers 4.40's default shard
 size, which OpenVLA's fine-tuning script saved with), dataset_statistics.json,
 preprocessor_config.json and tokenizer files (the miniature's byte-level tokenizer stands in for
@@ -29,14 +29,15 @@ import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 
-from .action_tokenizer import LIBERO_GOAL_STATS
-from .checkpoint import (PREPROCESSOR_CONFIG, STATISTICS, load_verifier, openvla_hf_config, write_index)
-from .constants import DEFAULT_UNNORM_KEY
-from .model import OpenVLA, VLAConfig
-from .preprocess import OPENVLA_NORMALIZATION, openvla_preprocessor_config, pixel_values
-from .prompt import build_miniature_tokenizer, prompt_token_ids
-from .session import VerifierSession
-from .threads import apply_threads
+from ...vla.action_tokenizer import LIBERO_GOAL_STATS
+from ...vla.checkpoint import PREPROCESSOR_CONFIG, STATISTICS, openvla_hf_config, write_index
+from ...vla.constants import DEFAULT_UNNORM_KEY
+from ...vla.model import OpenVLA, VLAConfig
+from ...vla.preprocess import OPENVLA_NORMALIZATION, openvla_preprocessor_config, pixel_values
+from ...vla.prompt import build_miniature_tokenizer, prompt_token_ids
+from ...vla.session import VerifierSession
+from ...vla.threads import apply_threads
+from ...vla.verifiers import load_verifier
 
 RELEASED_SHARD_SIZE = "5GB"
 WEIGHT_STD = 0.02                  # Llama's initializer_range: activations stay finite through 32 layers
@@ -104,8 +105,8 @@ def timed(function):
 
 
 def run(args) -> dict:
-    from ..decoding.decoder import Decoder
-    from ..drafts.history import HistoryDraft
+    from ...decoding.decoder import Decoder
+    from ...drafts.history import HistoryDraft
 
     directory = Path(args.directory).absolute()
     wrote = not (directory / "config.json").exists()

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from .dds import BUILTIN_TRANSPORTS, PROFILES_FILE_VARIABLES, dds_environment
+from ...dds import BUILTIN_TRANSPORTS, PROFILES_FILE_VARIABLES, dds_environment
 
 IMAGE_TOPIC = "dds_benchmark/image"
 DONE_TOPIC = "dds_benchmark/done"
@@ -149,13 +149,13 @@ def subscribe(size: str, timeout_s: float) -> dict:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from .topics import CAMERA_QOS
+    from ...topics import CAMERA
 
     width, height = parse_size(size)
     role = _Role("dds_benchmark_subscriber")
     received, sent = set(), []
     role.node.create_subscription(Image, IMAGE_TOPIC, lambda msg: received.add(msg.header.frame_id) if (
-        msg.width, msg.height, len(msg.data)) == (width, height, width * height * 3) else None, CAMERA_QOS)
+        msg.width, msg.height, len(msg.data)) == (width, height, width * height * 3) else None, CAMERA.qos_profile())
     role.node.create_subscription(String, DONE_TOPIC, lambda msg: sent.append(int(msg.data)), _done_qos())
     errors_before = udp_receive_buffer_errors()
     deadline = time.monotonic() + timeout_s
@@ -173,12 +173,12 @@ def publish(size: str, frames: int, hz: float) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from .ros_conversions import image_to_msg
-    from .topics import CAMERA_QOS
+    from ...ros_conversions import image_to_msg
+    from ...topics import CAMERA
 
     width, height = parse_size(size)
     role = _Role("dds_benchmark_publisher")
-    images = role.node.create_publisher(Image, IMAGE_TOPIC, CAMERA_QOS)
+    images = role.node.create_publisher(Image, IMAGE_TOPIC, CAMERA.qos_profile())
     done = role.node.create_publisher(String, DONE_TOPIC, _done_qos())
     deadline = time.monotonic() + MATCH_TIMEOUT_S
     while images.get_subscription_count() == 0 or done.get_subscription_count() == 0:

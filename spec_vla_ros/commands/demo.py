@@ -21,14 +21,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .analysis.bags import read_bag, summarize_decoding
-from .cli import ArgumentParser, fail
-from .control import decode_values
-from .launch_config import node_environment, resolve
-from .launcher import Launcher
-from .vla.checkpoint import MINIATURE
-from .vla.constants import ACTION_DIM, LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS
-from .vla.threads import DEFAULT_THREADS, THREADS_HELP, check_threads
+from sim_bridge.constants import LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS
+
+from .. import topics
+from ..analysis.bags import read_bag, summarize_decoding
+from ..decode_report import DecodeReport
+from ..launch_config import node_environment, resolve
+from ..launcher import Launcher
+from ..vla.constants import ACTION_DIM
+from ..vla.miniature import MINIATURE
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, check_threads
+from .arguments import ArgumentParser, fail
 
 DEMO_MAX_STEPS = 60        # ~1-2 minutes on 2 CPU cores, startup included
 NO_DRAFT_NOTE = ("no draft checkpoint for verifier '{verifier}' (the packaged drafts are trained for the miniature): "
@@ -52,7 +55,8 @@ class Progress:
         self.rclpy, self.max_steps = rclpy, max_steps
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("spec_vla_demo_progress")
-        self.node.create_subscription(DiagnosticArray, "decode_stats", self._on_stats, 10)
+        self.node.create_subscription(DiagnosticArray, topics.DECODE_STATS.name, self._on_stats,
+                                      topics.DECODE_STATS.qos_profile())
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.started = time.monotonic()
@@ -62,10 +66,10 @@ class Progress:
         self._starting_shown = False
 
     def _on_stats(self, msg) -> None:
-        stats = decode_values((kv.key, kv.value) for kv in msg.status[0].values)
+        report = DecodeReport.from_pairs((kv.key, kv.value) for kv in msg.status[0].values)
         self.actions += 1
-        self.passes += stats["verifier_passes"]
-        self.total_ms += stats["total_ms"]
+        self.passes += report.stats.verifier_passes
+        self.total_ms += report.stats.total_ms
 
     def spin(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -121,7 +125,7 @@ def print_report(bag: Path) -> None:
         print(f"  {row['draft']:<8} {row['acceptance']:<11} {row['actions']:>7} {row['passes_per_action']:>13.2f} "
               f"{row['acceptance_length']:>11.2f} {row['median_ms']:>9.1f} {row['p90_ms']:>7.1f}")
     print(f"  (autoregressive decoding: {ACTION_DIM} verifier passes per action, 1 token per pass)")
-    print(f"  camera frames dropped by the policy node: {run.decode_stats[-1]['frames_dropped']}")
+    print(f"  camera frames dropped by the policy node: {run.decode_stats[-1].frames_dropped}")
 
 
 def absolute(path: str) -> str:
@@ -135,8 +139,9 @@ def policy_arguments(args) -> tuple[dict, str | None]:
     them, and a note to print, if any. Without --draft, the packaged Mamba draft serves the
     miniature (embedded or written) and a --draft-checkpoint; any other verifier gets `history`
     with NO_DRAFT_NOTE. Raises ValueError (one line) for a setting the policy node would refuse."""
-    from .drafts.registry import MINIATURE_NAME, verifier_identity
-    from .policy import PolicyConfig, validate_config
+    from ..drafts.registry import verifier_identity
+    from ..policy import PolicyConfig, validate_config
+    from ..vla.miniature import MINIATURE_NAME
 
     verifier = args.verifier if args.verifier == MINIATURE else absolute(args.verifier)
     draft_checkpoint = absolute(args.draft_checkpoint) if args.draft_checkpoint else ""
@@ -178,7 +183,7 @@ def main(argv=None) -> int:
     parser.add_argument("--task-id", type=int, default=0, help=f"LIBERO-GOAL task (0-{LIBERO_GOAL_NUM_TASKS - 1})")
     parser.add_argument("--max-steps", type=int, default=DEMO_MAX_STEPS,
                         help=f"policy steps in the episode (LIBERO-GOAL evaluations use {LIBERO_GOAL_MAX_STEPS})")
-    parser.add_argument("--draft", help="none | mamba | llama | history (default: mamba, or history for a "
+    parser.add_argument("--draft", help="ar | mamba | llama | history (default: mamba, or history for a "
                                         "verifier without a draft checkpoint)")
     parser.add_argument("--draft-checkpoint", default="",
                         help="draft trained for --verifier (a draft directory, or one with mamba/ and llama/); "

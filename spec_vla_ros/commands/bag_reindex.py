@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rosbags.rosbag2 import WriterError
 
-from .bags import reindex_bag
+from ..analysis.bags import reindex_bag
 
 
 def main(argv=None) -> int:

@@ -41,17 +41,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config
-from ..drafts.history import HistoryDraft
-from ..drafts.mamba import kernels_usable
-from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
-from ..vla.model import VLAConfig
-from ..vla.session import VerifierSession
-from . import cost_model
-from .acceptance import STRICT
-from .benchmark import build_random_architecture, timed_ms
-from .decoder import Decoder
-from .noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
+from ...decoding import cost_model
+from ...decoding.acceptance import STRICT
+from ...decoding.decoder import Decoder
+from ...decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
+from ...decoding.spec import check_num_draft_tokens
+from ...drafts.eagle_head import EagleDraft, EagleHead, default_core_config
+from ...drafts.history import HistoryDraft
+from ...drafts.mamba import kernels_usable
+from ...drafts.registry import AR, CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS
+from ...vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
+from ...vla.model import VLAConfig
+from ...vla.session import VerifierSession
+from .decode import build_random_architecture, timed_ms
 
 ARCHES = ("openvla-7b", "tiny")
 # The tiny architecture: the same code and kinds of module (DINOv2-like ViT with registers and
@@ -68,7 +70,7 @@ TINY_VISION_OVERRIDES = (
 OPTIONAL_SECTIONS = ("drafts", "decode")
 HEAD_CONTEXT = cost_model.DEFAULT_DRAFT_CONTEXT
 DTYPE = torch.bfloat16
-DECODE_DRAFTS = ("history",) + HEAD_KINDS
+DECODE_DRAFTS = SPECULATIVE_KINDS           # heads (mamba, llama) with random weights, and history
 
 
 def architecture(name: str) -> VLAConfig:
@@ -249,7 +251,7 @@ def drafts_section(model, device: str, repeats: int, prefill, num_draft_tokens: 
     hidden, embeds = prefill.hidden, prefill.input_embeds
     token = ACTION_TOKEN_MIN + 100
     section = {}
-    for kind in HEAD_KINDS:
+    for kind in CHECKPOINT_KINDS:
         head = random_head(kind, model, device, seed)
         draft = EagleDraft(head, model)
         begin_ms = timed_ms(lambda: draft.begin(hidden, embeds), device, repeats)
@@ -283,9 +285,10 @@ def observations(model, episodes: int, steps: int, prompt_tokens: int, seed: int
 
 
 def decoders(model, device: str, num_draft_tokens: int, seed: int) -> dict:
-    made = {"ar": Decoder(model), RESHAPED_AR: reshaped_ar_decoder(model)}
+    made = {AR: Decoder(model), RESHAPED_AR: reshaped_ar_decoder(model)}
     for name in DECODE_DRAFTS:
-        draft = HistoryDraft() if name == "history" else EagleDraft(random_head(name, model, device, seed), model)
+        needs_head = DRAFT_KINDS[name].needs_checkpoint
+        draft = EagleDraft(random_head(name, model, device, seed), model) if needs_head else HistoryDraft()
         made[name] = Decoder(model, draft, num_draft_tokens, STRICT)
     return made
 
@@ -304,8 +307,8 @@ def decode_section(model, device: str, observed: list, num_draft_tokens: int, se
                 decoder.reset_episode()
             records[name].append(decoder.decode(pixels, prompt)[1])
         previous = episode
-    ar_tokens = [stats.tokens for stats in records["ar"]]
-    ar_median = float(np.median([stats.total_ms for stats in records["ar"]]))
+    ar_tokens = [stats.tokens for stats in records[AR]]
+    ar_median = float(np.median([stats.total_ms for stats in records[AR]]))
     section = {"num_draft_tokens": num_draft_tokens, "actions": len(observed), "acceptance": STRICT.name,
                "configurations": {}}
     for name, stats_list in records.items():
@@ -370,7 +373,7 @@ def cost_model_section(config: VLAConfig, out: dict) -> dict:
         if "decode" in out:
             k = out["decode"]["num_draft_tokens"]
             for name, entry in out["decode"]["configurations"].items():
-                if name == "ar":
+                if name == AR:
                     rows["action_ar"] = {"measured_ms": entry["ms_median"], "roofline_ms":
                                          cost_model.ar_ms(costs, device, "roofline"),
                                          "eager_ms": cost_model.ar_ms(costs, device, "eager")}
@@ -392,7 +395,7 @@ def estimate_s(section: str, out: dict, args) -> float:
     pass_s = out["passes"]["pass"]["1"]["ms"] / 1e3
     action_s = out["passes"]["prefill_ms"] / 1e3 + (ACTION_DIM - 1) * pass_s
     if section == "drafts":
-        return len(HEAD_KINDS) * (4 * (args.repeats + 1) * pass_s + 5.0)
+        return len(CHECKPOINT_KINDS) * (4 * (args.repeats + 1) * pass_s + 5.0)
     if section == "decode":
         actions = args.episodes * args.steps_per_episode + 1
         return (2 + len(DECODE_DRAFTS)) * actions * action_s * 2.0 + 5.0
@@ -409,8 +412,10 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     if args.repeats < 1 or args.episodes < 1 or args.steps_per_episode < 1 or args.prompt_tokens < 2:
         raise SystemExit("--repeats, --episodes and --steps-per-episode must be >= 1 and --prompt-tokens >= 2")
-    if not 1 <= args.num_draft_tokens < cost_model.MAX_PASS_TOKENS:
-        raise SystemExit(f"--num-draft-tokens must be 1..{cost_model.MAX_PASS_TOKENS - 1}")
+    try:
+        check_num_draft_tokens(args.num_draft_tokens, "--num-draft-tokens")
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available here (use --arch tiny --device cpu to try "
                          "the code path on the CPU)")

@@ -3,22 +3,22 @@ from __future__ import annotations
 
 import importlib
 
-from .cli import ArgumentParser, use_defaults_in_help
+from .arguments import ArgumentParser, use_defaults_in_help
 
 # subcommand -> (module with add_arguments(parser) and run(args), help)
 BENCHMARKS = {
-    "verifier": ("spec_vla_ros.vla.benchmark", "verifier alone: load, prefill, per-token and per-action latency"),
-    "full-size": ("spec_vla_ros.vla.full_size",
+    "verifier": ("spec_vla_ros.commands.benchmarks.verifier", "verifier alone: load, prefill, per-token and per-action latency"),
+    "full-size": ("spec_vla_ros.commands.benchmarks.full_size",
                   "OpenVLA-7B with random bf16 weights written in the released layout (~15 GB), loaded, one action"),
-    "decode": ("spec_vla_ros.decoding.benchmark", "AR vs drafts x acceptance rules x num_draft_tokens"),
-    "cost": ("spec_vla_ros.decoding.cost_model",
+    "decode": ("spec_vla_ros.commands.benchmarks.decode", "AR vs drafts x acceptance rules x num_draft_tokens"),
+    "cost": ("spec_vla_ros.commands.benchmarks.cost",
              "OpenVLA-7B cost model (computed): FLOPs, bytes, ms on a named GPU; prefill : pass : draft step"),
-    "gpu": ("spec_vla_ros.decoding.gpu_benchmark",
+    "gpu": ("spec_vla_ros.commands.benchmarks.gpu",
             "one prepared GPU run: OpenVLA-7B with random bf16 weights, passes, AR vs speculative, JSON"),
-    "ros": ("spec_vla_ros.ros_benchmark", "ROS overhead per action: image stamp -> action publish minus decode"),
-    "dds": ("spec_vla_ros.dds_benchmark",
+    "ros": ("spec_vla_ros.commands.benchmarks.ros", "ROS overhead per action: image stamp -> action publish minus decode"),
+    "dds": ("spec_vla_ros.commands.benchmarks.dds",
             "camera frames over DDS: received/sent per frame size, default transports vs what the launch files set"),
-    "sim": ("sim_bridge.benchmark", "LIBERO-GOAL simulator: s/step with and without rendering, s/episode, bridge overhead"),
+    "sim": ("spec_vla_ros.commands.benchmarks.sim", "LIBERO-GOAL simulator: s/step with and without rendering, s/episode, bridge overhead"),
 }
 
 

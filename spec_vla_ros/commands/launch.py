@@ -1,0 +1,50 @@
+"""`spec-vla-launch CONFIGURATION [name:=value ...]`: a launch configuration's nodes without ROS 2's
+`launch` (spec_vla_ros/launcher.py runs them; spec_vla_ros/launch_config.py defines them)."""
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from .. import launcher as launcher_module
+from ..launch_config import CONFIGURATIONS, resolve
+from ..launcher import Launcher, check_nodes, node_command, parse_launch_arguments
+from .arguments import ArgumentParser, fail
+
+
+def main(argv=None) -> int:
+    parser = ArgumentParser(
+        prog="spec-vla-launch", description=launcher_module.__doc__.split("\n\n")[0],
+        epilog="configurations: " + "; ".join(f"{name}: {c.description}" for name, c in CONFIGURATIONS.items()))
+    parser.add_argument("configuration", choices=sorted(CONFIGURATIONS),
+                        help="node graph to run (the launch file of the same name)")
+    parser.add_argument("arguments", nargs="*", metavar="name:=value",
+                        help="launch arguments, as for ros2 launch (--show-args lists them)")
+    parser.add_argument("--log-dir", type=Path,
+                        help="write each node's output to DIR/<node>.log (default: to this terminal)")
+    parser.add_argument("--show-args", action="store_true", help="list the launch arguments and exit")
+    parser.add_argument("--print", action="store_true", help="print the node commands and exit")
+    args = parser.parse_args(argv)
+    configuration = CONFIGURATIONS[args.configuration]
+    if args.show_args:
+        for argument in configuration.arguments:
+            print(f"{argument.name}:={argument.default!r}\n    {argument.description}")
+        return 0
+    try:
+        nodes = resolve(args.configuration, parse_launch_arguments(args.arguments))
+        commands = [node_command(node) for node in nodes]
+        check_nodes(nodes)
+    except (ValueError, FileNotFoundError) as error:
+        return fail("spec-vla-launch", error)
+    if args.print:
+        print("\n".join(shlex.join(command) for command in commands))
+        return 0
+    launcher = Launcher(nodes, log_dir=args.log_dir)
+    for signal_number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signal_number, lambda *_: launcher.stop_requested.set())
+    return launcher.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

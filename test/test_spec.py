@@ -1,0 +1,85 @@
+"""DecoderSpec: the one parser of `KIND[:RULE[:THRESHOLD]]`, its inverse, and its refusals."""
+import pytest
+
+from spec_vla_ros.decoding.acceptance import STRICT, Acceptance
+from spec_vla_ros.decoding.spec import DecoderSpec, check_num_draft_tokens, parse_acceptance
+from spec_vla_ros.drafts.eagle_head import HEAD_KINDS
+from spec_vla_ros.drafts.registry import AR, CHECKPOINT_KINDS, DRAFT_KINDS, DRAFT_NAMES, SPECULATIVE_KINDS
+
+
+@pytest.mark.parametrize("text, draft, acceptance, name", [
+    ("ar", "ar", STRICT, "ar"),
+    (" AR ", "ar", STRICT, "ar"),
+    ("mamba", "mamba", STRICT, "mamba"),
+    ("mamba:strict", "mamba", STRICT, "mamba"),
+    ("mamba:relaxed", "mamba", Acceptance(9), "mamba:relaxed:9"),
+    ("mamba:relaxed:9", "mamba", Acceptance(9), "mamba:relaxed:9"),
+    ("mamba:relaxed:0", "mamba", STRICT, "mamba"),                       # threshold 0 is strict
+    ("llama:relaxed-guarded", "llama", Acceptance(9, guarded=True), "llama:relaxed-guarded:9"),
+    ("history:relaxed-guarded:3", "history", Acceptance(3, guarded=True), "history:relaxed-guarded:3"),
+])
+def test_parse_and_name_are_inverses(text, draft, acceptance, name):
+    spec = DecoderSpec.parse(text)
+    assert (spec.draft, spec.acceptance, spec.name) == (draft, acceptance, name)
+    assert DecoderSpec.parse(spec.name) == spec
+    assert spec.speculative == (draft != AR)
+
+
+def test_parse_takes_the_kinds_checkpoint_and_num_draft_tokens():
+    checkpoints = {"mamba": "/drafts/mamba", "llama": "/drafts/llama"}
+    assert DecoderSpec.parse("mamba:relaxed", checkpoints, 3) == DecoderSpec("mamba", "/drafts/mamba", 3, Acceptance(9))
+    assert DecoderSpec.parse("history", checkpoints).draft_checkpoint == ""
+    assert DecoderSpec.parse("mamba:relaxed:9") != DecoderSpec.parse("mamba:relaxed-guarded:9")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("none", "configuration 'none': draft 'none' is now spelled 'ar' (autoregressive decoding)"),
+    ("none:relaxed", "configuration 'none:relaxed': draft 'none' is now spelled 'ar' (autoregressive decoding)"),
+    ("eagle", "configuration 'eagle': draft 'eagle' is unknown; expected one of ar, mamba, llama, history"),
+    ("", "configuration '': draft '' is unknown; expected one of ar, mamba, llama, history"),
+    ("ar:relaxed", "configuration 'ar:relaxed': 'ar' has no acceptance rule"),
+    ("mamba:loose", "configuration 'mamba:loose': acceptance 'loose' is unknown; expected one of strict, "
+                    "relaxed, relaxed-guarded"),
+    ("mamba:strict:3", "configuration 'mamba:strict:3': acceptance 'strict:3': only relaxed and relaxed-guarded "
+                       "take a threshold"),
+    ("mamba:relaxed:-1", "configuration 'mamba:relaxed:-1': acceptance 'relaxed:-1': the relaxed threshold must "
+                         "be an integer >= 0"),
+    ("mamba:relaxed:9:1", "the relaxed threshold must be an integer >= 0"),
+])
+def test_bad_texts_are_refused_in_one_line(text, message):
+    with pytest.raises(ValueError) as raised:
+        DecoderSpec.parse(text)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [0, 8, -1, True, 2.0, "4", None])
+def test_num_draft_tokens_is_checked_in_one_place(value):
+    with pytest.raises(ValueError, match=rf"^num_draft_tokens {value!r}: expected an integer in 1\.\.7$"):
+        DecoderSpec("mamba", num_draft_tokens=value)
+    with pytest.raises(ValueError, match=rf"^--num-draft-tokens {value!r}: expected an integer in 1\.\.7$"):
+        check_num_draft_tokens(value, "--num-draft-tokens")
+
+
+def test_the_constructor_refuses_what_the_parser_refuses():
+    with pytest.raises(ValueError, match="^draft 'none' is now spelled 'ar'"):
+        DecoderSpec("none")
+    with pytest.raises(ValueError, match="^draft 'gpt' is unknown"):
+        DecoderSpec("gpt")
+    with pytest.raises(ValueError, match="expected an Acceptance"):
+        DecoderSpec("mamba", acceptance="strict")
+    for k in range(1, 8):
+        assert DecoderSpec("history", num_draft_tokens=k).num_draft_tokens == k
+
+
+def test_acceptance_alone_parses_as_in_the_configuration_syntax():
+    assert parse_acceptance("relaxed") == Acceptance(9)
+    assert parse_acceptance("Relaxed-Guarded:4") == Acceptance(4, guarded=True)
+    assert parse_acceptance("strict") == STRICT
+    with pytest.raises(ValueError, match="acceptance 'loose' is unknown"):
+        parse_acceptance("loose")
+
+
+def test_the_kinds_table_is_the_one_list():
+    assert DRAFT_NAMES == tuple(DRAFT_KINDS) == ("ar", "mamba", "llama", "history")
+    assert SPECULATIVE_KINDS == ("mamba", "llama", "history")
+    assert CHECKPOINT_KINDS == HEAD_KINDS            # the heads drafts/eagle_head.py can build
