@@ -20,6 +20,7 @@ from spec_vla_ros.drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, de
 from spec_vla_ros.vla.miniature import miniature_config
 from spec_vla_ros.vla.constants import ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
 from spec_vla_ros.vla.model import OpenVLA, VLAConfig
+from spec_vla_ros.vla import session as session_module
 from spec_vla_ros.vla.session import VerifierSession
 
 
@@ -87,7 +88,7 @@ class Executed:
             handle.remove()
 
 
-def test_weights_read_are_those_of_the_modules_that_run():
+def test_weights_read_are_those_of_the_modules_that_run(monkeypatch):
     torch.manual_seed(0)
     config = architecture("tiny")
     model = OpenVLA(config).eval()
@@ -112,8 +113,13 @@ def test_weights_read_are_those_of_the_modules_that_run():
     read_by_pass = sum(module_parameters(m) for m in (language_model.model.layers, language_model.model.norm,
                                                        language_model.lm_head))
     executed.ran.clear()
+    heads_read = []                # the session computes the logits from the lm_head's weight (vla.session)
+    original = session_module.lm_head_logits
+    monkeypatch.setattr(session_module, "lm_head_logits",
+                        lambda weight, hidden: heads_read.append(weight) or original(weight, hidden))
     session.extend([ACTION_TOKEN_MIN + 5])
-    assert language_model.lm_head in executed.ran and all(layer in executed.ran for layer in language_model.model.layers)
+    assert [id(w) for w in heads_read] == [id(language_model.lm_head.weight)]
+    assert all(layer in executed.ran for layer in language_model.model.layers)
     assert costs.passes[1].weight_params == read_by_pass
     executed.close()
 

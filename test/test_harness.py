@@ -28,6 +28,7 @@ from spec_vla_ros.training.collect import Trace, TraceWriter, synthetic_episode,
 from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN, EOS_TOKEN_ID
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
+from spec_vla_ros.vla.session import lm_head_logits
 
 PROMPT_LENGTH = 5
 TOKEN_SET = (ACTION_TOKEN_MIN + 100, ACTION_TOKEN_MIN + 101)     # a random guess from it is right half the time
@@ -174,7 +175,7 @@ def test_replay_matches_live_decoding_with_the_verifier(verifier):
         live.append(live_decoder.decode(pixel_values(frame), prompt_ids)[1])
         recorded[-1].append(trace_action(verifier.model, pixel_values(frame), prompt_ids))
     replayed = [stats for _, stats in replay(HistoryDraft(), recorded, verifier.model, 4, STRICT)]
-    lm_head = verifier.model.language_model.lm_head
+    lm_head = verifier.model.language_model.lm_head.weight
     compared = 0
     for episode, traces in enumerate(recorded):
         start = episode * frames_per_episode
@@ -185,7 +186,7 @@ def test_replay_matches_live_decoding_with_the_verifier(verifier):
             if mine.tokens != trace.tokens:
                 first = next(i for i, (a, b) in enumerate(zip(mine.generated, trace.tokens)) if a != b)
                 with torch.inference_mode():
-                    logits = lm_head(trace.hidden[trace.prompt_length - 1:]).float()
+                    logits = lm_head_logits(lm_head, trace.hidden[trace.prompt_length - 1:])
                 gap = float(logits[first, trace.tokens[first]] - logits[first, mine.generated[first]])
                 assert 0 <= gap <= STRICT_TIE_TOLERANCE_FP32, f"{message}: AR logit gap {gap:.3g} at token {first}"
                 break

@@ -20,6 +20,7 @@ from spec_vla_ros.training.arguments import CommandError
 from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MIN
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
+from spec_vla_ros.vla.session import lm_head_logits
 
 EPISODES, STEPS = 96, 1
 
@@ -43,7 +44,7 @@ def test_traces_are_the_verifiers_greedy_run(miniature, traces):
     assert manifest["verifier"] == miniature.name and manifest["num_steps"] == len(steps) == EPISODES * STEPS
     assert manifest["storage_dtype"] == "float16" and manifest["prompt_window"] == 16
     assert len(manifest["shards"]) == -(-len(steps) // 16)
-    lm_head = miniature.model.language_model.lm_head
+    lm_head = miniature.model.language_model.lm_head.weight
     ar = Decoder(miniature.model)
     for step in steps[:3]:
         window = step["window"]
@@ -65,7 +66,8 @@ def test_traces_are_the_verifiers_greedy_run(miniature, traces):
                                    atol=1e-6)
         # hidden state at window position W - 1 + i predicts token i (fp16 keeps the argmax here)
         with torch.no_grad():
-            assert lm_head(step["hidden"][window - 1:].float()).argmax(-1).tolist() == step["tokens"].tolist()
+            assert lm_head_logits(lm_head, step["hidden"][window - 1:].float()).argmax(-1).tolist() == \
+                step["tokens"].tolist()
 
 
 def test_collect_from_an_image_directory(tmp_path):

@@ -7,7 +7,7 @@ from spec_vla_ros.decoding.decoder import Decoder
 from spec_vla_ros.vla.constants import ACTION_DIM, EMPTY_TOKEN_ID, NUM_PATCHES
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
-from spec_vla_ros.vla.session import VerifierSession
+from spec_vla_ros.vla.session import VerifierSession, lm_head_logits
 
 INSTRUCTIONS = ("Open the middle drawer of the cabinet", "put the bowl on the stove", "turn on the stove",
                 "push the plate to the front of the stove", "put the wine bottle on the rack", "x")
@@ -81,3 +81,16 @@ def test_truncate_rolls_the_cache_back_exactly(miniature, rng):
 def test_empty_instruction_is_rejected(miniature, instruction):
     with pytest.raises(ValueError, match="instruction is empty"):
         prompt_token_ids(miniature.tokenizer, instruction)
+
+
+@pytest.mark.parametrize("rows", range(1, 9))
+def test_lm_head_logits_are_the_lm_heads_product_for_any_number_of_rows(miniature, rows):
+    """vla.session computes logits with its own kernel choice on the CPU; the values are the
+    lm_head's (float rounding apart) for passes of every length a decoder makes."""
+    lm_head = miniature.model.language_model.lm_head
+    hidden = torch.randn(rows, miniature.model.hidden_size, generator=torch.Generator().manual_seed(rows))
+    with torch.no_grad():
+        expected = lm_head(hidden).float()
+    logits = lm_head_logits(lm_head.weight, hidden)
+    assert logits.shape == expected.shape == (rows, lm_head.weight.shape[0]) and logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
