@@ -16,7 +16,8 @@ def _parameter(name: str, default, description: str) -> Parameter:
 
 
 BRIDGE_PARAMETERS = parameter_table(
-    _parameter("task_ids", list(range(LIBERO_GOAL_NUM_TASKS)), "LIBERO-GOAL task ids (0-9) to run, in this order"),
+    _parameter("task_ids", list(range(LIBERO_GOAL_NUM_TASKS)),
+               "LIBERO-GOAL task ids (0-9) to run, in this order, e.g. [0, 3]"),
     _parameter("episodes_per_task", LIBERO_EPISODES_PER_TASK,
                "episodes per task; episode i starts from the suite's fixed initial state i (max 50)"),
     _parameter("max_steps", LIBERO_GOAL_MAX_STEPS, "policy steps before an episode counts as failed (OpenVLA: 300)"),

@@ -18,4 +18,3 @@ LIBERO_GOAL_INSTRUCTIONS = (        # the suite's task language, in task-id orde
     "open the top drawer and put the bowl inside", "put the bowl on top of the cabinet",
     "push the plate to the front of the stove", "put the cream cheese in the bowl", "turn on the stove",
     "put the bowl on the plate", "put the wine bottle on the rack")
-

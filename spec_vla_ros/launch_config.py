@@ -180,13 +180,12 @@ def resolve(configuration_name: str, argument_values: dict | None = None) -> lis
 
 def generate_launch_description(configuration_name: str):
     """launch_ros description of a configuration (needs ROS 2's `launch` and `launch_ros`)."""
-    from launch_ros.actions import Node
-
     from launch import LaunchDescription
     from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler,
                                 SetEnvironmentVariable)
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
+    from launch_ros.actions import Node
 
     configuration = CONFIGURATIONS[configuration_name]
 

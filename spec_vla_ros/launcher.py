@@ -1,5 +1,5 @@
-"""`spec-vla-launch CONFIGURATION [name:=value ...]`: the launch files' node graphs without
-ROS 2's `launch` (not on PyPI). Reads the same spec_vla_ros.launch_config.
+"""The runner behind `spec-vla-launch` (commands/launch.py): the launch files' node graphs without
+ROS 2's `launch` (not on PyPI), read from the same spec_vla_ros.launch_config.
 
 Each node is a separate process (its console script with `--ros-args --params-file ... -r from:=to
 -p name:=value`), talking over real DDS. The run ends when the node marked `ends_run` exits (the

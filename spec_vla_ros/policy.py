@@ -7,7 +7,6 @@ off its executor thread and swap at an action boundary while the old decoder kee
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -93,10 +92,8 @@ class VLAPolicy:
         self.verifier = load_verifier(config.verifier, config.device, config.dtype)
         self.norm_stats = select_norm_stats(self.verifier.norm_stats, config.unnorm_key)
         self._lock = threading.Lock()
-        self._draft_directories = weakref.WeakKeyDictionary()    # decoder built here -> its draft's directory
         self.config = config
         self.decoder = self.build_decoder(config, resolved)
-        self._draft_checkpoint = draft_directory(resolved)
 
     validate = staticmethod(validate_config)
 
@@ -114,22 +111,13 @@ class VLAPolicy:
         if (resolved.kind, resolved.checkpoint) != (spec.draft, spec.draft_checkpoint):
             raise ValueError(f"the resolved draft '{resolved.kind}' ({resolved.checkpoint or 'packaged'}) is not "
                              f"the config's '{spec.draft}' ({spec.draft_checkpoint or 'packaged'})")
-        decoder = Decoder(self.verifier.model, load(resolved, self.verifier), spec.num_draft_tokens, spec.acceptance)
-        self._draft_directories[decoder] = draft_directory(resolved)
-        return decoder
+        return Decoder(self.verifier.model, load(resolved, self.verifier), spec.num_draft_tokens, spec.acceptance,
+                       draft_checkpoint=draft_directory(resolved))
 
     def set_decoder(self, decoder: Decoder, config: PolicyConfig) -> None:
         """Install a decoder; the action in flight (if any) finishes with the old one."""
-        checkpoint = self._draft_directories.get(decoder)
-        if checkpoint is None:                   # built elsewhere: resolve its config's draft
-            checkpoint = self.draft_checkpoint_of(config)
         with self._lock:
-            self.decoder, self.config, self._draft_checkpoint = decoder, config, checkpoint
-
-    def draft_checkpoint_of(self, config: PolicyConfig) -> str:
-        """The directory `config`'s draft head loads from ('' for ar and history); ValueError as
-        validate_config for its draft."""
-        return draft_directory(config.spec.resolve(self.verifier.name, self.verifier.model.hidden_size))
+            self.decoder, self.config = decoder, config
 
     def reset_episode(self) -> None:
         with self._lock:
@@ -153,6 +141,4 @@ class VLAPolicy:
             prompt_ids = prompt_token_ids(self.verifier.tokenizer, instruction)
             pixels = pixel_values(image, self.config.center_crop, self.verifier.image_normalization)
             tokens, stats = (decoder or self.decoder).decode(pixels, prompt_ids)
-            if decoder is None:
-                stats.draft_checkpoint = self._draft_checkpoint
         return tokens, stats

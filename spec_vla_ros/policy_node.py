@@ -54,7 +54,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from . import topics
-from .commands.arguments import one_line
+from .errors import one_line
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import COUNTER_KEYS, DecodeReport

@@ -27,7 +27,7 @@ INSTRUCTIONS = ("put the bowl on the plate", "turn on the stove")
 DRAFT_CHECKPOINT = "/drafts/history-for-test"
 TOKENS = [ACTION_TOKEN_MIN + 100 + i for i in range(ACTION_DIM)]
 # (draft, acceptance, accepted per pass, proposed per pass) of each action, two episodes of three
-ACTIONS = [[("none", "strict", [0] * 7, [0] * 7)] * 3,
+ACTIONS = [[("ar", "strict", [0] * 7, [0] * 7)] * 3,
            [("history", "strict", [0] * 7, [0] * 7), ("history", "strict", [7], [7]),
             ("history", "strict", [2, 3, 0], [7, 4, 1])]]
 
@@ -66,7 +66,7 @@ def write_bag(path, namespace="", frames_per_episode=3, acted=None):
                 draft, acceptance, accepted, proposed = actions[index % len(actions)]
                 stats = DecodeStats(draft, acceptance, TOKENS, len(accepted), accepted, proposed,
                                     draft_ms=0.5 * index, verify_ms=10.0 * len(accepted), total_ms=11.0 * len(accepted),
-                                    draft_checkpoint=DRAFT_CHECKPOINT if draft != "none" else "")
+                                    draft_checkpoint=DRAFT_CHECKPOINT if draft != "ar" else "")
                 report = DecodeReport(stats, policy_ms=stats.total_ms + 2, image_to_action_ms=stats.total_ms + 3)
                 status = types["diagnostic_msgs/msg/DiagnosticStatus"](
                     level=0, name="spec_vla_policy: decode", message="", hardware_id="miniature",
@@ -94,7 +94,7 @@ def test_bag_report_groups_decoding_by_draft_and_reports_episodes(tmp_path, name
 
     document = json.loads((output / "bag_analysis.json").read_text())
     decoding = document["tables"]["decoding"]
-    assert [(row["draft"], row["actions"]) for row in decoding] == [("none", 3), ("history", 3)]
+    assert [(row["draft"], row["actions"]) for row in decoding] == [("ar", 3), ("history", 3)]
     history_passes = [len(accepted) for _, _, accepted, _ in ACTIONS[1]]
     assert decoding[0]["passes_per_action"] == ACTION_DIM and decoding[0]["acceptance_length"] == 1.0
     assert decoding[1]["acceptance_length"] == pytest.approx(3 * ACTION_DIM / sum(history_passes))
@@ -121,8 +121,8 @@ def test_bag_plots_split_latency_and_draw_one_panel_per_action_dimension(tmp_pat
     assert row.preprocessing_ms == pytest.approx(2.0) and row.actions == 3
     assert row.total_ms == pytest.approx(sum(11.0 * len(accepted) for _, _, accepted, _ in ACTIONS[1]) / 3)
     without = [replace(report, policy_ms=None) for report in run.decode_stats]
-    assert bag_analysis.latency_row("none strict", without[:3]).preprocessing_ms is None      # not measured
-    figure = plots.draw_ms_per_action([row, bag_analysis.latency_row("none strict", without[:3])], "caption")
+    assert bag_analysis.latency_row("ar strict", without[:3]).preprocessing_ms is None      # not measured
+    figure = plots.draw_ms_per_action([row, bag_analysis.latency_row("ar strict", without[:3])], "caption")
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert legend[0] == "preprocessing (image -> pixels)" and "not measured" in " ".join(
         text.get_text() for text in figure.axes[0].texts)

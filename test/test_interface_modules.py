@@ -52,3 +52,11 @@ def test_a_parameter_table_refuses_a_name_twice_and_gives_types_and_defaults():
         assert "'rate' is defined twice" in str(error)
     else:
         raise AssertionError("a name given twice was accepted")
+
+
+def test_benchmarks_that_start_their_own_processes_name_a_module_that_exists():
+    """`spec-vla-bench dds` runs its publisher and subscriber as `python -m MODULE`."""
+    import importlib.util
+
+    from spec_vla_ros.commands.benchmarks import dds
+    assert dds.MODULE == dds.__name__ and importlib.util.find_spec(dds.MODULE) is not None

@@ -25,6 +25,7 @@ import re
 import sys
 
 from ..drafts.checkpoints import DraftCheckpointError
+from ..errors import one_line
 from ..drafts.registry import CHECKPOINT_KINDS
 from ..training.arguments import DTYPES, CommandError, absolute_path
 from ..vla.checkpoint import CheckpointError
@@ -68,11 +69,6 @@ def fail(prog: str, message) -> int:
     return EXIT_USAGE
 
 
-def one_line(message) -> str:
-    """A message or exception's text on one line (rcl and rclpy messages may span several)."""
-    return " ".join(str(message).split()) or type(message).__name__
-
-
 # --- spec-vla-collect, spec-vla-train-draft (and the shared option types) ---------------------
 
 class OneLineParser(argparse.ArgumentParser):
@@ -96,7 +92,8 @@ def device_argument(text: str) -> str:
 def add_runtime_arguments(parser: argparse.ArgumentParser, dtype_help: str) -> None:
     parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help=dtype_help)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP + f" (default: {DEFAULT_THREADS})")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=THREADS_HELP + f" (default: {DEFAULT_THREADS})")
 
 
 def split_checkpoint(item: str) -> tuple[str, str]:
@@ -127,6 +124,5 @@ def run(prog: str, command, args):
     try:
         return command(args)
     except EXPECTED_ERRORS as error:
-        message = " ".join(str(error).split())        # one line, whatever the message held
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None

@@ -1,5 +1,8 @@
-"""`spec-vla-launch CONFIGURATION [name:=value ...]`: a launch configuration's nodes without ROS 2's
-`launch` (spec_vla_ros/launcher.py runs them; spec_vla_ros/launch_config.py defines them)."""
+"""`spec-vla-launch CONFIGURATION [name:=value ...]`: the launch files' node graphs without
+ROS 2's `launch` (not on PyPI). Reads the same spec_vla_ros.launch_config.
+
+The runner itself is spec_vla_ros/launcher.py; the node graphs are spec_vla_ros/launch_config.py.
+"""
 from __future__ import annotations
 
 import shlex
@@ -7,7 +10,6 @@ import signal
 import sys
 from pathlib import Path
 
-from .. import launcher as launcher_module
 from ..launch_config import CONFIGURATIONS, resolve
 from ..launcher import Launcher, check_nodes, node_command, parse_launch_arguments
 from .arguments import ArgumentParser, fail
@@ -15,7 +17,7 @@ from .arguments import ArgumentParser, fail
 
 def main(argv=None) -> int:
     parser = ArgumentParser(
-        prog="spec-vla-launch", description=launcher_module.__doc__.split("\n\n")[0],
+        prog="spec-vla-launch", description=__doc__.split("\n\n")[0],
         epilog="configurations: " + "; ".join(f"{name}: {c.description}" for name, c in CONFIGURATIONS.items()))
     parser.add_argument("configuration", choices=sorted(CONFIGURATIONS),
                         help="node graph to run (the launch file of the same name)")

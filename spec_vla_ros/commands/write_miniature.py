@@ -1,6 +1,7 @@
-"""`spec-vla-write-miniature DIR`: writes the embedded miniature OpenVLA (vla/checkpoint.py) as a
-real OpenVLA HF directory (sharded safetensors + index, dataset_statistics.json,
-preprocessor_config.json, tokenizer); `--as-openvla` makes it a stand-in for a real checkpoint."""
+"""`spec-vla-write-miniature DIR`: writes the embedded miniature OpenVLA (vla/miniature.py) as a
+real OpenVLA HF directory with vla/checkpoint.write_checkpoint (sharded safetensors + index,
+dataset_statistics.json, preprocessor_config.json, tokenizer); `--as-openvla` makes it a stand-in
+for a real checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path

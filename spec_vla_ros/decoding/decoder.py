@@ -33,15 +33,17 @@ from .stats import DecodeStats
 
 class Decoder:
     def __init__(self, model: OpenVLA | None, draft: Draft | None = None, num_draft_tokens: int = 4,
-                 acceptance: Acceptance = STRICT, session_factory=None):
+                 acceptance: Acceptance = STRICT, session_factory=None, draft_checkpoint: str = ""):
         """`session_factory` (default: a VerifierSession over `model`) lets offline tools replay
-        recorded verifier outputs through this same loop."""
+        recorded verifier outputs through this same loop. `draft_checkpoint`: the directory the
+        draft head was loaded from ('' for none), copied into every DecodeStats."""
         if draft is not None and (not isinstance(num_draft_tokens, int) or num_draft_tokens < 1):
             raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")
         self.new_session = session_factory or (lambda: VerifierSession(model))
         self.draft = draft
         self.num_draft_tokens = num_draft_tokens
         self.acceptance = acceptance
+        self.draft_checkpoint = draft_checkpoint
 
     @property
     def draft_name(self) -> str:
@@ -54,7 +56,8 @@ class Decoder:
     def decode(self, pixel_values: torch.Tensor, prompt_ids: list[int]) -> tuple[list[int], DecodeStats]:
         """-> the 7 token ids the action is read from (OpenVLA's last 7 ids of prompt + output), and
         the statistics (`stats.generated`: the verifier's output itself, ending with EOS if it stopped)."""
-        stats = DecodeStats(draft=self.draft_name, acceptance=self.acceptance.name)
+        stats = DecodeStats(draft=self.draft_name, acceptance=self.acceptance.name,
+                            draft_checkpoint=self.draft_checkpoint)
         start = time.perf_counter()
         generated = self._speculative(pixel_values, prompt_ids, stats) if self.draft else \
             self._autoregressive(pixel_values, prompt_ids, stats)

@@ -21,7 +21,7 @@ class DecodeStats:
     # action is then read, as OpenVLA's predict_action does, from the last 7 ids of prompt +
     # output, so `tokens` starts with prompt ids. Empty in statistics recorded before it existed.
     generated: list = field(default_factory=list)
-    # The directory the draft head was loaded from ('' for ar and history), as VLAPolicy serves it.
+    # The directory the draft head was loaded from ('' for ar and history), as the Decoder was told.
     draft_checkpoint: str = ""
 
     @property

@@ -85,13 +85,13 @@ SPECULATIVE_KINDS = tuple(name for name in DRAFT_NAMES if name != AR)      # mam
 CHECKPOINT_KINDS = tuple(name for name, kind in DRAFT_KINDS.items() if kind.needs_checkpoint)   # mamba, llama
 
 
-def check_kind(kind: str, choices: tuple[str, ...] = DRAFT_NAMES) -> None:
-    """ValueError for a kind not in `choices`, naming them; a retired spelling ('none') names its
+def check_kind(kind: str) -> None:
+    """ValueError for a kind not in DRAFT_NAMES, naming them; a retired spelling ('none') names its
     replacement."""
-    if kind in RETIRED_SPELLINGS and RETIRED_SPELLINGS[kind] in choices:
+    if kind in RETIRED_SPELLINGS:
         raise ValueError(f"draft '{kind}' is now spelled '{RETIRED_SPELLINGS[kind]}' (autoregressive decoding)")
-    if kind not in choices:
-        raise ValueError(f"draft '{kind}' is unknown; expected one of {', '.join(choices)}")
+    if kind not in DRAFT_NAMES:
+        raise ValueError(f"draft '{kind}' is unknown; expected one of {', '.join(DRAFT_NAMES)}")
 
 
 def verifier_identity(verifier: str) -> tuple[str, int | None]:

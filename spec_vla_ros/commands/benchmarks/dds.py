@@ -22,6 +22,7 @@ import time
 
 from ...dds import BUILTIN_TRANSPORTS, PROFILES_FILE_VARIABLES, dds_environment
 
+MODULE = "spec_vla_ros.commands.benchmarks.dds"      # the publisher and subscriber processes run this module
 IMAGE_TOPIC = "dds_benchmark/image"
 DONE_TOPIC = "dds_benchmark/done"
 DEFAULT_SIZES = ("256x256", "640x480", "1280x720")
@@ -76,7 +77,7 @@ def measure(size: str, frames: int, hz: float, transports: str, publisher_prefix
     """One publisher -> subscriber run; the subscriber's result dict."""
     domain_id = 100 + (os.getpid() + int(time.monotonic())) % 100
     environment = transport_environment(transports, discovery_range, domain_id)
-    role = [sys.executable, "-m", "spec_vla_ros.dds_benchmark"]
+    role = [sys.executable, "-m", MODULE]
     timeout_s = MATCH_TIMEOUT_S + SETTLE_S + frames / hz + LINGER_S + 30
     subscriber = subprocess.Popen(shlex.split(subscriber_prefix) + role + ["subscribe", "--size", size,
                                                                           "--timeout", str(timeout_s)],
@@ -203,7 +204,7 @@ def publish(size: str, frames: int, hz: float) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spec_vla_ros.dds_benchmark", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
     add_arguments(commands.add_parser("run", help="the benchmark (default)"))
     subscriber = commands.add_parser("subscribe", help="one role: count frames (prints a JSON line)")
