@@ -30,15 +30,16 @@ import json
 from dataclasses import dataclass, field, fields
 
 from .decoding.stats import DecodeStats
+from .drafts.kinds import AR, RETIRED_SPELLINGS
 
 # The node's running counts since it started, in the order they are sent.
 COUNTER_KEYS = ("actions", "frames_received", "frames_dropped", "frames_stale", "inputs_rejected",
                 "inference_errors")
 # Written for readers of the topic, recomputed from the DecodeStats fields when read back.
 DERIVED_KEYS = ("acceptance_length", "stopped_at_eos")
-# DecodeStats.draft of autoregressive decoding (no draft): 'ar' (drafts.registry.AR), 'none' in
-# bags recorded before the draft kinds were renamed. (Not imported: the registry loads the model stack.)
-AUTOREGRESSIVE_DRAFTS = ("ar", "none")
+# DecodeStats.draft of autoregressive decoding (no draft): 'ar', and 'none' in bags recorded
+# before the draft kinds were renamed.
+AUTOREGRESSIVE_DRAFTS = (AR, *RETIRED_SPELLINGS)
 # In every decode_stats status since the first bags; without one of them a status is malformed.
 REQUIRED_KEYS = ("draft", "acceptance", "tokens", "verifier_passes", "accepted_per_pass", "proposed_per_pass",
                  "draft_ms", "verify_ms", "total_ms")
@@ -85,10 +86,8 @@ class DecodeReport:
     def values(self) -> dict:
         """The key -> value mapping that goes on the wire, in wire order, before encoding. A key
         in `missing` or a node field that is None is left out (it was not recorded)."""
-        stats = {**{f.name: getattr(self.stats, f.name) for f in fields(DecodeStats)},
-                 "acceptance_length": self.stats.acceptance_length, "stopped_at_eos": self.stats.stopped_at_eos}
         node = {key: getattr(self, key) for key in NODE_TYPES}
-        ordered = {"verifier": node.pop("verifier"), **stats, **node, **self.unknown}
+        ordered = {"verifier": node.pop("verifier"), **self.stats.as_dict(), **node, **self.unknown}
         return {key: value for key, value in ordered.items() if value is not None and key not in self.missing}
 
     def to_pairs(self) -> list[tuple[str, str]]:

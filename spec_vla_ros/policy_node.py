@@ -54,10 +54,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from . import topics
-from .errors import one_line
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import COUNTER_KEYS, DecodeReport
+from .errors import one_line
 from .policy import PolicyConfig, VLAPolicy
 from .policy_parameters import POLICY_PARAMETERS
 from .ros_conversions import COMPRESSED_SUFFIX, action_to_msg, msg_to_image

@@ -52,7 +52,7 @@ def test_the_wire_format_is_the_one_existing_bags_hold():
 
 
 def test_autoregressive_decoding_is_told_apart_in_either_spelling():
-    from spec_vla_ros.drafts.registry import AR
+    from spec_vla_ros.drafts.kinds import AR
     assert AR in AUTOREGRESSIVE_DRAFTS and "none" in AUTOREGRESSIVE_DRAFTS      # 'none': older bags
     assert DecodeReport(DecodeStats(AR, "strict")).autoregressive
     assert DecodeReport(DecodeStats("none", "strict")).autoregressive

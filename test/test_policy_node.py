@@ -27,7 +27,7 @@ from spec_vla_ros.vla.gripper import gripper_opening
 from spec_vla_ros.launch_config import ResolvedNode, config_dir  # noqa: E402
 from spec_vla_ros.launcher import node_command  # noqa: E402
 from spec_vla_ros.decode_report import DecodeReport  # noqa: E402
-from spec_vla_ros.drafts.registry import AR  # noqa: E402
+from spec_vla_ros.drafts.kinds import AR
 from spec_vla_ros.policy_node import NODE_NAME  # noqa: E402
 from spec_vla_ros.policy_parameters import POLICY_PARAMETERS  # noqa: E402
 from spec_vla_ros.ros_conversions import (SUPPORTED_ENCODINGS, image_to_compressed_msg, image_to_msg,  # noqa: E402

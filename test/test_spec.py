@@ -4,7 +4,8 @@ import pytest
 from spec_vla_ros.decoding.acceptance import STRICT, Acceptance
 from spec_vla_ros.decoding.spec import DecoderSpec, check_num_draft_tokens, parse_acceptance
 from spec_vla_ros.drafts.eagle_head import HEAD_KINDS
-from spec_vla_ros.drafts.registry import AR, CHECKPOINT_KINDS, DRAFT_KINDS, DRAFT_NAMES, SPECULATIVE_KINDS
+from spec_vla_ros.drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, DRAFT_NAMES, SPECULATIVE_KINDS
+from spec_vla_ros.drafts.kinds import AR
 
 
 @pytest.mark.parametrize("text, draft, acceptance, name", [

@@ -29,7 +29,8 @@ from ..decoding.acceptance import GUARDED_RULE, RELAXED_RULE, RULE_DESCRIPTIONS,
 from ..decoding.noise_floor import reshaped_ar_decoder
 from ..decoding.spec import DecoderSpec
 from ..decoding.stats import DecodeStats
-from ..drafts.registry import AR, resolve
+from ..drafts.kinds import AR
+from ..drafts.registry import resolve
 from ..policy import VLAPolicy
 from ..vla.action_tokenizer import token_ids_to_actions
 from ..vla.constants import ACTION_DIM

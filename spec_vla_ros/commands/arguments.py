@@ -25,8 +25,8 @@ import re
 import sys
 
 from ..drafts.checkpoints import DraftCheckpointError
-from ..errors import one_line
 from ..drafts.registry import CHECKPOINT_KINDS
+from ..errors import one_line
 from ..training.arguments import DTYPES, CommandError, absolute_path
 from ..vla.checkpoint import CheckpointError
 from ..vla.miniature import MINIATURE

@@ -16,7 +16,8 @@ from sim_bridge.libero_goal import LiberoGoalEnv
 from ..analysis import evaluate, ray_eval
 from ..analysis.evaluate import EPISODES_FILE, REPORT_STEM, SETTINGS_FILE, check_settings, run_evaluation
 from ..decoding.spec import DecoderSpec, check_num_draft_tokens
-from ..drafts.registry import AR, DRAFT_NAMES
+from ..drafts.kinds import AR
+from ..drafts.registry import DRAFT_NAMES
 from ..policy import PolicyConfig, VLAPolicy
 from ..vla.miniature import MINIATURE
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads, check_threads

@@ -23,7 +23,7 @@ import time
 import torch
 
 from ..drafts.base import Draft
-from ..drafts.registry import AR
+from ..drafts.kinds import AR
 from ..vla.constants import ACTION_DIM, EOS_TOKEN_ID
 from ..vla.model import OpenVLA
 from ..vla.session import VerifierSession

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..drafts.registry import AR, ResolvedDraft, check_kind, resolve
+from ..drafts.kinds import AR
+from ..drafts.registry import ResolvedDraft, check_kind, resolve
 from ..vla.constants import ACTION_DIM
 from .acceptance import DEFAULT_RELAXED_THRESHOLD, GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
 

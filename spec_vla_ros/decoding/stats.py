@@ -49,4 +49,5 @@ class DecodeStats:
         return outcomes
 
     def as_dict(self) -> dict:
+        """The fields and the two derived values, as the policy node sends them (decode_report)."""
         return {**asdict(self), "acceptance_length": self.acceptance_length, "stopped_at_eos": self.stopped_at_eos}

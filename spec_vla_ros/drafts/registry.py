@@ -29,9 +29,8 @@ from .base import Draft
 from .checkpoints import CONFIG, build_head, check_compatible, read_draft_config
 from .eagle_head import EagleDraft
 from .history import HistoryDraft
+from .kinds import AR, RETIRED_SPELLINGS
 
-AR = "ar"                                   # autoregressive decoding: no draft
-RETIRED_SPELLINGS = {"none": AR}            # old spelling -> the one to use now
 PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
 

@@ -45,7 +45,8 @@ from ...decoding.decoder import Decoder
 from ...decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
 from ...decoding.spec import DecoderSpec, check_num_draft_tokens
 from ...drafts.eagle_head import EagleDraft, EagleHead, default_core_config
-from ...drafts.registry import (AR, CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS, ResolvedDraft, load, resolve,
+from ...drafts.kinds import AR
+from ...drafts.registry import (CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS, ResolvedDraft, load, resolve,
                                 verifier_identity)
 from ...training.arguments import DTYPES, CommandError, absolute_path, apply_runtime_arguments
 from ...training.collect import synthetic_episode
