@@ -133,3 +133,21 @@ def test_carried_state_does_not_depend_on_how_the_action_was_accepted(miniature,
     plain.begin(hidden, embeds)
     plain.end_action(tokens)
     assert plain.propose_early(7) == []                # a head trained without --carry guesses nothing early
+
+
+@pytest.mark.parametrize("kind", ["mamba", "llama"])
+@torch.no_grad()
+def test_the_one_token_step_equals_the_sequence_forward(miniature, kind):
+    """EagleHead.step (fc split into the hidden half and a per-token input, the cores' step_rows,
+    the written-out RMSNorm) computes what forward() computes for one more token, from any state."""
+    torch.manual_seed(0)
+    head = EagleHead(kind, default_core_config(kind, miniature.model)).eval()
+    generator = torch.Generator().manual_seed(4)
+    size = miniature.model.hidden_size
+    hidden = torch.randn(1, 12, size, generator=generator)
+    embeds = torch.randn(1, 12, size, generator=generator)
+    whole, _ = head(hidden, embeds)
+    _, state = head(hidden[:, :8], embeds[:, :8])
+    for t in range(8, 12):
+        stepped, state = head.step(hidden[:, t], head.token_input(embeds[:, t]), state)
+        assert relative_error(stepped, whole[:, t]) < 1e-5, t

@@ -33,6 +33,7 @@ from ..vla.model import OpenVLA
 from .base import Draft
 from .llama import LlamaCore, layer_config
 from .mamba import MambaConfig, MambaCore
+from .ops import rms_norm
 
 HEAD_KINDS = ("mamba", "llama")
 ACTION_BINS = ACTION_TOKEN_MAX - ACTION_TOKEN_MIN + 1
@@ -104,6 +105,18 @@ class EagleHead(nn.Module):
         out, state = self.core(x, state)
         return self.norm(out), state
 
+    def token_input(self, next_embeds: torch.Tensor) -> torch.Tensor:
+        """[n, H] embeddings -> their share of `fc` (with its bias): fc(cat(h, e)) = W_h h + (W_e e + b),
+        so a draft computes the second term once per token id."""
+        return F.linear(next_embeds.to(self.fc.weight.dtype), self.fc.weight[:, self.hidden_size:], self.fc.bias)
+
+    def step(self, hidden: torch.Tensor, token_input: torch.Tensor, state):
+        """One position from a state: hidden_t [1, H] and `token_input` of token_{t+1} [1, H] ->
+        predicted hidden_{t+1} [1, H], core state. `forward` for one token with fewer calls."""
+        x = F.linear(hidden.to(self.fc.weight.dtype), self.fc.weight[:, :self.hidden_size]) + token_input
+        out, state = self.core.step_rows(x, state)
+        return rms_norm(out, self.norm.weight, self.norm.eps), state
+
 
 def action_logits(predicted: torch.Tensor, action_rows: torch.Tensor) -> torch.Tensor:
     """Logits over the 256 action tokens only: OpenVLA answers with action tokens."""
@@ -124,11 +137,12 @@ class EagleDraft(Draft):
         self.embedding = model.language_model.get_input_embeddings()
         self.action_rows = verifier_action_rows(model).to(self.dtype)
         self.state = None
-        self.pending: torch.Tensor | None = None     # the verifier's hidden state at the pending position
+        self.pending: torch.Tensor | None = None     # [1, H] the verifier's hidden state at the pending position
         self.snapshots: list = []                    # core states after 0, 1, ... drafted steps
         self.drafted_after: int | None = None        # the next_token the last proposals followed
         self.action_tokens_read = 0                  # action tokens in the committed state (a6 is never read)
         self.carried = None                          # (state, pending hidden, tokens) of the last action
+        self.token_inputs: dict[int, torch.Tensor] = {}   # token id -> head.token_input of its embedding
 
     def reset_episode(self) -> None:
         self.carried = None
@@ -142,19 +156,25 @@ class EagleDraft(Draft):
         proposals = []
         bonuses = self.head.copy_bonus(torch.tensor(previous[:k], device=hidden.device))
         for token, bonus in zip(previous[:k], bonuses):
-            output, state = self.head(hidden.view(1, 1, -1), self._embed([token]), state)
-            hidden = output[0, 0]
-            proposals.append(ACTION_TOKEN_MIN + int((action_logits(hidden, self.action_rows) + bonus).argmax()))
+            hidden, state = self.head.step(hidden, self._token_input(token), state)
+            proposals.append(ACTION_TOKEN_MIN + int((action_logits(hidden[0], self.action_rows) + bonus).argmax()))
         return proposals
 
     def _embed(self, tokens: list[int]) -> torch.Tensor:
         return self.embedding(torch.tensor([tokens], device=self.action_rows.device)).to(self.dtype)
 
+    def _token_input(self, token: int) -> torch.Tensor:
+        """The head's fc share of token's embedding, [1, H], computed once per token id (a few hundred)."""
+        row = self.token_inputs.get(token)
+        if row is None:
+            row = self.token_inputs[token] = self.head.token_input(self._embed([token])[0])
+        return row
+
     @torch.inference_mode()
     def begin(self, hidden: torch.Tensor, input_embeds: torch.Tensor) -> None:
         start = self.head.prompt_start(hidden.shape[0])
         _, self.state = self.head(hidden[None, start:-1], input_embeds[None, start + 1:])
-        self.pending = hidden[-1].to(self.dtype)
+        self.pending = hidden[-1:].to(self.dtype)
         self.snapshots, self.action_tokens_read = [], 0
 
     @torch.inference_mode()
@@ -164,10 +184,9 @@ class EagleDraft(Draft):
         self.snapshots, self.drafted_after = [core.snapshot(self.state)], next_token
         hidden, token, state, proposals = self.pending, next_token, self.state, []
         for _ in range(k):
-            predicted, state = self.head(hidden.view(1, 1, -1), self._embed([token]), state)
-            hidden = predicted[0, 0]
+            hidden, state = self.head.step(hidden, self._token_input(token), state)
             self.snapshots.append(core.snapshot(state))
-            token = ACTION_TOKEN_MIN + int(action_logits(hidden, self.action_rows).argmax())
+            token = ACTION_TOKEN_MIN + int(action_logits(hidden[0], self.action_rows).argmax())
             proposals.append(token)
         self.state = state
         return proposals
@@ -183,11 +202,11 @@ class EagleDraft(Draft):
         if not tokens:
             return
         hidden = hidden.to(self.dtype)
-        previous = torch.cat([self.pending[None], hidden[:-1]])     # position t's hidden, paired with token t+1
-        start = int(reuse_first)
-        if start < len(tokens):
-            _, self.state = self.head(previous[None, start:], self._embed(tokens[start:]), self.state)
-        self.pending = hidden[-1]
+        previous = torch.cat([self.pending, hidden[:-1]])     # position t's hidden, paired with token t+1
+        for position in range(int(reuse_first), len(tokens)):  # a pass accepts a few tokens: one step each
+            _, self.state = self.head.step(previous[position:position + 1], self._token_input(tokens[position]),
+                                           self.state)
+        self.pending = hidden[-1:]
         self.action_tokens_read += len(tokens)
 
     @torch.inference_mode()

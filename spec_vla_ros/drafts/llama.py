@@ -6,9 +6,12 @@ takes the verifier's attention and MLP shapes, so the draft costs about one veri
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, LlamaConfig
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+from .ops import rms_norm
 
 # Verifier text-config fields that define the draft layer (everything else keeps Llama defaults).
 LAYER_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
@@ -45,6 +48,31 @@ class LlamaCore(nn.Module):
         out = self.layer(hidden, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                          position_embeddings=self.rotary_emb(hidden, positions))
         return out, cache
+
+    def step_rows(self, hidden: torch.Tensor, state: DynamicCache) -> tuple[torch.Tensor, DynamicCache]:
+        """One position, [1, hidden] after the cached positions -> output [1, hidden], cache: `forward`
+        for a single token, reading the same weights with fewer calls (a lone query attends to every
+        cached position, so no mask). A draft's proposal step on the CPU spends most of its time in
+        dispatch, not arithmetic."""
+        layer, attention, mlp = self.layer, self.layer.self_attn, self.layer.mlp
+        past = state.get_seq_length()
+        cos, sin = self.rotary_emb(hidden, torch.tensor([[past]], device=hidden.device))
+        norm = layer.input_layernorm
+        x = rms_norm(hidden, norm.weight, norm.variance_epsilon)
+        heads = (1, -1, 1, attention.head_dim)                                   # [1, heads, 1, head_dim]
+        query = F.linear(x, attention.q_proj.weight, attention.q_proj.bias).view(heads)
+        key = F.linear(x, attention.k_proj.weight, attention.k_proj.bias).view(heads)
+        value = F.linear(x, attention.v_proj.weight, attention.v_proj.bias).view(heads)
+        query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        keys, values = state.update(key, value, 0)
+        out = F.scaled_dot_product_attention(query, keys, values, scale=attention.scaling,
+                                             enable_gqa=attention.num_key_value_groups > 1)
+        hidden = hidden + F.linear(out.reshape(1, -1), attention.o_proj.weight, attention.o_proj.bias)
+        norm = layer.post_attention_layernorm
+        x = rms_norm(hidden, norm.weight, norm.variance_epsilon)
+        x = mlp.act_fn(F.linear(x, mlp.gate_proj.weight, mlp.gate_proj.bias)) * F.linear(x, mlp.up_proj.weight,
+                                                                                           mlp.up_proj.bias)
+        return hidden + F.linear(x, mlp.down_proj.weight, mlp.down_proj.bias), state
 
     @staticmethod
     def snapshot(state: DynamicCache) -> int:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import rms_norm
+
 try:  # the CUDA kernels; absent on CPU-only machines
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
@@ -101,7 +103,7 @@ class MambaMixer(nn.Module):
     def _ssm_inputs(self, x: torch.Tensor):
         """x (after conv) [..., d_inner] -> dt (before softplus, without bias), B, C."""
         config = self.config
-        dt, B, C = torch.split(self.x_proj(x), [config.dt_rank, config.d_state, config.d_state], dim=-1)
+        dt, B, C = torch.split(F.linear(x, self.x_proj.weight), [config.dt_rank, config.d_state, config.d_state], dim=-1)
         return F.linear(dt, self.dt_proj.weight), B, C
 
     def forward(self, hidden: torch.Tensor, state: MambaState | None = None) -> tuple[torch.Tensor, MambaState]:
@@ -133,8 +135,15 @@ class MambaMixer(nn.Module):
 
     def step(self, hidden: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
         """One position, [b, 1, d_model]: the recurrent form of `forward`."""
+        out, state = self.step_rows(hidden[:, 0], state)
+        return out.unsqueeze(1), state
+
+    def step_rows(self, hidden: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+        """One position per row, [b, d_model] -> [b, d_model] and the new state: `step` without the
+        length axis and module calls (a draft's proposal step on the CPU spends most of its time in
+        dispatch, not arithmetic)."""
         conv_state, ssm_state = state
-        x, z = self.in_proj(hidden[:, 0]).chunk(2, dim=-1)                      # [b, d_inner]
+        x, z = F.linear(hidden, self.in_proj.weight).chunk(2, dim=-1)            # [b, d_inner]
         conv_state = torch.cat([conv_state[..., 1:], x.unsqueeze(-1)], dim=-1)
         x = F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
         dt, B, C = self._ssm_inputs(x)
@@ -144,13 +153,13 @@ class MambaMixer(nn.Module):
             y = selective_state_update(ssm_state, x, dt, A, B, C, self.D, z=z, dt_bias=self.dt_proj.bias,
                                        dt_softplus=True)
         else:
-            x = x.float()
+            x, B, C = x.float(), B.float(), C.float()
             dt = F.softplus(dt.float() + self.dt_proj.bias.float())
-            decay = torch.exp(dt.unsqueeze(-1) * A)
-            ssm_state = torch.addcmul((dt * x).unsqueeze(-1) * B.float().unsqueeze(1), decay, ssm_state)
-            y = (ssm_state @ C.float().unsqueeze(-1)).squeeze(-1) + self.D.float() * x     # [b, d_inner]
+            drive = (dt * x).unsqueeze(-1) * B.unsqueeze(1)                      # [b, d_inner, d_state]
+            ssm_state = torch.addcmul(drive, torch.exp(dt.unsqueeze(-1) * A), ssm_state)
+            y = torch.addcmul((ssm_state @ C.unsqueeze(-1)).squeeze(-1), self.D.float(), x)   # [b, d_inner]
             y = (y * F.silu(z.float())).to(hidden.dtype)
-        return self.out_proj(y).unsqueeze(1), (conv_state, ssm_state)
+        return F.linear(y, self.out_proj.weight), (conv_state, ssm_state)
 
 
 class MambaBlock(nn.Module):
@@ -163,6 +172,12 @@ class MambaBlock(nn.Module):
 
     def forward(self, hidden, state=None):
         out, state = self.mixer(self.norm(hidden), state)
+        return hidden + out, state
+
+    def step_rows(self, hidden, state):
+        """[b, d_model] one position per row (MambaMixer.step_rows)."""
+        normed = rms_norm(hidden, self.norm.weight, self.norm.eps)
+        out, state = self.mixer.step_rows(normed, state)
         return hidden + out, state
 
 
@@ -180,6 +195,14 @@ class MambaCore(nn.Module):
         states = []
         for index, layer in enumerate(self.layers):
             hidden, layer_state = layer(hidden, None if state is None else state[index])
+            states.append(layer_state)
+        return hidden, tuple(states)
+
+    def step_rows(self, hidden: torch.Tensor, state):
+        """One position per row, [b, d_model], from a state (never None): `forward` for one token."""
+        states = []
+        for layer, layer_state in zip(self.layers, state):
+            hidden, layer_state = layer.step_rows(hidden, layer_state)
             states.append(layer_state)
         return hidden, tuple(states)
 
