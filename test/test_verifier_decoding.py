@@ -77,6 +77,37 @@ def test_truncate_rolls_the_cache_back_exactly(miniature, rng):
     torch.testing.assert_close(again.hidden[0], first.hidden[1], rtol=1e-5, atol=1e-5)
 
 
+def test_a_cpu_pass_computes_the_logits_rows_it_is_asked_for(miniature, rng, monkeypatch):
+    """On the CPU a pass keeps its hidden states and computes logits rows when read: any split of
+    the rows gives the tokens of all rows at once, and a decoder whose first proposal is rejected
+    computes one row only."""
+    import spec_vla_ros.vla.session as session_module
+    image, instruction = next(random_observations(rng, 1))
+    session = VerifierSession(miniature.model)
+    session.prefill(pixel_values(image), prompt_token_ids(miniature.tokenizer, instruction))
+    rows_computed = []
+    original = session_module.lm_head_logits
+    monkeypatch.setattr(session_module, "lm_head_logits",
+                        lambda weight, hidden: rows_computed.append(hidden.shape[0]) or original(weight, hidden))
+    step = session.extend([31900, 31800, 31850, 31810])
+    assert rows_computed == []
+    split = step.greedy(0, 1) + step.greedy(1, 3) + step.greedy(3)
+    assert rows_computed == [1, 2, 1]
+    assert split == step.greedy() == step.logits.argmax(-1).tolist() and rows_computed[-1] == 4
+
+    class Rejected:                          # proposes a token the verifier never picks first
+        name = "rejected"
+        def propose_early(self, k): return []
+        def begin(self, hidden, embeds): pass
+        def propose(self, next_token, k): return [0] * k
+        def accept(self, tokens, hidden): pass
+        def end_action(self, tokens): pass
+    rows_computed.clear()
+    decoder = Decoder(miniature.model, Rejected(), num_draft_tokens=4)
+    tokens, stats = decoder.decode(pixel_values(image), prompt_token_ids(miniature.tokenizer, instruction))
+    assert stats.verifier_passes == ACTION_DIM and rows_computed == [1] * ACTION_DIM
+
+
 @pytest.mark.parametrize("instruction", ["", "   "])
 def test_empty_instruction_is_rejected(miniature, instruction):
     with pytest.raises(ValueError, match="instruction is empty"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,14 +50,20 @@ from .report import Column, Report, Table, position_outcome_counts
 REPORT_STEM = "harness"
 
 
-@dataclass
 class ReplayStep(VerifierStep):
     """A verifier pass whose greedy tokens are the recorded ones. The Decoder reads only
-    `greedy()`, so no [k, vocab] logits are materialized (logits is None)."""
-    tokens: list[int] = field(default_factory=list)
+    `greedy()`, so no [k, vocab] logits are materialized."""
 
-    def greedy(self) -> list[int]:
-        return self.tokens
+    def __init__(self, hidden: torch.Tensor, input_embeds: torch.Tensor, tokens: list[int]):
+        self.hidden, self.input_embeds, self.tokens = hidden, input_embeds, list(tokens)
+        self._logits, self.lm_head_weight, self.num_logits = None, None, len(self.tokens)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        raise AttributeError("a replayed verifier pass has only its greedy tokens, no logits")
+
+    def greedy(self, start: int = 0, stop: int | None = None) -> list[int]:
+        return self.tokens[start:stop]
 
 
 class ReplaySession:
@@ -107,7 +113,7 @@ class ReplaySession:
         offset = 1 - self.trace.prompt_length               # position -> index of the action token predicted there
         tokens = [self.trace.tokens[p + offset] if p + offset < ACTION_DIM else EOS_TOKEN_ID
                   for p in range(first_prediction, end)]
-        return ReplayStep(logits=None, hidden=hidden, input_embeds=input_embeds, tokens=tokens)
+        return ReplayStep(hidden, input_embeds, tokens)
 
     def _embed(self, tokens: list[int]) -> torch.Tensor:
         ids = torch.tensor([tokens], dtype=torch.long, device=self.trace.hidden.device)

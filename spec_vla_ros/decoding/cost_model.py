@@ -75,9 +75,12 @@ KERNELS_PER_MODEL_CALL = 24      # embedding, rotary tables, mask, final norm, l
 KERNELS_PER_VIT_BLOCK = 14       # 2 LayerNorms, qkv, sdpa, proj, 2 LayerScales, 2 adds, fc1, GELU, fc2
 KERNELS_VISION_STEM = 5          # per ViT: patch conv, flatten, position add, prefix cat
 KERNELS_PROJECTOR = 5            # 3 linears, 2 GELUs
-KERNELS_PER_MAMBA_BLOCK = 35     # pure-PyTorch step (drafts/mamba.py); fewer with mamba_ssm's fused update
-KERNELS_PER_HEAD = 10            # embedding, cat, fc, RMSNorm, action logits, argmax
-KERNELS_LLAMA_CORE_CALL = 13     # the llama draft's own positions, causal mask and rotary tables per call
+# A draft's proposal step (EagleHead.step: the cores' step_rows, no module calls), counted once its
+# token's fc input is cached (drafts/eagle_head.py computes it once per token id):
+KERNELS_PER_MAMBA_BLOCK = 33     # pure-PyTorch step (drafts/mamba.py); fewer with mamba_ssm's fused update
+KERNELS_PER_HEAD = 7             # fc's hidden half, + token input, RMSNorm, action logits, argmax
+KERNELS_LLAMA_DRAFT_LAYER = 37   # LlamaCore.step_rows: rotary table, 2 fused RMSNorms, q/k/v/o, rotary,
+                                 # cache update, sdpa, residuals, gate/up/SiLU/mul/down (no mask)
 
 
 @dataclass(frozen=True)
@@ -339,7 +342,8 @@ class HeadShape:
         head = Cost(2 * positions * 2 * d * d + 2 * ACTION_ROWS * d,
                     (head_weights + positions * d) * BF16_BYTES, KERNELS_PER_HEAD, head_weights)
         if self.kind == "llama":
-            return head + self.llama.layer_cost(positions, past) + Cost(kernels=KERNELS_LLAMA_CORE_CALL)
+            layer = self.llama.layer_cost(positions, past)
+            return head + Cost(layer.flops, layer.bytes, KERNELS_LLAMA_DRAFT_LAYER, layer.weight_params)
         di, n, rank = self.expand * d, self.d_state, math.ceil(d / 16)
         linear = d * 2 * di + di * (rank + 2 * n) + rank * di + di * d     # in_proj, x_proj, dt_proj, out_proj
         state_bytes = di * self.d_conv * BF16_BYTES + di * n * 4                # conv state (bf16), ssm (fp32)

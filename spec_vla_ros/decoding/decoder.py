@@ -26,7 +26,7 @@ from ..drafts.base import Draft
 from ..drafts.kinds import AR
 from ..vla.constants import ACTION_DIM, EOS_TOKEN_ID
 from ..vla.model import OpenVLA
-from ..vla.session import VerifierSession
+from ..vla.session import VerifierSession, VerifierStep
 from .acceptance import STRICT, Acceptance
 from .stats import DecodeStats
 
@@ -81,7 +81,7 @@ class Decoder:
             early = draft.propose_early(ACTION_DIM)[:ACTION_DIM]
         with Timer(stats, "verify_ms"):
             step = session.prefill(pixel_values, prompt_ids, early)
-        accepted, tokens = self._judge(early, step.greedy(), 0)
+        accepted, tokens = self._judge(early, step, 0)
         stats.proposed_per_pass.append(len(early))
         stats.accepted_per_pass.append(accepted)
         prompt_length = session.length - len(early)      # BOS, patches, prompt tokens
@@ -97,7 +97,7 @@ class Decoder:
                 proposals = draft.propose(next_token, min(self.num_draft_tokens, ACTION_DIM - len(tokens) - 1))
             with Timer(stats, "verify_ms"):
                 step = session.extend([next_token] + proposals)
-            accepted, new_tokens = self._judge(proposals, step.greedy(), len(tokens))
+            accepted, new_tokens = self._judge(proposals, step, len(tokens))
             tokens += new_tokens
             stats.proposed_per_pass.append(len(proposals))
             stats.accepted_per_pass.append(accepted)
@@ -110,9 +110,14 @@ class Decoder:
         stats.verifier_passes = session.passes
         return tokens
 
-    def _judge(self, proposals: list[int], verifier_tokens: list[int], start: int) -> tuple[int, list[int]]:
+    def _judge(self, proposals: list[int], step: VerifierStep, start: int) -> tuple[int, list[int]]:
         """(proposals kept, tokens this pass adds): the accepted prefix plus the verifier's own token
-        after it, cut after the 7th token of the action and after an EOS (generate stops there)."""
+        after it, cut after the 7th token of the action and after an EOS (generate stops there).
+        The verifier's tokens after the first are read only when the first proposal passes (most
+        are rejected; on the CPU each logits row costs a read of the whole lm_head)."""
+        verifier_tokens = step.greedy(0, 1)
+        if proposals and self.acceptance.accepts(proposals[0], verifier_tokens[0], start):
+            verifier_tokens += step.greedy(1)
         accepted = self.acceptance.accepted_prefix(proposals, verifier_tokens, start)
         new_tokens = until_eos((proposals[:accepted] + verifier_tokens[accepted:accepted + 1])[:ACTION_DIM - start])
         return min(accepted, len(new_tokens)), new_tokens

@@ -33,7 +33,6 @@ from ..vla.model import OpenVLA
 from .base import Draft
 from .llama import LlamaCore, layer_config
 from .mamba import MambaConfig, MambaCore
-from .ops import rms_norm
 
 HEAD_KINDS = ("mamba", "llama")
 ACTION_BINS = ACTION_TOKEN_MAX - ACTION_TOKEN_MIN + 1
@@ -115,7 +114,7 @@ class EagleHead(nn.Module):
         predicted hidden_{t+1} [1, H], core state. `forward` for one token with fewer calls."""
         x = F.linear(hidden.to(self.fc.weight.dtype), self.fc.weight[:, :self.hidden_size]) + token_input
         out, state = self.core.step_rows(x, state)
-        return rms_norm(out, self.norm.weight, self.norm.eps), state
+        return F.rms_norm(out, self.norm.weight.shape, self.norm.weight, self.norm.eps), state
 
 
 def action_logits(predicted: torch.Tensor, action_rows: torch.Tensor) -> torch.Tensor:

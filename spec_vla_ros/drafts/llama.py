@@ -11,8 +11,6 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-from .ops import rms_norm
-
 # Verifier text-config fields that define the draft layer (everything else keeps Llama defaults).
 LAYER_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                 "rms_norm_eps", "rope_theta", "rope_parameters", "max_position_embeddings", "head_dim")
@@ -58,7 +56,7 @@ class LlamaCore(nn.Module):
         past = state.get_seq_length()
         cos, sin = self.rotary_emb(hidden, torch.tensor([[past]], device=hidden.device))
         norm = layer.input_layernorm
-        x = rms_norm(hidden, norm.weight, norm.variance_epsilon)
+        x = F.rms_norm(hidden, norm.weight.shape, norm.weight, norm.variance_epsilon)
         heads = (1, -1, 1, attention.head_dim)                                   # [1, heads, 1, head_dim]
         query = F.linear(x, attention.q_proj.weight, attention.q_proj.bias).view(heads)
         key = F.linear(x, attention.k_proj.weight, attention.k_proj.bias).view(heads)
@@ -69,7 +67,7 @@ class LlamaCore(nn.Module):
                                              enable_gqa=attention.num_key_value_groups > 1)
         hidden = hidden + F.linear(out.reshape(1, -1), attention.o_proj.weight, attention.o_proj.bias)
         norm = layer.post_attention_layernorm
-        x = rms_norm(hidden, norm.weight, norm.variance_epsilon)
+        x = F.rms_norm(hidden, norm.weight.shape, norm.weight, norm.variance_epsilon)
         x = mlp.act_fn(F.linear(x, mlp.gate_proj.weight, mlp.gate_proj.bias)) * F.linear(x, mlp.up_proj.weight,
                                                                                            mlp.up_proj.bias)
         return hidden + F.linear(x, mlp.down_proj.weight, mlp.down_proj.bias), state

@@ -22,8 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import rms_norm
-
 try:  # the CUDA kernels; absent on CPU-only machines
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
@@ -176,7 +174,7 @@ class MambaBlock(nn.Module):
 
     def step_rows(self, hidden, state):
         """[b, d_model] one position per row (MambaMixer.step_rows)."""
-        normed = rms_norm(hidden, self.norm.weight, self.norm.eps)
+        normed = F.rms_norm(hidden, self.norm.weight.shape, self.norm.weight, self.norm.eps)
         out, state = self.mixer.step_rows(normed, state)
         return hidden + out, state
 

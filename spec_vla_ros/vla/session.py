@@ -5,30 +5,49 @@ speculative) drive a session; drafts read the hidden states and input embeddings
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from transformers import DynamicCache
 
 from .model import OpenVLA
 
 
-@dataclass
 class VerifierStep:
     """Outputs of one verifier pass over `n` new positions.
 
     logits:       [k, vocab] for the last k positions (k = 1 + number of proposals verified)
     hidden:       [n, H] last-layer hidden states (after the final norm: lm_head(hidden) = logits)
     input_embeds: [n, H] the embeddings fed at those positions
+
+    Built with `lm_head_weight` instead of `logits` (the CPU path of VerifierSession), the logits are
+    computed from the last k rows of `hidden` when read, and `greedy(start, stop)` computes only the
+    rows it is asked for: a speculative decoder needs the rows after a rejected proposal only when
+    that proposal was accepted, and on the CPU each row of the 32064-entry head costs a full read of it.
     """
 
-    logits: torch.Tensor
-    hidden: torch.Tensor
-    input_embeds: torch.Tensor
+    def __init__(self, hidden: torch.Tensor, input_embeds: torch.Tensor, logits: torch.Tensor | None = None,
+                 lm_head_weight: torch.Tensor | None = None, num_logits: int = 0):
+        if (logits is None) == (lm_head_weight is None):
+            raise ValueError("VerifierStep needs exactly one of logits or lm_head_weight")
+        self.hidden, self.input_embeds = hidden, input_embeds
+        self._logits, self.lm_head_weight = logits, lm_head_weight
+        self.num_logits = num_logits if logits is None else logits.shape[0]
 
-    def greedy(self) -> list[int]:
-        """The argmax per row; an exact tie goes to the lowest id (torch.argmax returns the first)."""
-        return self.logits.argmax(dim=-1).tolist()
+    @property
+    @torch.inference_mode()
+    def logits(self) -> torch.Tensor:
+        if self._logits is None:
+            self._logits = lm_head_logits(self.lm_head_weight, self.hidden[self.hidden.shape[0] - self.num_logits:])
+        return self._logits
+
+    @torch.inference_mode()
+    def greedy(self, start: int = 0, stop: int | None = None) -> list[int]:
+        """The argmax of logits rows start..stop-1 (all by default); an exact tie goes to the lowest id
+        (torch.argmax returns the first)."""
+        stop = self.num_logits if stop is None else min(stop, self.num_logits)
+        if self._logits is not None or (start, stop) == (0, self.num_logits):
+            return self.logits[start:stop].argmax(dim=-1).tolist()
+        first = self.hidden.shape[0] - self.num_logits
+        return lm_head_logits(self.lm_head_weight, self.hidden[first + start:first + stop]).argmax(dim=-1).tolist()
 
     def top2_margins(self) -> list[float]:
         """Per row, the largest logit minus the second largest (0.0 at an exact tie): how far the
@@ -74,9 +93,10 @@ class VerifierSession:
         language_model = self.model.language_model
         out = language_model.model(inputs_embeds=embeds, cache=self.cache, use_cache=True)
         self.passes += 1
-        hidden = out.last_hidden_state[0]
-        logits = lm_head_logits(language_model.lm_head.weight, hidden[-num_logits:])
-        return VerifierStep(logits=logits, hidden=hidden, input_embeds=embeds[0])
+        hidden, weight = out.last_hidden_state[0], language_model.lm_head.weight
+        if weight.device.type == "cpu":             # rows computed when the decoder asks for them
+            return VerifierStep(hidden, embeds[0], lm_head_weight=weight, num_logits=num_logits)
+        return VerifierStep(hidden, embeds[0], logits=lm_head_logits(weight, hidden[-num_logits:]))
 
 
 def lm_head_logits(weight: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
