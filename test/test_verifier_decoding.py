@@ -1,4 +1,6 @@
 """Autoregressive decoding over VerifierSession is exactly OpenVLA's greedy decoding."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -103,9 +105,13 @@ def test_a_cpu_pass_computes_the_logits_rows_it_is_asked_for(miniature, rng, mon
         def accept(self, tokens, hidden): pass
         def end_action(self, tokens): pass
     rows_computed.clear()
+    monkeypatch.setattr(session_module, "lm_head_logits",        # logits read late are still verifier time
+                        lambda weight, hidden: rows_computed.append(hidden.shape[0]) or time.sleep(0.02)
+                        or original(weight, hidden))
     decoder = Decoder(miniature.model, Rejected(), num_draft_tokens=4)
     tokens, stats = decoder.decode(pixel_values(image), prompt_token_ids(miniature.tokenizer, instruction))
     assert stats.verifier_passes == ACTION_DIM and rows_computed == [1] * ACTION_DIM
+    assert stats.verify_ms >= 20 * ACTION_DIM and stats.draft_ms < 20
 
 
 @pytest.mark.parametrize("instruction", ["", "   "])

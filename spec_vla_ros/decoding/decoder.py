@@ -79,9 +79,9 @@ class Decoder:
         draft, session = self.draft, self.new_session()
         with Timer(stats, "draft_ms"):
             early = draft.propose_early(ACTION_DIM)[:ACTION_DIM]
-        with Timer(stats, "verify_ms"):
+        with Timer(stats, "verify_ms"):              # the verifier's logits are read while judging
             step = session.prefill(pixel_values, prompt_ids, early)
-        accepted, tokens = self._judge(early, step, 0)
+            accepted, tokens = self._judge(early, step, 0)
         stats.proposed_per_pass.append(len(early))
         stats.accepted_per_pass.append(accepted)
         prompt_length = session.length - len(early)      # BOS, patches, prompt tokens
@@ -97,7 +97,7 @@ class Decoder:
                 proposals = draft.propose(next_token, min(self.num_draft_tokens, ACTION_DIM - len(tokens) - 1))
             with Timer(stats, "verify_ms"):
                 step = session.extend([next_token] + proposals)
-            accepted, new_tokens = self._judge(proposals, step, len(tokens))
+                accepted, new_tokens = self._judge(proposals, step, len(tokens))
             tokens += new_tokens
             stats.proposed_per_pass.append(len(proposals))
             stats.accepted_per_pass.append(accepted)
