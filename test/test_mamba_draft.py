@@ -151,3 +151,26 @@ def test_the_one_token_step_equals_the_sequence_forward(miniature, kind):
     for t in range(8, 12):
         stepped, state = head.step(hidden[:, t], head.token_input(embeds[:, t]), state)
         assert relative_error(stepped, whole[:, t]) < 1e-5, t
+
+
+@pytest.mark.parametrize("kind", ["mamba", "llama"])
+@torch.no_grad()
+def test_absorbing_positions_leaves_the_state_forward_leaves(miniature, kind):
+    """core.absorb (a prompt window or accepted tokens whose outputs nobody reads; the Llama core
+    computes only their keys and values) leaves a state from which the next step predicts what it
+    predicts after forward() over the same positions."""
+    torch.manual_seed(0)
+    head = EagleHead(kind, default_core_config(kind, miniature.model)).eval()
+    generator = torch.Generator().manual_seed(5)
+    size = miniature.model.hidden_size
+    hidden = torch.randn(1, 14, size, generator=generator)
+    embeds = torch.randn(1, 14, size, generator=generator)
+    inputs = head.fc(torch.cat([hidden, embeds], dim=-1))[0]
+    _, forward_state = head(hidden[:, :12], embeds[:, :12])
+    absorbed = head.core.absorb(inputs[:9])
+    absorbed = head.core.absorb(inputs[9:12], absorbed)           # continued from a state, as accept() does
+    for t in (12, 13):
+        token_input = head.token_input(embeds[:, t])
+        expected, forward_state = head.step(hidden[:, t], token_input, forward_state)
+        stepped, absorbed = head.step(hidden[:, t], token_input, absorbed)
+        assert relative_error(stepped, expected) < 1e-5, t

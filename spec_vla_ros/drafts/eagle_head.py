@@ -109,11 +109,14 @@ class EagleHead(nn.Module):
         so a draft computes the second term once per token id."""
         return F.linear(next_embeds.to(self.fc.weight.dtype), self.fc.weight[:, self.hidden_size:], self.fc.bias)
 
+    def core_inputs(self, hidden: torch.Tensor, token_inputs: torch.Tensor) -> torch.Tensor:
+        """fc(cat(hidden_t, embed(token_{t+1}))), [n, H], from hidden rows and their tokens' `token_input`."""
+        return F.linear(hidden.to(self.fc.weight.dtype), self.fc.weight[:, :self.hidden_size]) + token_inputs
+
     def step(self, hidden: torch.Tensor, token_input: torch.Tensor, state):
         """One position from a state: hidden_t [1, H] and `token_input` of token_{t+1} [1, H] ->
         predicted hidden_{t+1} [1, H], core state. `forward` for one token with fewer calls."""
-        x = F.linear(hidden.to(self.fc.weight.dtype), self.fc.weight[:, :self.hidden_size]) + token_input
-        out, state = self.core.step_rows(x, state)
+        out, state = self.core.step_rows(self.core_inputs(hidden, token_input), state)
         return F.rms_norm(out, self.norm.weight.shape, self.norm.weight, self.norm.eps), state
 
 
@@ -171,8 +174,9 @@ class EagleDraft(Draft):
 
     @torch.inference_mode()
     def begin(self, hidden: torch.Tensor, input_embeds: torch.Tensor) -> None:
-        start = self.head.prompt_start(hidden.shape[0])
-        _, self.state = self.head(hidden[None, start:-1], input_embeds[None, start + 1:])
+        start, head = self.head.prompt_start(hidden.shape[0]), self.head
+        inputs = head.fc(torch.cat([hidden[start:-1], input_embeds[start + 1:]], dim=-1).to(self.dtype))
+        self.state = head.core.absorb(inputs)          # the prompt window's outputs are never read
         self.pending = hidden[-1:].to(self.dtype)
         self.snapshots, self.action_tokens_read = [], 0
 
@@ -201,10 +205,11 @@ class EagleDraft(Draft):
         if not tokens:
             return
         hidden = hidden.to(self.dtype)
-        previous = torch.cat([self.pending, hidden[:-1]])     # position t's hidden, paired with token t+1
-        for position in range(int(reuse_first), len(tokens)):  # a pass accepts a few tokens: one step each
-            _, self.state = self.head.step(previous[position:position + 1], self._token_input(tokens[position]),
-                                           self.state)
+        start = int(reuse_first)
+        if start < len(tokens):                               # position t's hidden, paired with token t+1
+            previous = torch.cat([self.pending, hidden[:-1]])[start:]
+            inputs = self.head.core_inputs(previous, torch.cat([self._token_input(token) for token in tokens[start:]]))
+            self.state = self.head.core.absorb(inputs, self.state)     # their outputs are never read
         self.pending = hidden[-1:]
         self.action_tokens_read += len(tokens)
 

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, LlamaConfig
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding, apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import (LlamaDecoderLayer, LlamaRotaryEmbedding, apply_rotary_pos_emb,
+                                                      rotate_half)
 
 # Verifier text-config fields that define the draft layer (everything else keeps Llama defaults).
 LAYER_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
@@ -71,6 +72,22 @@ class LlamaCore(nn.Module):
         x = mlp.act_fn(F.linear(x, mlp.gate_proj.weight, mlp.gate_proj.bias)) * F.linear(x, mlp.up_proj.weight,
                                                                                            mlp.up_proj.bias)
         return hidden + F.linear(x, mlp.down_proj.weight, mlp.down_proj.bias), state
+
+    def absorb(self, hidden: torch.Tensor, state: DynamicCache | None = None) -> DynamicCache:
+        """[l, hidden] positions after the cached ones (None: a new sequence) whose outputs nobody
+        reads (a draft's prompt window, accepted tokens read again) -> the cache with them. The layer
+        is the head's only one, so they need only their keys and values, not attention or MLP."""
+        cache = DynamicCache() if state is None else state
+        past, length = cache.get_seq_length(), hidden.shape[0]
+        attention, norm = self.layer.self_attn, self.layer.input_layernorm
+        cos, sin = self.rotary_emb(hidden, torch.arange(past, past + length, device=hidden.device)[None])
+        x = F.rms_norm(hidden, norm.weight.shape, norm.weight, norm.variance_epsilon)
+        heads = (1, length, -1, attention.head_dim)
+        key = F.linear(x, attention.k_proj.weight, attention.k_proj.bias).view(heads).transpose(1, 2)
+        value = F.linear(x, attention.v_proj.weight, attention.v_proj.bias).view(heads).transpose(1, 2)
+        key = key * cos.unsqueeze(1) + rotate_half(key) * sin.unsqueeze(1)      # rotary, as on the keys in forward
+        cache.update(key, value, 0)
+        return cache
 
     @staticmethod
     def snapshot(state: DynamicCache) -> int:

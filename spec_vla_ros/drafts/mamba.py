@@ -204,6 +204,15 @@ class MambaCore(nn.Module):
             states.append(layer_state)
         return hidden, tuple(states)
 
+    def absorb(self, hidden: torch.Tensor, state=None):
+        """[l, d_model] positions after `state` (None: from zeros) whose outputs nobody reads -> the
+        new state: the scan for a new sequence, one step per position after a state."""
+        if state is None:
+            return self(hidden[None])[1]
+        for row in hidden.split(1):
+            _, state = self.step_rows(row, state)
+        return state
+
     @staticmethod
     def snapshot(state):
         return state            # immutable: keeping the reference is the snapshot
