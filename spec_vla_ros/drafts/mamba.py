@@ -4,7 +4,8 @@
 A_log, D, out_proj), so one state dict serves both paths:
 
 - pure PyTorch (CPU, or CUDA without mamba_ssm): a full-sequence scan that may continue from
-  any state, and a single-token `step`;
+  any state, and a single-token `step_rows` (what `forward` runs for one position after a state);
+  both can stop at the state when nobody reads the outputs (`MambaCore.absorb`);
 - mamba_ssm kernels (CUDA with the package): `selective_scan_fn` for a sequence started from
   zeros, `selective_state_update` for a step.
 
@@ -58,10 +59,11 @@ class MambaConfig:
         return asdict(self)
 
 
-def selective_scan(x, dt, A, B, C, state):
+def selective_scan(x, dt, A, B, C, state, outputs: bool = True):
     """Reference scan, fp32. x, dt: [b, l, d]; A: [d, n]; B, C: [b, l, n]; state: [b, d, n].
 
-    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t and y_t = C_t h_t; returns y [b, l, d] and h_l.
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t and y_t = C_t h_t; returns y [b, l, d] (None without
+    `outputs`) and h_l.
     """
     decay = torch.exp(dt.unsqueeze(-1) * A)                                  # [b, l, d, n]
     drive = (dt * x).unsqueeze(-1) * B.unsqueeze(2)                          # [b, l, d, n]
@@ -69,6 +71,8 @@ def selective_scan(x, dt, A, B, C, state):
     for drive_t, decay_t in zip(drive.unbind(1), decay.unbind(1)):   # unbind: one gradient buffer, not one per step
         state = torch.addcmul(drive_t, decay_t, state)
         states.append(state)
+    if not outputs:
+        return None, state
     y = (torch.stack(states, dim=1) @ C.unsqueeze(-1)).squeeze(-1)                 # sum over n of h_t * C_t
     return y, state
 
@@ -104,11 +108,14 @@ class MambaMixer(nn.Module):
         dt, B, C = torch.split(F.linear(x, self.x_proj.weight), [config.dt_rank, config.d_state, config.d_state], dim=-1)
         return F.linear(dt, self.dt_proj.weight), B, C
 
-    def forward(self, hidden: torch.Tensor, state: MambaState | None = None) -> tuple[torch.Tensor, MambaState]:
-        """[b, l, d_model] continuing from `state` (None: from zeros) -> output and the new state."""
+    def forward(self, hidden: torch.Tensor, state: MambaState | None = None,
+                outputs: bool = True) -> tuple[torch.Tensor | None, MambaState]:
+        """[b, l, d_model] continuing from `state` (None: from zeros) -> output and the new state.
+        Without `outputs` the pure-PyTorch path computes only the state and returns None for the output."""
         batch, length, _ = hidden.shape
         if state is not None and length == 1:
-            return self.step(hidden, state)
+            out, state = self.step_rows(hidden[:, 0], state, outputs)
+            return (out.unsqueeze(1) if outputs else None), state
         fresh = state is None
         conv_state, ssm_state = self.empty_state(batch, hidden.device, hidden.dtype) if fresh else state
         x, z = self.in_proj(hidden).chunk(2, dim=-1)
@@ -127,19 +134,17 @@ class MambaMixer(nn.Module):
             y = y.transpose(1, 2)
         else:
             dt = F.softplus(dt.float() + self.dt_proj.bias.float())
-            y, new_ssm_state = selective_scan(x.float(), dt, A, B.float(), C.float(), ssm_state)
+            y, new_ssm_state = selective_scan(x.float(), dt, A, B.float(), C.float(), ssm_state, outputs)
+            if not outputs:
+                return None, (new_conv_state, new_ssm_state)
             y = ((y + self.D.float() * x.float()) * F.silu(z.float())).to(hidden.dtype)
         return self.out_proj(y), (new_conv_state, new_ssm_state)
 
-    def step(self, hidden: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
-        """One position, [b, 1, d_model]: the recurrent form of `forward`."""
-        out, state = self.step_rows(hidden[:, 0], state)
-        return out.unsqueeze(1), state
-
-    def step_rows(self, hidden: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+    def step_rows(self, hidden: torch.Tensor, state: MambaState,
+                  outputs: bool = True) -> tuple[torch.Tensor | None, MambaState]:
         """One position per row, [b, d_model] -> [b, d_model] and the new state: `step` without the
         length axis and module calls (a draft's proposal step on the CPU spends most of its time in
-        dispatch, not arithmetic)."""
+        dispatch, not arithmetic). Without `outputs` the pure-PyTorch path stops at the state."""
         conv_state, ssm_state = state
         x, z = F.linear(hidden, self.in_proj.weight).chunk(2, dim=-1)            # [b, d_inner]
         conv_state = torch.cat([conv_state[..., 1:], x.unsqueeze(-1)], dim=-1)
@@ -155,6 +160,8 @@ class MambaMixer(nn.Module):
             dt = F.softplus(dt.float() + self.dt_proj.bias.float())
             drive = (dt * x).unsqueeze(-1) * B.unsqueeze(1)                      # [b, d_inner, d_state]
             ssm_state = torch.addcmul(drive, torch.exp(dt.unsqueeze(-1) * A), ssm_state)
+            if not outputs:
+                return None, (conv_state, ssm_state)
             y = torch.addcmul((ssm_state @ C.unsqueeze(-1)).squeeze(-1), self.D.float(), x)   # [b, d_inner]
             y = (y * F.silu(z.float())).to(hidden.dtype)
         return F.linear(y, self.out_proj.weight), (conv_state, ssm_state)
@@ -168,15 +175,15 @@ class MambaBlock(nn.Module):
         self.norm = nn.RMSNorm(config.d_model, eps=eps)
         self.mixer = MambaMixer(config)
 
-    def forward(self, hidden, state=None):
-        out, state = self.mixer(self.norm(hidden), state)
-        return hidden + out, state
+    def forward(self, hidden, state=None, outputs: bool = True):
+        out, state = self.mixer(self.norm(hidden), state, outputs)
+        return (hidden + out if outputs else None), state
 
-    def step_rows(self, hidden, state):
+    def step_rows(self, hidden, state, outputs: bool = True):
         """[b, d_model] one position per row (MambaMixer.step_rows)."""
         normed = F.rms_norm(hidden, self.norm.weight.shape, self.norm.weight, self.norm.eps)
-        out, state = self.mixer.step_rows(normed, state)
-        return hidden + out, state
+        out, state = self.mixer.step_rows(normed, state, outputs)
+        return (hidden + out if outputs else None), state
 
 
 class MambaCore(nn.Module):
@@ -206,12 +213,22 @@ class MambaCore(nn.Module):
 
     def absorb(self, hidden: torch.Tensor, state=None):
         """[l, d_model] positions after `state` (None: from zeros) whose outputs nobody reads -> the
-        new state: the scan for a new sequence, one step per position after a state."""
-        if state is None:
-            return self(hidden[None])[1]
-        for row in hidden.split(1):
-            _, state = self.step_rows(row, state)
-        return state
+        new state: the scan for a new sequence, one step per position after a state; the last
+        block stops at its state."""
+        states = []
+        for index, layer in enumerate(self.layers):
+            outputs = index < len(self.layers) - 1
+            if state is None:
+                out, layer_state = layer(hidden[None], None, outputs)
+                hidden = out[0] if outputs else None
+            else:
+                rows, layer_state = [], state[index]
+                for row in hidden.split(1):
+                    out, layer_state = layer.step_rows(row, layer_state, outputs)
+                    rows.append(out)
+                hidden = torch.cat(rows) if outputs else None
+            states.append(layer_state)
+        return tuple(states)
 
     @staticmethod
     def snapshot(state):
