@@ -80,9 +80,10 @@ def test_truncate_rolls_the_cache_back_exactly(miniature, rng):
 
 
 def test_a_cpu_pass_computes_the_logits_rows_it_is_asked_for(miniature, rng, monkeypatch):
-    """On the CPU a pass keeps its hidden states and computes logits rows when read: any split of
-    the rows gives the tokens of all rows at once, and a decoder whose first proposal is rejected
-    computes one row only."""
+    """On the CPU a pass keeps its hidden states and computes logits rows when read, in blocks of
+    at least two (one read of the lm_head either way) kept for later reads: any split of the rows
+    gives the tokens of all rows at once, and a decoder whose first proposal is rejected computes
+    no row past the second."""
     import spec_vla_ros.vla.session as session_module
     image, instruction = next(random_observations(rng, 1))
     session = VerifierSession(miniature.model)
@@ -94,7 +95,7 @@ def test_a_cpu_pass_computes_the_logits_rows_it_is_asked_for(miniature, rng, mon
     step = session.extend([31900, 31800, 31850, 31810])
     assert rows_computed == []
     split = step.greedy(0, 1) + step.greedy(1, 3) + step.greedy(3)
-    assert rows_computed == [1, 2, 1]
+    assert rows_computed == [2, 2]
     assert split == step.greedy() == step.logits.argmax(-1).tolist() and rows_computed[-1] == 4
 
     class Rejected:                          # proposes a token the verifier never picks first
@@ -110,7 +111,8 @@ def test_a_cpu_pass_computes_the_logits_rows_it_is_asked_for(miniature, rng, mon
                         or original(weight, hidden))
     decoder = Decoder(miniature.model, Rejected(), num_draft_tokens=4)
     tokens, stats = decoder.decode(pixel_values(image), prompt_token_ids(miniature.tokenizer, instruction))
-    assert stats.verifier_passes == ACTION_DIM and rows_computed == [1] * ACTION_DIM
+    passes_rows = [min(2, 1 + proposed) for proposed in stats.proposed_per_pass]
+    assert stats.verifier_passes == ACTION_DIM and rows_computed == passes_rows and max(passes_rows) == 2
     assert stats.verify_ms >= 20 * ACTION_DIM and stats.draft_ms < 20
 
 

@@ -20,8 +20,9 @@ class VerifierStep:
 
     Built with `lm_head_weight` instead of `logits` (the CPU path of VerifierSession), the logits are
     computed from the last k rows of `hidden` when read, and `greedy(start, stop)` computes only the
-    rows it is asked for: a speculative decoder needs the rows after a rejected proposal only when
-    that proposal was accepted, and on the CPU each row of the 32064-entry head costs a full read of it.
+    rows it is asked for, in blocks of at least two (`lm_head_logits` reads the head once for either)
+    kept for later calls: a speculative decoder needs the rows after a rejected proposal only when
+    that proposal was accepted, and on the CPU each block costs a full read of the 32064-row head.
     """
 
     def __init__(self, hidden: torch.Tensor, input_embeds: torch.Tensor, logits: torch.Tensor | None = None,
@@ -31,6 +32,7 @@ class VerifierStep:
         self.hidden, self.input_embeds = hidden, input_embeds
         self._logits, self.lm_head_weight = logits, lm_head_weight
         self.num_logits = num_logits if logits is None else logits.shape[0]
+        self._greedy: dict[int, int] = {}           # logits row -> argmax, for rows computed lazily
 
     @property
     @torch.inference_mode()
@@ -44,10 +46,15 @@ class VerifierStep:
         """The argmax of logits rows start..stop-1 (all by default); an exact tie goes to the lowest id
         (torch.argmax returns the first)."""
         stop = self.num_logits if stop is None else min(stop, self.num_logits)
-        if self._logits is not None or (start, stop) == (0, self.num_logits):
-            return self.logits[start:stop].argmax(dim=-1).tolist()
-        first = self.hidden.shape[0] - self.num_logits
-        return lm_head_logits(self.lm_head_weight, self.hidden[first + start:first + stop]).argmax(dim=-1).tolist()
+        if self._logits is not None:
+            return self._logits[start:stop].argmax(dim=-1).tolist()
+        missing = [row for row in range(start, stop) if row not in self._greedy]
+        if missing:
+            first, end = missing[0], min(max(missing[-1] + 1, missing[0] + 2), self.num_logits)
+            offset = self.hidden.shape[0] - self.num_logits
+            rows = lm_head_logits(self.lm_head_weight, self.hidden[offset + first:offset + end])
+            self._greedy.update(zip(range(first, end), rows.argmax(dim=-1).tolist()))
+        return [self._greedy[row] for row in range(start, stop)]
 
     def top2_margins(self) -> list[float]:
         """Per row, the largest logit minus the second largest (0.0 at an exact tie): how far the
