@@ -218,13 +218,13 @@ def passes_section(model, device: str, repeats: int, prompt_tokens: int, copy_gb
     pixels, prompt = random_pixels(generator, model.config.image_size), random_prompt(generator, prompt_tokens)
     session = VerifierSession(model)
     prefill = session.prefill(pixels, prompt)
-    prefill_ms = timed_ms(lambda: session.prefill(pixels, prompt), device, repeats)
+    prefill_ms = timed_ms(lambda: session.prefill(pixels, prompt).greedy(), device, repeats)  # logits read, as a decoder does
     length = session.length
     weight_bytes, kv_bytes = language_model_weight_bytes(model), kv_cache_bytes(session)
     tokens = [ACTION_TOKEN_MIN + 8 * i for i in range(cost_model.MAX_PASS_TOKENS)]
 
     def one_pass(count):
-        session.extend(tokens[:count])
+        session.extend(tokens[:count]).greedy()
         session.truncate(length)
 
     passes = {}
