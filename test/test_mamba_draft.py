@@ -1,5 +1,6 @@
 """Mamba core: the full-sequence scan and single-token stepping agree; rollback is exact."""
 import copy
+import os
 
 import pytest
 import torch
@@ -135,22 +136,27 @@ def test_carried_state_does_not_depend_on_how_the_action_was_accepted(miniature,
     assert plain.propose_early(7) == []                # a head trained without --carry guesses nothing early
 
 
+def fresh_head_and_inputs(miniature, kind: str, length: int):
+    """A random head of the miniature's width and `length` random (hidden, embedding) pairs [1, length, H],
+    from a fresh seed (returned for the failure message)."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    torch.manual_seed(seed)
+    head = EagleHead(kind, default_core_config(kind, miniature.model)).eval()
+    size = miniature.model.hidden_size
+    return head, torch.randn(1, length, size), torch.randn(1, length, size), seed
+
+
 @pytest.mark.parametrize("kind", ["mamba", "llama"])
 @torch.no_grad()
 def test_the_one_token_step_equals_the_sequence_forward(miniature, kind):
-    """EagleHead.step (fc split into the hidden half and a per-token input, the cores' step_rows,
-    the written-out RMSNorm) computes what forward() computes for one more token, from any state."""
-    torch.manual_seed(0)
-    head = EagleHead(kind, default_core_config(kind, miniature.model)).eval()
-    generator = torch.Generator().manual_seed(4)
-    size = miniature.model.hidden_size
-    hidden = torch.randn(1, 12, size, generator=generator)
-    embeds = torch.randn(1, 12, size, generator=generator)
+    """EagleHead.step (fc split into the hidden half and a per-token input, the cores' step_rows)
+    computes what forward() computes for one more token, from any state."""
+    head, hidden, embeds, seed = fresh_head_and_inputs(miniature, kind, 12)
     whole, _ = head(hidden, embeds)
     _, state = head(hidden[:, :8], embeds[:, :8])
     for t in range(8, 12):
         stepped, state = head.step(hidden[:, t], head.token_input(embeds[:, t]), state)
-        assert relative_error(stepped, whole[:, t]) < 1e-5, t
+        assert relative_error(stepped, whole[:, t]) < 1e-5, (seed, t)
 
 
 @pytest.mark.parametrize("kind", ["mamba", "llama"])
@@ -159,12 +165,7 @@ def test_absorbing_positions_leaves_the_state_forward_leaves(miniature, kind):
     """core.absorb (a prompt window or accepted tokens whose outputs nobody reads; the Llama core
     computes only their keys and values) leaves a state from which the next step predicts what it
     predicts after forward() over the same positions."""
-    torch.manual_seed(0)
-    head = EagleHead(kind, default_core_config(kind, miniature.model)).eval()
-    generator = torch.Generator().manual_seed(5)
-    size = miniature.model.hidden_size
-    hidden = torch.randn(1, 14, size, generator=generator)
-    embeds = torch.randn(1, 14, size, generator=generator)
+    head, hidden, embeds, seed = fresh_head_and_inputs(miniature, kind, 14)
     inputs = head.fc(torch.cat([hidden, embeds], dim=-1))[0]
     _, forward_state = head(hidden[:, :12], embeds[:, :12])
     absorbed = head.core.absorb(inputs[:9])
@@ -173,4 +174,4 @@ def test_absorbing_positions_leaves_the_state_forward_leaves(miniature, kind):
         token_input = head.token_input(embeds[:, t])
         expected, forward_state = head.step(hidden[:, t], token_input, forward_state)
         stepped, absorbed = head.step(hidden[:, t], token_input, absorbed)
-        assert relative_error(stepped, expected) < 1e-5, t
+        assert relative_error(stepped, expected) < 1e-5, (seed, t)

@@ -51,7 +51,7 @@ class LlamaCore(nn.Module):
     def step_rows(self, hidden: torch.Tensor, state: DynamicCache) -> tuple[torch.Tensor, DynamicCache]:
         """One position, [1, hidden] after the cached positions -> output [1, hidden], cache: `forward`
         for a single token, reading the same weights with fewer calls (a lone query attends to every
-        cached position, so no mask). A draft's proposal step on the CPU spends most of its time in
+        cached position, so no mask). A draft's proposal step on the CPU spends much of its time in
         dispatch, not arithmetic."""
         layer, attention, mlp = self.layer, self.layer.self_attn, self.layer.mlp
         past = state.get_seq_length()

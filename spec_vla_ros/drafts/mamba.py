@@ -143,7 +143,7 @@ class MambaMixer(nn.Module):
     def step_rows(self, hidden: torch.Tensor, state: MambaState,
                   outputs: bool = True) -> tuple[torch.Tensor | None, MambaState]:
         """One position per row, [b, d_model] -> [b, d_model] and the new state: `step` without the
-        length axis and module calls (a draft's proposal step on the CPU spends most of its time in
+        length axis and module calls (a draft's proposal step on the CPU spends much of its time in
         dispatch, not arithmetic). Without `outputs` the pure-PyTorch path stops at the state."""
         conv_state, ssm_state = state
         x, z = F.linear(hidden, self.in_proj.weight).chunk(2, dim=-1)            # [b, d_inner]
