@@ -102,6 +102,13 @@ class MambaMixer(nn.Module):
         return (torch.zeros(batch, config.d_inner, config.d_conv, device=device, dtype=dtype),
                 torch.zeros(batch, config.d_inner, config.d_state, device=device, dtype=torch.float32))
 
+    def _in_proj(self, hidden: torch.Tensor, gate: bool):
+        """[..., d_model] -> x, z [..., d_inner]; z (the output gate) is None without `gate`: a
+        state-only pass reads half of in_proj, the draft's largest weight."""
+        if gate:
+            return F.linear(hidden, self.in_proj.weight).chunk(2, dim=-1)
+        return F.linear(hidden, self.in_proj.weight[:self.config.d_inner]), None
+
     def _ssm_inputs(self, x: torch.Tensor):
         """x (after conv) [..., d_inner] -> dt (before softplus, without bias), B, C."""
         config = self.config
@@ -118,14 +125,15 @@ class MambaMixer(nn.Module):
             return (out.unsqueeze(1) if outputs else None), state
         fresh = state is None
         conv_state, ssm_state = self.empty_state(batch, hidden.device, hidden.dtype) if fresh else state
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        use_kernel = fresh and kernels_usable(hidden.device)
+        x, z = self._in_proj(hidden, outputs or use_kernel)
         window = torch.cat([conv_state[..., 1:], x.transpose(1, 2)], dim=-1)    # d_conv - 1 earlier inputs
         new_conv_state = window[..., -self.config.d_conv:]
         x = F.silu(F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.config.d_inner))
         x = x.transpose(1, 2)                                                    # [b, l, d_inner]
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        if fresh and kernels_usable(hidden.device):
+        if use_kernel:
             y, new_ssm_state = selective_scan_fn(
                 x.transpose(1, 2).contiguous(), dt.transpose(1, 2).contiguous(), A,
                 B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), self.D.float(),
@@ -146,7 +154,7 @@ class MambaMixer(nn.Module):
         length axis and module calls (a draft's proposal step on the CPU spends much of its time in
         dispatch, not arithmetic). Without `outputs` the pure-PyTorch path stops at the state."""
         conv_state, ssm_state = state
-        x, z = F.linear(hidden, self.in_proj.weight).chunk(2, dim=-1)            # [b, d_inner]
+        x, z = self._in_proj(hidden, outputs or kernels_usable(hidden.device))   # [b, d_inner] each
         conv_state = torch.cat([conv_state[..., 1:], x.unsqueeze(-1)], dim=-1)
         x = F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
         dt, B, C = self._ssm_inputs(x)
