@@ -64,6 +64,14 @@ from ..arguments import (EXPECTED_ERRORS, device_argument, fail, parse_checkpoin
                          verifier_argument)
 
 BENCH_SEED = 100_000          # synthetic episodes far from the training seeds (0..)
+# 12 scenes x 5 control steps (60 actions). A draft's acceptance varies far more between scenes
+# than between the steps of one scene (whose frames barely move), so the scenes are what the
+# benchmark samples: on the earlier default, 3 scenes x 10 steps, the packaged Mamba head's
+# teacher-forced accuracy (mean over draft positions 1-6) was 0.32, against 0.49 on 30 fresh
+# scenes of the same generator and on its validation set. Each scene still has 4 steps that
+# follow another (carried state, history draft).
+BENCH_EPISODES = 12
+BENCH_STEPS_PER_EPISODE = 5
 ARCHES = ("miniature", "openvla-7b")
 
 
@@ -94,11 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-draft-tokens", type=int, nargs="+", default=[2, 4, 6],
                         help=f"tokens a draft proposes per verifier pass, each in 1..{ACTION_DIM} "
                              "(default: %(default)s)")
-    parser.add_argument("--episodes", type=int, default=3,
-                        help="synthetic episodes, seeds from --seed (default: %(default)s)")
+    parser.add_argument("--episodes", type=int, default=BENCH_EPISODES,
+                        help="synthetic episodes (scenes), seeds from --seed (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=BENCH_SEED,
                         help="first synthetic episode's seed, far from the training seeds (default: %(default)s)")
-    parser.add_argument("--steps-per-episode", type=int, default=10,
+    parser.add_argument("--steps-per-episode", type=int, default=BENCH_STEPS_PER_EPISODE,
                         help="control steps per synthetic episode (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed actions per configuration first (default: %(default)s)")
