@@ -221,20 +221,12 @@ class MambaCore(nn.Module):
 
     def absorb(self, hidden: torch.Tensor, state=None):
         """[l, d_model] positions after `state` (None: from zeros) whose outputs nobody reads -> the
-        new state: the scan for a new sequence, one step per position after a state; the last
-        block stops at its state."""
+        new state: one scan over them (a step for one position); the last block stops at its state."""
         states = []
         for index, layer in enumerate(self.layers):
             outputs = index < len(self.layers) - 1
-            if state is None:
-                out, layer_state = layer(hidden[None], None, outputs)
-                hidden = out[0] if outputs else None
-            else:
-                rows, layer_state = [], state[index]
-                for row in hidden.split(1):
-                    out, layer_state = layer.step_rows(row, layer_state, outputs)
-                    rows.append(out)
-                hidden = torch.cat(rows) if outputs else None
+            out, layer_state = layer(hidden[None], None if state is None else state[index], outputs)
+            hidden = out[0] if outputs else None
             states.append(layer_state)
         return tuple(states)
 
