@@ -128,6 +128,22 @@ def test_training_beats_the_most_frequent_token(miniature, traces, tmp_path):
     assert len(config["training"]["val_chain_accuracy"]) == ACTION_DIM - 1
 
 
+def test_mamba_core_size_options_reach_the_checkpoint_and_the_draft(miniature, traces, tmp_path):
+    settings = {"kind": "mamba", "steps": 2, "eval_every": 2, "checkpoint_every": 2}
+    train.train(train_args(traces, tmp_path / "small", **settings, d_state=8, expand=1))
+    head, config = load_head(tmp_path / "small")
+    hidden_size = miniature.model.language_model.config.hidden_size
+    assert (config["core"]["d_state"], config["core"]["expand"]) == (8, 1)
+    mixer = head.core.layers[0].mixer
+    assert mixer.A_log.shape == (hidden_size, 8) and mixer.in_proj.weight.shape == (2 * hidden_size, hidden_size)
+    draft = EagleDraft(head, miniature.model)
+    draft.begin(torch.randn(20, hidden_size), torch.randn(20, hidden_size))
+    assert all(ACTION_TOKEN_MIN <= token < ACTION_TOKEN_MIN + 256 for token in draft.propose(ACTION_TOKEN_MIN, 3))
+    for option in ("d_state", "expand"):
+        with pytest.raises(CommandError, match=f"--{option.replace('_', '-')} 0: expected at least 1"):
+            train.train(train_args(traces, tmp_path / option, **settings, **{option: 0}))
+
+
 def test_resume_continues_exactly(traces, tmp_path, monkeypatch):
     settings = {"steps": 6, "checkpoint_every": 3, "eval_every": 6}
     train.train(train_args(traces, tmp_path / "straight", **settings))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..drafts.eagle_head import DEFAULT_CONTEXT
+from ..drafts.mamba import MAMBA_D_STATE, MAMBA_EXPAND
 from ..drafts.registry import CHECKPOINT_KINDS
 from ..training import train as training
 from ..training.arguments import absolute_path
@@ -25,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser, "training precision: auto and float32 train in fp32; bfloat16/float16 run the "
                                   "head under autocast (weights and optimizer stay fp32)")
     parser.add_argument("--layers", type=int, default=1, help="mamba: number of Mamba blocks")
+    parser.add_argument("--d-state", type=int, default=MAMBA_D_STATE,
+                        help=f"mamba: SSM state size per channel (default {MAMBA_D_STATE}, mamba_simple's)")
+    parser.add_argument("--expand", type=int, default=MAMBA_EXPAND,
+                        help=f"mamba: inner width / model width (default {MAMBA_EXPAND}, mamba_simple's)")
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT,
                         help="prompt positions the head reads (the last ones); 0: the whole prompt")
     parser.add_argument("--steps", type=int, default=2500)

@@ -32,18 +32,21 @@ from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 from ..vla.model import OpenVLA
 from .base import Draft
 from .llama import LlamaCore, layer_config
-from .mamba import MambaConfig, MambaCore
+from .mamba import MAMBA_D_STATE, MAMBA_EXPAND, MambaConfig, MambaCore
 
 HEAD_KINDS = ("mamba", "llama")
 ACTION_BINS = ACTION_TOKEN_MAX - ACTION_TOKEN_MIN + 1
 DEFAULT_CONTEXT = 16        # prompt positions a head reads (spec-vla-train-draft and spec-vla-collect --context)
 
 
-def core_config(kind: str, text_config: LlamaConfig, num_layers: int = 1) -> dict:
+def core_config(kind: str, text_config: LlamaConfig, num_layers: int = 1, d_state: int = MAMBA_D_STATE,
+                expand: int = MAMBA_EXPAND) -> dict:
     """Core hyperparameters from the verifier's text-model config (d_model / layer shapes = the
-    verifier's): all a head needs of the verifier's architecture, so no model is built for it."""
+    verifier's): all a head needs of the verifier's architecture, so no model is built for it.
+    `num_layers`, `d_state`, `expand`: the Mamba core's (ignored for llama)."""
     if kind == "mamba":
-        return MambaConfig(d_model=text_config.hidden_size, num_layers=num_layers).to_dict()
+        return MambaConfig(d_model=text_config.hidden_size, num_layers=num_layers, d_state=d_state,
+                           expand=expand).to_dict()
     if kind == "llama":
         return layer_config(text_config)
     raise ValueError(f"draft head kind '{kind}' is unknown; expected one of {HEAD_KINDS}")

@@ -356,7 +356,7 @@ def check_arguments(args) -> None:
             raise CommandError(f"--resume: {args.out / TRAIN_STATE} does not exist")
     else:
         check_new_directory(args.out, "--out")
-    check_counts(args, ("steps", "batch_size", "eval_every", "checkpoint_every", "layers"))
+    check_counts(args, ("steps", "batch_size", "eval_every", "checkpoint_every", "layers", "d_state", "expand"))
     if not 0 <= args.val_fraction < 1:
         raise CommandError(f"--val-fraction {args.val_fraction}: expected a fraction in [0, 1)")
     assert args.dtype in DTYPES
@@ -385,8 +385,8 @@ def train(args, verifier: VerifierParts | None = None) -> dict:
             raise CommandError(f"--resume: {args.out} reads --context {config['context'] or 0}; resume it the same way")
     else:
         torch.manual_seed(args.seed)
-        head = EagleHead(args.kind, core_config(args.kind, verifier.llama_config, args.layers), args.context or None,
-                         args.carry)
+        head = EagleHead(args.kind, core_config(args.kind, verifier.llama_config, args.layers, args.d_state, args.expand),
+                         args.context or None, args.carry)
     head.to(device).train()
     param_groups = [{"params": [p for name, p in head.named_parameters() if name != "copy_bias"]}]
     if head.carry:
