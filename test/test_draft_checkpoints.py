@@ -7,7 +7,7 @@ import torch
 from spec_vla_ros.decoding.acceptance import Acceptance
 from spec_vla_ros.decoding.decoder import Decoder
 from spec_vla_ros.drafts.checkpoints import CONFIG, WEIGHTS, DraftCheckpointError, load_head, save_draft
-from spec_vla_ros.drafts.eagle_head import EagleDraft, EagleHead, default_core_config
+from spec_vla_ros.drafts.eagle_head import EagleDraft, EagleHead, default_core_config, early_guess_mode
 from spec_vla_ros.drafts.history import HistoryDraft
 from spec_vla_ros.drafts.mamba import MambaConfig
 from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS, load, load_draft, resolve
@@ -53,6 +53,12 @@ def test_packaged_drafts_are_for_the_miniature(miniature):
     assert load_draft("ar", "", miniature) is None
     with pytest.raises(ValueError, match="^draft 'none' is now spelled 'ar' \\(autoregressive decoding\\)$"):
         load_draft("none", "", miniature)
+
+
+def test_packaged_heads_make_early_guesses_as_their_records_say(miniature):
+    for kind in ("mamba", "llama"):
+        config = json.loads((PACKAGED_CHECKPOINTS / kind / CONFIG).read_text())
+        assert load_draft(kind, "", miniature).early_guesses == early_guess_mode(config)
 
 
 def test_resolve_holds_what_load_needs_and_load_checks_nothing_on_disk(miniature, saved, tmp_path, monkeypatch):

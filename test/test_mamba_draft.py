@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from spec_vla_ros.drafts import mamba
-from spec_vla_ros.drafts.eagle_head import EagleDraft, EagleHead, default_core_config
+from spec_vla_ros.drafts.eagle_head import (EARLY_COPY, EARLY_FROM_HEAD, EagleDraft, EagleHead,
+                                            default_core_config, early_guess_mode)
 from spec_vla_ros.drafts.mamba import MambaConfig, MambaCore
 
 D_MODEL, LENGTH = 64, 40
@@ -134,6 +135,39 @@ def test_carried_state_does_not_depend_on_how_the_action_was_accepted(miniature,
     plain.begin(hidden, embeds)
     plain.end_action(tokens)
     assert plain.propose_early(7) == []                # a head trained without --carry guesses nothing early
+
+
+def test_copying_head_proposes_the_previous_action_without_stepping(miniature, monkeypatch):
+    """EARLY_COPY: the early guesses are the last action's tokens and the head runs no step for
+    them; the same head in EARLY_FROM_HEAD steps once per guess."""
+    torch.manual_seed(0)
+    head = EagleHead("mamba", default_core_config("mamba", miniature.model), carry=True).eval()
+    hidden, embeds = torch.randn(30, miniature.model.hidden_size), torch.randn(30, miniature.model.hidden_size)
+    tokens = [31744 + 37 * i for i in range(7)]
+    steps = []
+    step = head.step
+    monkeypatch.setattr(head, "step", lambda *args: steps.append(1) or step(*args))
+    for mode, expected_steps in ((EARLY_COPY, 0), (EARLY_FROM_HEAD, 5)):
+        draft = EagleDraft(head, miniature.model, mode)
+        draft.begin(hidden, embeds)
+        draft.accept(tokens, torch.randn(7, miniature.model.hidden_size))
+        draft.end_action(tokens)
+        steps.clear()
+        early = draft.propose_early(5)
+        assert len(steps) == expected_steps and len(early) == 5
+        if mode == EARLY_COPY:
+            assert early == tokens[:5]
+    with pytest.raises(ValueError, match="early_guesses 'both' is unknown"):
+        EagleDraft(head, miniature.model, "both")
+
+
+def test_early_guess_mode_follows_the_checkpoints_validation_record():
+    record = {"val_early_chain_accuracy": [0.44, 0.31, 0.24], "val_history_early_accuracy": [0.44, 0.32, 0.24]}
+    assert early_guess_mode({"carry": True, "training": record}) == EARLY_COPY
+    better = {**record, "val_early_chain_accuracy": [0.46, 0.33, 0.25]}
+    assert early_guess_mode({"carry": True, "training": better}) == EARLY_FROM_HEAD
+    assert early_guess_mode({"carry": True, "training": {}}) == EARLY_FROM_HEAD      # no record: as trained
+    assert early_guess_mode({"carry": False, "training": record}) == EARLY_FROM_HEAD
 
 
 def fresh_head_and_inputs(miniature, kind: str, length: int):

@@ -27,7 +27,7 @@ from ..vla.checkpoint import LoadedVerifier, resolve_dtype, vla_config_from_hf
 from ..vla.miniature import MINIATURE, MINIATURE_NAME, MINIATURE_TEXT_CONFIG
 from .base import Draft
 from .checkpoints import CONFIG, build_head, check_compatible, read_draft_config
-from .eagle_head import EagleDraft
+from .eagle_head import EagleDraft, early_guess_mode
 from .history import HistoryDraft
 from .kinds import AR, RETIRED_SPELLINGS
 
@@ -62,7 +62,7 @@ def _head_draft(resolved: ResolvedDraft, verifier: LoadedVerifier) -> Draft:
     """bf16 on CUDA, fp32 on CPU, on the verifier's device."""
     dtype = resolve_dtype("auto", str(verifier.device))
     head = build_head(resolved.directory, resolved.config, verifier.device, dtype)
-    return EagleDraft(head, verifier.model)
+    return EagleDraft(head, verifier.model, early_guess_mode(resolved.config))
 
 
 @dataclass(frozen=True)

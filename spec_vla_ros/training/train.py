@@ -28,7 +28,9 @@ Reported per draft position 1..6 (train and validation): teacher-forced token ac
 chain accuracy = the fraction of steps whose first i proposals are all right (what strict
 acceptance keeps), next to the most-frequent-token baseline; with `--carry`, the same chain
 accuracy for the 7 early proposals a0..a6, next to proposing the previous action (the history
-draft). The checkpoint JSON holds them.
+draft). The checkpoint JSON holds them; a carrying head whose early proposals score no higher
+than the previous action's (summed over a0..a6) is deployed copying the previous action instead
+of drafting them (`eagle_head.early_guess_mode`: same guesses' worth, no head steps).
 
 Of the verifier, training uses only its token embedding and the 256 action rows of its lm_head,
 read from the checkpoint's safetensors (`vla.tensors`): the verifier is never built, so a
