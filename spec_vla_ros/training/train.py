@@ -387,8 +387,8 @@ def train(args, verifier: VerifierParts | None = None) -> dict:
             raise CommandError(f"--resume: {args.out} reads --context {config['context'] or 0}; resume it the same way")
     else:
         torch.manual_seed(args.seed)
-        head = EagleHead(args.kind, core_config(args.kind, verifier.llama_config, args.layers, args.d_state, args.expand),
-                         args.context or None, args.carry)
+        core = core_config(args.kind, verifier.llama_config, args.layers, args.d_state, args.expand)
+        head = EagleHead(args.kind, core, args.context or None, args.carry)
     head.to(device).train()
     param_groups = [{"params": [p for name, p in head.named_parameters() if name != "copy_bias"]}]
     if head.carry:
