@@ -16,6 +16,7 @@ from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 
 from ros_helpers import Client, NodeProcess  # noqa: E402
 from spec_vla_ros import topics  # noqa: E402
+from spec_vla_ros.dds import BUILTIN_TRANSPORTS  # noqa: E402
 from spec_vla_ros.node_parameters import RECORDER_PARAMETERS  # noqa: E402
 from spec_vla_ros.recorder_node import NODE_NAME  # noqa: E402
 from spec_vla_ros.ros_conversions import action_to_msg, image_to_msg  # noqa: E402
@@ -93,11 +94,16 @@ def test_bag_reads_back_with_rosbags_and_mcap(recorded_bag):
     assert mcap_counts == COUNTS
 
 
-def test_sigkilled_recorder_bag_is_recovered_analysed_and_reindexed(tmp_path, capsys):
+def test_sigkilled_recorder_bag_is_recovered_analysed_and_reindexed(tmp_path, capsys, monkeypatch):
     """The recorder flushes on its own: a first batch of messages reaches the disk while it runs
     (no close); a second batch is published and the recorder SIGKILLed at once. The bag then has no
     summary and no metadata.yaml; the analyzer recovers it with a notice, and the reindexed copy
-    opens with rosbags and mcap's indexed reader, with the same messages."""
+    opens with rosbags and mcap's indexed reader, with the same messages.
+
+    Recorder and client use Fast DDS's default transports here (the frames are tiny): once, in a
+    full suite run, closing this process's participant after the SIGKILL hung for good inside
+    Fast DDS's TCP transport (LARGE_DATA), its teardown waiting on a channel's blocked read."""
+    monkeypatch.setenv(BUILTIN_TRANSPORTS, "DEFAULT")       # read by both participants as they are made
     from mcap.reader import make_reader
     from rosbags.highlevel import AnyReader
 
