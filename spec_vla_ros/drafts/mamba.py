@@ -154,12 +154,13 @@ class MambaMixer(nn.Module):
         length axis and module calls (a draft's proposal step on the CPU spends much of its time in
         dispatch, not arithmetic). Without `outputs` the pure-PyTorch path stops at the state."""
         conv_state, ssm_state = state
-        x, z = self._in_proj(hidden, outputs or kernels_usable(hidden.device))   # [b, d_inner] each
+        use_kernel = kernels_usable(hidden.device)
+        x, z = self._in_proj(hidden, outputs or use_kernel)                     # [b, d_inner] each
         conv_state = torch.cat([conv_state[..., 1:], x.unsqueeze(-1)], dim=-1)
         x = F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        if kernels_usable(hidden.device):
+        if use_kernel:
             ssm_state = ssm_state.clone()                                        # the kernel updates in place
             y = selective_state_update(ssm_state, x, dt, A, B, C, self.D, z=z, dt_bias=self.dt_proj.bias,
                                        dt_softplus=True)
