@@ -2,9 +2,9 @@
 
     ros2 launch spec_vla_ros hardware.launch.py verifier:=/models/openvla-7b-finetuned-libero-goal dry_run:=false
 
-The node list lives in spec_vla_ros.launch_config, shared with `spec-vla-launch hardware`.
+The node list lives in spec_vla_ros.ros.launch_config, shared with `spec-vla-launch hardware`.
 """
-from spec_vla_ros.launch_config import generate_launch_description as describe
+from spec_vla_ros.ros.launch_config import generate_launch_description as describe
 
 CONFIGURATION = "hardware"
 

@@ -2,9 +2,9 @@
 
     ros2 launch spec_vla_ros libero_goal.launch.py draft:=mamba record:=true task_ids:="[0, 3]"
 
-The node list lives in spec_vla_ros.launch_config, shared with `spec-vla-launch libero_goal`.
+The node list lives in spec_vla_ros.ros.launch_config, shared with `spec-vla-launch libero_goal`.
 """
-from spec_vla_ros.launch_config import generate_launch_description as describe
+from spec_vla_ros.ros.launch_config import generate_launch_description as describe
 
 CONFIGURATION = "libero_goal"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Camera frames across two "hosts": two network namespaces joined by a veth pair, each process
 # with a private /dev/shm (so Fast DDS cannot take the shared-memory shortcut it takes on one
-# host). Runs `spec-vla-bench dds` (spec_vla_ros.commands.benchmarks.dds) with the publisher in one
+# host). Runs `spec-vla-bench dds` (spec_vla_ros.benchmarks.dds) with the publisher in one
 # namespace and the subscriber in the other: default Fast DDS transports vs LARGE_DATA, for the
 # sizes given. Traffic stays between the two namespaces. Needs root (ip netns, mount).
 #
@@ -46,5 +46,5 @@ host() {
     echo "ip netns exec $1 unshare --mount sh -c 'mount -t tmpfs svla_shm /dev/shm && exec \"\$0\" \"\$@\"'"
 }
 cd "$(dirname "$0")/.."
-"$PYTHON" -m spec_vla_ros.commands.benchmarks.dds run --publisher-prefix "$(host "$A")" --subscriber-prefix "$(host "$B")" \
+"$PYTHON" -m spec_vla_ros.benchmarks.dds run --publisher-prefix "$(host "$A")" --subscriber-prefix "$(host "$B")" \
     --discovery-range SUBNET "$@"

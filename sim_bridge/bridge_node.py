@@ -39,8 +39,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from spec_vla_ros import topics
-from spec_vla_ros.ros_conversions import image_to_msg
+from spec_vla_ros.ros import topics
+from spec_vla_ros.ros.conversions import image_to_msg
 
 from .bridge_parameters import BRIDGE_PARAMETERS, MODES
 from .libero_goal import (AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, SEEDING_MODES, WRIST_CAMERA, LiberoGoalEnv,

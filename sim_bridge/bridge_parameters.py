@@ -3,7 +3,7 @@ defined once. All are read-only (set at start). No ROS and no model stack here.
 """
 from __future__ import annotations
 
-from spec_vla_ros.node_parameters import Parameter, parameter_table
+from spec_vla_ros.ros.node_parameters import Parameter, parameter_table
 
 from .constants import (LIBERO_CONTROL_HZ, LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS,
                         LIBERO_NUM_STEPS_WAIT, LIBERO_RENDER_SIZE)

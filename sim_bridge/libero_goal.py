@@ -144,7 +144,7 @@ class RobotState:
 
 @dataclass
 class Observation:
-    agentview: np.ndarray               # HxWx3 uint8, upright
+    agentview: np.ndarray | None        # HxWx3 uint8, upright; None when the env renders nothing
     wrist: np.ndarray | None            # only when the env renders the wrist camera
     robot: RobotState
 
@@ -177,12 +177,15 @@ class LiberoGoalEnv:
 
     One LIBERO env per task is created on first use and reused for every later episode of
     that task (creation costs ~10 s). Only the cameras asked for are rendered: rendering is
-    most of a step's cost (~0.1 s per camera on CPU).
+    most of a step's cost (~0.1 s per camera on CPU). With `render=False` nothing is rendered
+    (observations carry no images): for policies that read the simulator's state, such as the
+    scripted expert.
     """
 
     def __init__(self, image_size: int = LIBERO_RENDER_SIZE, wrist_camera: bool = False,
                  max_steps: int = LIBERO_GOAL_MAX_STEPS, num_steps_wait: int = LIBERO_NUM_STEPS_WAIT,
-                 gripper_convention: str = "openvla", seed: int = 0, seeding: str = "openvla"):
+                 gripper_convention: str = "openvla", seed: int = 0, seeding: str = "openvla",
+                 render: bool = True):
         if gripper_convention not in GRIPPER_CONVENTIONS:
             raise ValueError(f"gripper_convention must be one of {GRIPPER_CONVENTIONS}, got {gripper_convention!r}")
         if seeding not in SEEDING_MODES:
@@ -192,6 +195,7 @@ class LiberoGoalEnv:
                              f"{image_size}, {max_steps}, {num_steps_wait}")
         self.image_size = image_size
         self.wrist_camera = wrist_camera
+        self.render = render
         self.max_steps = max_steps
         self.num_steps_wait = num_steps_wait
         self.gripper_convention = gripper_convention
@@ -241,6 +245,8 @@ class LiberoGoalEnv:
                                   camera_heights=self.image_size, camera_widths=self.image_size,
                                   # robosuite refuses to step past its horizon; keep it out of the way
                                   horizon=max(1000, self.num_steps_wait + self.max_steps + 1))
+            for camera in cameras:                # kept across resets (a hard reset replaces only sensors)
+                env.env.modify_observable(f"{camera}_image", "enabled", self.render)
             self._envs[task_id] = env
             self._init_states[task_id] = self._suite.get_task_init_states(task_id)
         return self._envs[task_id]
@@ -367,8 +373,8 @@ class LiberoGoalEnv:
 
     def _to_observation(self, raw: dict) -> Observation:
         return Observation(
-            agentview=_upright(raw[f"{AGENTVIEW_CAMERA}_image"]),
-            wrist=_upright(raw[f"{WRIST_CAMERA}_image"]) if self.wrist_camera else None,
+            agentview=_upright(raw[f"{AGENTVIEW_CAMERA}_image"]) if self.render else None,
+            wrist=_upright(raw[f"{WRIST_CAMERA}_image"]) if self.wrist_camera and self.render else None,
             robot=RobotState(eef_pos=raw["robot0_eef_pos"].copy(), eef_quat=raw["robot0_eef_quat"].copy(),
                              gripper_qpos=raw["robot0_gripper_qpos"].copy(),
                              joint_pos=raw["robot0_joint_pos"].copy()),

@@ -18,10 +18,10 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from spec_vla_ros import topics
-from spec_vla_ros.decode_report import DecodeReport
-from spec_vla_ros.launch_config import ResolvedNode, config_dir, node_environment
-from spec_vla_ros.launcher import Launcher, node_command
+from spec_vla_ros.ros import topics
+from spec_vla_ros.ros.decode_report import DecodeReport
+from spec_vla_ros.ros.launch_config import ResolvedNode, config_dir, node_environment
+from spec_vla_ros.ros.launcher import Launcher, node_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID = 1 + os.getpid() % 100

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spec_vla_ros import topics
+from spec_vla_ros.ros import topics
 from spec_vla_ros.analysis import bag_analysis, plots
 from spec_vla_ros.analysis.bags import observation_episodes, read_bag
 from spec_vla_ros.analysis.plots import FIGURE_PIXELS
 from spec_vla_ros.commands import analyze
 from spec_vla_ros.commands import collect as collect_command
 from spec_vla_ros.commands import harness as harness_command
-from spec_vla_ros.decode_report import DecodeReport
+from spec_vla_ros.ros.decode_report import DecodeReport
 from spec_vla_ros.decoding.stats import DecodeStats
 from spec_vla_ros.training import collect
 from spec_vla_ros.training.collect import synthetic_episode
@@ -207,7 +207,7 @@ def write_flushed_bag(path, rng):
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from spec_vla_ros.bag_writer import FlushingBagWriter
+    from spec_vla_ros.ros.bag_writer import FlushingBagWriter
 
     complete = write_bag(path.with_name(path.name + "_source"))
     with AnyReader([complete]) as reader:

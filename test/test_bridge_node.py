@@ -28,8 +28,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from sim_bridge.bridge_node import NODE_NAME  # noqa: E402
 from sim_bridge.bridge_parameters import BRIDGE_PARAMETERS  # noqa: E402
-from spec_vla_ros import topics  # noqa: E402
-from spec_vla_ros.ros_conversions import action_to_msg, msg_to_image  # noqa: E402
+from spec_vla_ros.ros import topics  # noqa: E402
+from spec_vla_ros.ros.conversions import action_to_msg, msg_to_image  # noqa: E402
 from sim_bridge.constants import LIBERO_CONTROL_HZ
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

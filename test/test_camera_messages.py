@@ -13,7 +13,7 @@ pytest.importorskip("sensor_msgs", reason="ROS 2 message packages are not instal
 import cv2  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from spec_vla_ros.ros_conversions import (PIXEL_BYTES, SUPPORTED_ENCODINGS, compressed_codec,  # noqa: E402
+from spec_vla_ros.ros.conversions import (PIXEL_BYTES, SUPPORTED_ENCODINGS, compressed_codec,  # noqa: E402
                                           image_to_compressed_msg, image_to_msg, msg_to_image)
 
 SEED = int.from_bytes(os.urandom(4), "little")
@@ -234,7 +234,7 @@ class _Logger:
 def test_bad_messages_are_logged_rate_limited_per_kind(monkeypatch):
     """The same problem at camera rate logs once per period (with the count of the others); a
     different problem is logged at once."""
-    from spec_vla_ros import policy_node
+    from spec_vla_ros.ros import policy_node
 
     now = [100.0]
     monkeypatch.setattr(policy_node.time, "monotonic", lambda: now[0])
@@ -253,7 +253,7 @@ def test_bad_messages_are_logged_rate_limited_per_kind(monkeypatch):
 
 def test_no_exception_leaves_a_guarded_callback():
     """Whatever a callback raises is counted and logged, never propagated to the executor."""
-    from spec_vla_ros.policy_node import PolicyNode
+    from spec_vla_ros.ros.policy_node import PolicyNode
 
     class Node:
         counts = {"inputs_rejected": 0}

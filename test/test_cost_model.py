@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from spec_vla_ros.commands.bench import main as bench_main
-from spec_vla_ros.commands.benchmarks.gpu import (TINY_TEXT_CONFIG, TINY_VISION_OVERRIDES, architecture,
+from spec_vla_ros.benchmarks.gpu import (TINY_TEXT_CONFIG, TINY_VISION_OVERRIDES, architecture,
                                                   count_dispatched_ops)
 from spec_vla_ros.decoding import cost_model
 from spec_vla_ros.drafts.eagle_head import HEAD_KINDS, EagleDraft, EagleHead, default_core_config

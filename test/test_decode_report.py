@@ -1,4 +1,4 @@
-"""The decode_stats wire format (spec_vla_ros.decode_report): what the policy node encodes reads
+"""The decode_stats wire format (spec_vla_ros.ros.decode_report): what the policy node encodes reads
 back as the same report; bags of older nodes (keys missing) and of newer ones (keys unknown) read;
 malformed statuses are refused with the key at fault. No ROS needed."""
 import json
@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from spec_vla_ros.decode_report import AUTOREGRESSIVE_DRAFTS, COUNTER_KEYS, DecodeReport, MalformedReport
+from spec_vla_ros.ros.decode_report import AUTOREGRESSIVE_DRAFTS, COUNTER_KEYS, DecodeReport, MalformedReport
 from spec_vla_ros.decoding.stats import DecodeStats
 
 # The keys a policy node of this version writes, in order (the wire format `ros2 topic echo` shows).

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spec_vla_ros.commands.bench import main as bench_main
-from spec_vla_ros.commands.benchmarks import gpu as gpu_benchmark
+from spec_vla_ros.benchmarks import gpu as gpu_benchmark
 from spec_vla_ros.decoding.noise_floor import RESHAPED_AR
 from spec_vla_ros.vla.constants import ACTION_DIM
 

@@ -3,20 +3,20 @@ ROS, so analysis tools run where ROS is not installed; the launch configuration 
 stack. Each check imports in a fresh interpreter (test_import_rules.loaded_after_importing)."""
 from test_import_rules import MODEL_STACK, ROS, loaded_after_importing
 
-from spec_vla_ros import topics
-from spec_vla_ros.node_parameters import Parameter, defaults, parameter_table
+from spec_vla_ros.ros import topics
+from spec_vla_ros.ros.node_parameters import Parameter, defaults, parameter_table
 
 
 def test_the_interface_modules_and_the_bag_readers_load_no_ros():
-    modules = ["spec_vla_ros.topics", "spec_vla_ros.decode_report", "spec_vla_ros.node_parameters",
-               "spec_vla_ros.policy_parameters", "sim_bridge.bridge_parameters", "spec_vla_ros.analysis.bags",
+    modules = ["spec_vla_ros.ros.topics", "spec_vla_ros.ros.decode_report", "spec_vla_ros.ros.node_parameters",
+               "spec_vla_ros.ros.policy_parameters", "sim_bridge.bridge_parameters", "spec_vla_ros.analysis.bags",
                "spec_vla_ros.analysis.bag_analysis", "spec_vla_ros.commands.bag_reindex"]
     assert loaded_after_importing(modules, ROS) == []
 
 
 def test_the_launch_configuration_loads_no_model_stack():
     """`ros2 launch` imports launch_config (with the topics and the bridge's and recorder's tables)."""
-    modules = ["spec_vla_ros.launch_config", "spec_vla_ros.node_parameters", "sim_bridge.bridge_parameters"]
+    modules = ["spec_vla_ros.ros.launch_config", "spec_vla_ros.ros.node_parameters", "sim_bridge.bridge_parameters"]
     assert loaded_after_importing(modules, MODEL_STACK) == []
 
 
@@ -58,5 +58,5 @@ def test_benchmarks_that_start_their_own_processes_name_a_module_that_exists():
     """`spec-vla-bench dds` runs its publisher and subscriber as `python -m MODULE`."""
     import importlib.util
 
-    from spec_vla_ros.commands.benchmarks import dds
+    from spec_vla_ros.benchmarks import dds
     assert dds.MODULE == dds.__name__ and importlib.util.find_spec(dds.MODULE) is not None

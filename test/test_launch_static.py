@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from sim_bridge.bridge_parameters import BRIDGE_PARAMETERS
-from spec_vla_ros import topics
-from spec_vla_ros.node_parameters import RECORDER_PARAMETERS
-from spec_vla_ros.policy_parameters import POLICY_PARAMETERS
-from spec_vla_ros.dds import BUILTIN_TRANSPORTS, LARGE_DATA, PROFILES_FILE_VARIABLES, describe
-from spec_vla_ros.launch_config import CONFIGURATIONS, config_dir, node_environment, resolve
-from spec_vla_ros.launcher import Launcher, node_command
+from spec_vla_ros.ros import topics
+from spec_vla_ros.ros.node_parameters import RECORDER_PARAMETERS
+from spec_vla_ros.ros.policy_parameters import POLICY_PARAMETERS
+from spec_vla_ros.ros.dds import BUILTIN_TRANSPORTS, LARGE_DATA, PROFILES_FILE_VARIABLES, describe
+from spec_vla_ros.ros.launch_config import CONFIGURATIONS, config_dir, node_environment, resolve
+from spec_vla_ros.ros.launcher import Launcher, node_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO_ROOT / "launch").glob("*.launch.py"))
@@ -59,7 +59,7 @@ def test_each_launch_file_parses_and_names_its_configuration():
         [configuration] = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
                            and any(getattr(t, "id", "") == "CONFIGURATION" for t in node.targets)]
         assert path.name == f"{configuration}.launch.py"
-        assert "spec_vla_ros.launch_config" in path.read_text()        # the node list is not redefined here
+        assert "spec_vla_ros.ros.launch_config" in path.read_text()        # the node list is not redefined here
 
 
 def test_each_node_declares_the_parameters_of_its_table():
@@ -74,7 +74,7 @@ def test_each_node_declares_the_parameters_of_its_table():
 
 def test_the_policy_launch_arguments_name_policy_parameters():
     """launch_config lists them without importing the table (it would load the model stack)."""
-    from spec_vla_ros.launch_config import POLICY_ARGUMENTS
+    from spec_vla_ros.ros.launch_config import POLICY_ARGUMENTS
     assert {argument.name for argument in POLICY_ARGUMENTS} <= set(POLICY_PARAMETERS)
     read_only = {name for name, parameter in POLICY_PARAMETERS.items() if parameter.read_only}
     assert read_only <= {argument.name for argument in POLICY_ARGUMENTS}     # settable at start, so an argument

@@ -2,7 +2,7 @@
 starts; --help shows every default."""
 import pytest
 
-from spec_vla_ros import launch_config, launcher
+from spec_vla_ros.ros import launch_config, launcher
 from spec_vla_ros.commands import launch
 
 

@@ -21,16 +21,16 @@ from std_msgs.msg import Float64, Float64MultiArray, String  # noqa: E402
 
 from ros_helpers import Client, NodeProcess, ros_environment  # noqa: E402
 from test_camera_messages import equivalents, expected_rgb, raw_msg  # noqa: E402
-from spec_vla_ros import topics  # noqa: E402
-from spec_vla_ros.control import action_to_velocity
+from spec_vla_ros.ros import topics  # noqa: E402
+from spec_vla_ros.ros.control import action_to_velocity
 from spec_vla_ros.vla.gripper import gripper_opening
-from spec_vla_ros.launch_config import ResolvedNode, config_dir  # noqa: E402
-from spec_vla_ros.launcher import node_command  # noqa: E402
-from spec_vla_ros.decode_report import DecodeReport  # noqa: E402
+from spec_vla_ros.ros.launch_config import ResolvedNode, config_dir  # noqa: E402
+from spec_vla_ros.ros.launcher import node_command  # noqa: E402
+from spec_vla_ros.ros.decode_report import DecodeReport  # noqa: E402
 from spec_vla_ros.drafts.kinds import AR
-from spec_vla_ros.policy_node import NODE_NAME  # noqa: E402
-from spec_vla_ros.policy_parameters import POLICY_PARAMETERS  # noqa: E402
-from spec_vla_ros.ros_conversions import (SUPPORTED_ENCODINGS, image_to_compressed_msg, image_to_msg,  # noqa: E402
+from spec_vla_ros.ros.policy_node import NODE_NAME  # noqa: E402
+from spec_vla_ros.ros.policy_parameters import POLICY_PARAMETERS  # noqa: E402
+from spec_vla_ros.ros.conversions import (SUPPORTED_ENCODINGS, image_to_compressed_msg, image_to_msg,  # noqa: E402
                                           msg_to_image)
 from spec_vla_ros.vla.constants import MAX_INSTRUCTION_CHARS  # noqa: E402
 

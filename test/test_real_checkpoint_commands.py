@@ -10,7 +10,7 @@ nodes would start). What differs from the README is only `cuda` -> `cpu` and opt
 to keep each run tiny (argparse keeps an option's last value): 2 synthetic scenes x 2 steps of
 traces (the README's LIBERO rollouts are run by the `sim` test), 2 training steps, 1 task x 1
 episode x 2 steps of evaluation. The bag the harness reads is written here with the recorder's
-writer (spec_vla_ros.bag_writer), holding what the policy node records: camera frames,
+writer (spec_vla_ros.ros.bag_writer), holding what the policy node records: camera frames,
 instructions and decode_stats naming the verifier the launch line passes.
 """
 import json
@@ -151,8 +151,8 @@ def write_recorded_bag(path: Path, verifier, frames: int = 2) -> Path:
     recorded value, or one per frame (a list), or None for decode_stats without one."""
     from rosbags.typesys import Stores, get_typestore
 
-    from spec_vla_ros.bag_writer import FlushingBagWriter
-    from spec_vla_ros.decode_report import DecodeReport
+    from spec_vla_ros.ros.bag_writer import FlushingBagWriter
+    from spec_vla_ros.ros.decode_report import DecodeReport
     from spec_vla_ros.decoding.stats import DecodeStats
     from spec_vla_ros.training.collect import synthetic_episode
 
@@ -204,7 +204,7 @@ def policy_starts(configuration: str, arguments: dict) -> dict:
     node makes at start (VLAPolicy.validate: verifier files, draft checkpoint fits the verifier)."""
     from dataclasses import fields
 
-    from spec_vla_ros.launch_config import resolve
+    from spec_vla_ros.ros.launch_config import resolve
     from spec_vla_ros.policy import PolicyConfig, VLAPolicy
 
     nodes = resolve(configuration, arguments)
@@ -347,7 +347,7 @@ def test_a_bag_names_its_verifier_and_a_contradicting_one_is_refused(two_verifie
 def test_bench_decode_skips_draft_heads_without_a_checkpoint_for_another_verifier(workspace, capsys):
     import argparse
 
-    from spec_vla_ros.commands.benchmarks import decode as benchmark
+    from spec_vla_ros.benchmarks import decode as benchmark
 
     parser = argparse.ArgumentParser()
     benchmark.add_arguments(parser)

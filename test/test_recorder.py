@@ -15,11 +15,11 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 
 from ros_helpers import Client, NodeProcess  # noqa: E402
-from spec_vla_ros import topics  # noqa: E402
-from spec_vla_ros.dds import BUILTIN_TRANSPORTS  # noqa: E402
-from spec_vla_ros.node_parameters import RECORDER_PARAMETERS  # noqa: E402
-from spec_vla_ros.recorder_node import NODE_NAME  # noqa: E402
-from spec_vla_ros.ros_conversions import action_to_msg, image_to_msg  # noqa: E402
+from spec_vla_ros.ros import topics  # noqa: E402
+from spec_vla_ros.ros.dds import BUILTIN_TRANSPORTS  # noqa: E402
+from spec_vla_ros.ros.node_parameters import RECORDER_PARAMETERS  # noqa: E402
+from spec_vla_ros.ros.recorder_node import NODE_NAME  # noqa: E402
+from spec_vla_ros.ros.conversions import action_to_msg, image_to_msg  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -443,7 +443,7 @@ def test_relaxed_stays_within_threshold_and_guarded_never_flips_the_gripper(mini
 # --- benchmarks ----------------------------------------------------------------------------------
 
 def test_decode_benchmark_reports_ar_its_noise_floor_and_drafts(tmp_path):
-    from spec_vla_ros.commands.benchmarks import decode
+    from spec_vla_ros.benchmarks import decode
     parser = decode.argparse.ArgumentParser()
     decode.add_arguments(parser)
     args = parser.parse_args(["--drafts", "history", "mamba", "--thresholds", "0", "9", "--num-draft-tokens", "2",
@@ -470,7 +470,7 @@ def test_decode_benchmark_reports_ar_its_noise_floor_and_drafts(tmp_path):
 
 
 def test_full_size_benchmark_refuses_cpu_and_builds_in_place():
-    from spec_vla_ros.commands.benchmarks import decode
+    from spec_vla_ros.benchmarks import decode
     from spec_vla_ros.vla.miniature import miniature_config
     with pytest.raises(SystemExit, match="CUDA"):
         decode.check_architecture_device("cpu", force=False)
@@ -490,7 +490,7 @@ def test_full_size_benchmark_refuses_cpu_and_builds_in_place():
 
 
 def test_decode_benchmark_reads_both_checkpoint_spellings_in_one_place(tmp_path):
-    from spec_vla_ros.commands.benchmarks import decode
+    from spec_vla_ros.benchmarks import decode
     from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS
     from spec_vla_ros.training.arguments import CommandError
     parser = decode.argparse.ArgumentParser()

@@ -5,8 +5,8 @@ import pytest
 import torch
 import yaml
 
-from spec_vla_ros import launch_config
-from spec_vla_ros.commands.benchmarks import verifier as verifier_benchmark
+from spec_vla_ros.ros import launch_config
+from spec_vla_ros.benchmarks import verifier as verifier_benchmark
 from spec_vla_ros.vla.threads import DEFAULT_THREADS, apply_threads, check_threads
 
 
@@ -30,9 +30,9 @@ def test_invalid_thread_counts_are_refused_with_the_reason(value):
 
 
 def test_the_policy_node_the_launch_files_and_the_commands_share_one_default():
-    from spec_vla_ros import policy_node
-    from spec_vla_ros.node_parameters import defaults
-    from spec_vla_ros.policy_parameters import POLICY_PARAMETERS
+    from spec_vla_ros.ros import policy_node
+    from spec_vla_ros.ros.node_parameters import defaults
+    from spec_vla_ros.ros.policy_parameters import POLICY_PARAMETERS
     threads = POLICY_PARAMETERS["threads"]
     assert threads.default == DEFAULT_THREADS == 1 and "0 = torch's default" in threads.description
     assert threads.read_only

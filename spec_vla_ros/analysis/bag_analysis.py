@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sim_bridge.results import summarize
 
-from ..decode_report import DecodeReport
+from ..ros.decode_report import DecodeReport
 from ..decoding.stats import DecodeStats
 from . import plots
 from .bags import BagRun, summarize_decoding

@@ -3,8 +3,12 @@ actions, instructions and episode results of a run, as plain values.
 
 A complete bag is read with rosbags' AnyReader. A bag whose recorder never closed it (SIGKILL,
 power cut: no metadata.yaml, or an MCAP file without its summary) is read with mcap's
-non-seeking reader, which walks the records from the start of each file and stops at the first
-one the crash cut off: what reached the disk is recovered, and the run's `notices` say so.
+non-seeking reader, which walks the records from the start of each split file and stops at the
+first one the crash cut off: what reached the disk is recovered, and the run's `notices` say so.
+Split files may be plain (`<bag>_N.mcap`) or as rosbag2's file compression leaves them
+(`<bag>_N.mcap.zstd`), in any mix: rosbag2 compresses each split once it has closed it, on its own
+threads and so in any order, and removes the plain file only after. Compressed splits are
+decompressed as a stream while they are read; the bag directory is never written to.
 `reindex_bag` (`spec-vla-bag-reindex`) rewrites such a bag into a complete one.
 
 A message the analysis cannot use (an episode result without `instruction`, a decode_stats
@@ -22,21 +26,26 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Callable, Iterator
 
 import numpy as np
 
 from sim_bridge.libero_goal import EpisodeResult
 
-from .. import topics
-from ..bag_writer import BAG_VERSION
-from ..decode_report import DecodeReport, has_json_type
+from ..ros import topics
+from ..ros.bag_writer import BAG_VERSION
+from ..ros.decode_report import DecodeReport, has_json_type
 from ..vla.constants import ACTION_DIM
 
 log = logging.getLogger(__name__)
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
+MCAP_SUFFIX = ".mcap"
+# rosbag2's file compression (`ros2 bag record --compression-mode file`): its one compressor,
+# rosbag2_compression_zstd, writes a closed split `F` as one zstd frame to `F.zstd`. (lz4 in a
+# rosbag2 bag is only MCAP's own chunk compression, inside a file, which mcap's reader undoes.)
+COMPRESSED_SUFFIX = ".zstd"
 RUN_TOPICS = tuple(topic.basename for topic in (topics.DECODE_STATS, topics.ACTION, topics.INSTRUCTION,
                                                  topics.EPISODE))
 _CAMERA_NAME = topics.CAMERA.name.split("/")      # the camera topic is matched by its last two segments
@@ -54,16 +63,21 @@ class MalformedMessage(ValueError):
 
 @dataclass
 class Recovery:
-    """What was read from an unfinished bag."""
+    """What was read from an unfinished bag: one file per split, in recording order, and why the
+    bag counts as unfinished."""
     files: list[Path]
+    reason: str = "no metadata.yaml: the recorder did not close it"
     messages: int = 0
-    cut_off: str = ""          # the record reading stopped at ("" = every file read to its end)
+    cut_off: list = field(default_factory=list)   # per file read only in part: where reading ended, and why
 
     def notice(self, path: Path) -> str:
-        missing = "metadata.yaml" if not (path / "metadata.yaml").exists() else "MCAP summary"
-        tail = f"; reading ended at {self.cut_off}" if self.cut_off else ""
-        return (f"recovered {self.messages} messages from an unfinished bag {path} (no {missing}: the recorder "
-                f"did not close it){tail}; `spec-vla-bag-reindex {path}` writes a complete copy")
+        """One line: how many messages, from which files, and every file a crash or damage cut short."""
+        compressed = sum(file.name.endswith(COMPRESSED_SUFFIX) for file in self.files)
+        files = (f" in {len(self.files)} split files ({compressed} zstd-compressed)"
+                 if len(self.files) > 1 or compressed else "")
+        tail = "".join(f"; {cut}" for cut in self.cut_off)
+        return (f"recovered {self.messages} messages from an unfinished bag {path} ({self.reason}){files}{tail}; "
+                f"`spec-vla-bag-reindex {path}` writes a complete copy")
 
 
 @dataclass
@@ -93,25 +107,84 @@ class BagRun:
 
 # --- finding out whether a bag is complete ---------------------------------------------------
 
-def unfinished_mcap_files(path) -> list[Path]:
-    """The MCAP files (in recording order) of a bag directory that was not closed: no
-    metadata.yaml, or an MCAP file that does not end with MCAP's magic (no summary and footer).
-    [] for a complete bag, and for anything that is not an MCAP bag directory (AnyReader then
-    says what it is)."""
+@dataclass(frozen=True)
+class Split:
+    """One split of a bag (`<bag>_N.mcap`) as the disk holds it: the plain MCAP file, its
+    zstd-compressed copy, or both (the recorder was killed while compressing it, or before it
+    removed the plain file)."""
+    plain: Path | None = None
+    compressed: Path | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        return [file for file in (self.plain, self.compressed) if file is not None]
+
+    @property
+    def source(self) -> Path:
+        """The file to read: the plain one when it is complete or alone (rosbag2 compresses a split
+        only after closing it, and removes it only once the compressed copy is whole), otherwise
+        the compressed copy."""
+        if self.plain is not None and (self.compressed is None or _ends_with_magic(self.plain)):
+            return self.plain
+        return self.compressed
+
+
+def bag_splits(path: Path) -> list[Split]:
+    """The MCAP splits of a bag directory, plain and compressed, in recording order."""
+    found: dict[str, dict] = {}
+    for file in path.iterdir():
+        if not file.is_file():
+            continue
+        if file.name.endswith(MCAP_SUFFIX):
+            found.setdefault(file.name, {})["plain"] = file
+        elif file.name.endswith(MCAP_SUFFIX + COMPRESSED_SUFFIX):
+            found.setdefault(file.name[:-len(COMPRESSED_SUFFIX)], {})["compressed"] = file
+    return [Split(**found[name]) for name in sorted(found, key=_natural_key)]
+
+
+def unfinished_bag(path) -> Recovery | None:
+    """What to recover from a bag directory that was not closed; None for a complete bag, and for
+    anything that is not an MCAP bag directory (AnyReader then says what it is). rosbag2 writes
+    metadata.yaml last, after every split is closed and compressed: a bag is complete when its
+    metadata.yaml lists exactly the split files on disk and each plain one ends with MCAP's magic
+    (its summary and footer were written)."""
     path = Path(path)
-    if not path.is_dir():
-        return []
-    files = sorted(path.glob("*.mcap"), key=_natural_key)
-    if not files:
-        return []
-    if (path / "metadata.yaml").exists() and all(_ends_with_magic(file) for file in files):
-        return []
-    return files
+    splits = bag_splits(path) if path.is_dir() else []
+    if not splits:
+        return None
+    on_disk = {file.name for split in splits for file in split.files}
+    listed, reason = _listed_files(path / "metadata.yaml")
+    if not reason and listed != on_disk:
+        reason = (f"its metadata.yaml lists {', '.join(sorted(listed, key=_natural_key)) or 'no file'}, "
+                  f"the disk holds {', '.join(sorted(on_disk, key=_natural_key))}")
+    if not reason and not all(_ends_with_magic(split.plain) for split in splits if split.plain is not None):
+        reason = "no MCAP summary: the recorder did not close it"
+    return Recovery([split.source for split in splits], reason) if reason else None
 
 
-def _natural_key(path: Path) -> list:
+def unfinished_mcap_files(path) -> list[Path]:
+    """The files to read (one per split, in recording order) of a bag directory that was not
+    closed; [] for a complete bag and for anything that is not an MCAP bag directory."""
+    recovery = unfinished_bag(path)
+    return recovery.files if recovery else []
+
+
+def _listed_files(metadata: Path) -> tuple[set, str]:
+    """The file names a metadata.yaml lists, and '' or why there are none."""
+    import yaml
+
+    if not metadata.exists():
+        return set(), "no metadata.yaml: the recorder did not close it"
+    try:
+        information = yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
+        return {PurePath(name).name for name in information["relative_file_paths"]}, ""
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as error:
+        return set(), f"its metadata.yaml is unreadable: {_error_text(error)}"
+
+
+def _natural_key(name: str) -> list:
     """bag_2.mcap before bag_10.mcap (rosbag2 numbers split files)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _ends_with_magic(file: Path) -> bool:
@@ -122,26 +195,47 @@ def _ends_with_magic(file: Path) -> bool:
         return stream.read() == MCAP_MAGIC
 
 
+def _error_text(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 # --- reading messages, complete or recovered -------------------------------------------------
 
 def recovered_records(recovery: Recovery) -> Iterator[tuple]:
     """(schema, channel, message) records of unfinished MCAP files (mcap's records), in file
-    order, up to the first record a crash cut off in each file; counts into `recovery`."""
+    order, up to the first record a crash cut off (or damage made unreadable) in each file;
+    counts into `recovery`. Chunks are checked against their CRC where the writer stored one
+    (rosbag2 does), so damaged bytes end a file's reading instead of coming out as messages."""
     from mcap.reader import NonSeekingReader
 
     for file in recovery.files:
-        with file.open("rb") as stream:
-            records = NonSeekingReader(stream).iter_messages(log_time_order=False)
+        read = 0
+        with _open_split(file) as stream:
+            records = NonSeekingReader(stream, validate_crcs=True).iter_messages(log_time_order=False)
             while True:
                 try:
                     record = next(records)
                 except StopIteration:
                     break
-                except Exception as error:   # mcap raises EndOfFile, McapError or struct errors at a cut
-                    recovery.cut_off = f"{file.name} byte {stream.tell()} ({type(error).__name__} {error})".replace(" )", ")")
+                except Exception as error:   # mcap: EndOfFile, McapError, struct errors; zstd: EOFError, ZstdError
+                    where = " of its decompressed MCAP" if file.name.endswith(COMPRESSED_SUFFIX) else ""
+                    recovery.cut_off.append(f"reading {file.name} ended at byte {stream.tell()}{where} "
+                                            f"({_error_text(error)}) after {read} of its messages")
                     break
+                read += 1
                 recovery.messages += 1
                 yield record
+
+
+def _open_split(file: Path):
+    """A split file as a stream of MCAP bytes: a compressed one is decompressed as it is read."""
+    if not file.name.endswith(COMPRESSED_SUFFIX):
+        return file.open("rb")
+    try:
+        from compression import zstd           # Python 3.14's standard library
+    except ImportError:
+        from backports import zstd             # the same module before 3.14 (rosbags reads with it too)
+    return zstd.open(file, "rb")
 
 
 class _Undecodable:
@@ -157,8 +251,7 @@ class BagReader:
 
     def __init__(self, path):
         self.path = Path(path)
-        files = unfinished_mcap_files(self.path)
-        self.recovery = Recovery(files) if files else None
+        self.recovery = unfinished_bag(self.path)
         self.message_counts: dict[str, int] = {}
 
     def messages(self, wanted: Callable[[str], bool]) -> Iterator[tuple[str, int, object]]:
@@ -168,7 +261,7 @@ class BagReader:
         if self.recovery is None:
             yield from self._indexed(wanted)
         else:
-            self.recovery.messages, self.recovery.cut_off = 0, ""
+            self.recovery.messages, self.recovery.cut_off = 0, []
             yield from self._recovered(wanted)
 
     def _indexed(self, wanted):
@@ -297,7 +390,7 @@ def observation_episodes(path) -> list[tuple[str, list]]:
     and each change of instruction. Reads the camera topic, which `read_bag` does not. An
     unfinished bag is recovered and frames that do not convert are skipped; both are logged
     (warnings) with counts."""
-    from ..ros_conversions import msg_to_image  # image conversion: only here
+    from ..ros.conversions import msg_to_image  # image conversion: only here
 
     run = read_bag(path)
     for notice in run.notices:
@@ -377,11 +470,10 @@ def reindex_bag(path, output=None) -> tuple[Path, int, Recovery]:
 
     source = Path(path)
     output = Path(output) if output is not None else source.with_name(source.name + "_reindexed")
-    files = unfinished_mcap_files(source)
-    if not files:
-        raise ValueError(f"{source} is not an unfinished MCAP bag (it has metadata.yaml and complete MCAP "
-                         "files, or no MCAP file): nothing to reindex")
-    recovery = Recovery(files)
+    recovery = unfinished_bag(source)
+    if recovery is None:
+        raise ValueError(f"{source} is not an unfinished MCAP bag (its metadata.yaml lists its complete MCAP "
+                         "files, or it has no MCAP file): nothing to reindex")
     store = get_typestore(Stores.ROS2_KILTED)
     connections, written, schemaless = {}, 0, set()
     with Writer(output, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:

@@ -9,7 +9,7 @@ import this package). Each console script (setup.py) and the module that holds i
 | `spec-vla-harness` | commands/harness.py |
 | `spec-vla-write-miniature` | commands/write_miniature.py |
 | `spec-vla-bench SUBCOMMAND` | commands/bench.py |
-| `spec-vla-bench verifier / full-size / decode / cost / gpu / sim / ros / dds` | commands/benchmarks/{verifier, full_size, decode, cost, gpu, sim, ros, dds}.py |
+| `spec-vla-bench verifier / full-size / decode / cost / gpu / sim / ros / dds` | benchmarks/{verifier, full_size, decode, cost, gpu, sim, ros, dds}.py |
 | `spec-vla-launch` | commands/launch.py (the runner itself: launcher.py) |
 | `spec-vla-demo` | commands/demo.py |
 | `spec-vla-analyze` | commands/analyze.py (the analysis: analysis/bag_analysis.py) |

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from sim_bridge.constants import LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS
 
-from .. import topics
+from ..ros import topics
 from ..analysis.bags import read_bag, summarize_decoding
-from ..decode_report import DecodeReport
-from ..launch_config import node_environment, resolve
-from ..launcher import Launcher
+from ..ros.decode_report import DecodeReport
+from ..ros.launch_config import node_environment, resolve
+from ..ros.launcher import Launcher
 from ..vla.constants import ACTION_DIM
 from ..vla.miniature import MINIATURE
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, check_threads

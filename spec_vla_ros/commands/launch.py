@@ -1,5 +1,5 @@
 """`spec-vla-launch CONFIGURATION [name:=value ...]`: the launch files' node graphs without
-ROS 2's `launch` (not on PyPI). Reads the same spec_vla_ros.launch_config.
+ROS 2's `launch` (not on PyPI). Reads the same spec_vla_ros.ros.launch_config.
 
 The runner itself is spec_vla_ros/launcher.py; the node graphs are spec_vla_ros/launch_config.py.
 """
@@ -10,8 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..launch_config import CONFIGURATIONS, resolve
-from ..launcher import Launcher, check_nodes, node_command, parse_launch_arguments
+from ..ros.launch_config import CONFIGURATIONS, resolve
+from ..ros.launcher import Launcher, check_nodes, node_command, parse_launch_arguments
 from .arguments import ArgumentParser, fail
 
 

@@ -1,5 +1,5 @@
 """The cost model of OpenVLA-7B on a GPU, written down once (printed by `spec-vla-bench cost`,
-commands/benchmarks/cost.py; used beside the measurements of `spec-vla-bench gpu` and `decode`).
+benchmarks/cost.py; used beside the measurements of `spec-vla-bench gpu` and `decode`).
 
 For every part of one action -- the two vision backbones, the projector, the language model's
 prefill, a verifier pass over n new tokens, and one step of each draft -- it counts
@@ -67,7 +67,7 @@ VIT_RUNS_LAST_BLOCK = False
 
 # Eager PyTorch: one kernel launch per dispatched non-view op. Counted with torch.profiler as the
 # top-level aten ops of one call on the CPU (torch 2.14, transformers 5.24, timm 1.0; depth
-# differences of the tiny architecture, commands/benchmarks/gpu.count_dispatched_ops), and checked
+# differences of the tiny architecture, benchmarks/gpu.count_dispatched_ops), and checked
 # in test/test_cost_model.py; `spec-vla-bench gpu` counts them again on the machine it runs on.
 KERNELS_PER_LLAMA_LAYER = 40     # 2 RMSNorms in bf16 (cast, pow, mean, add, rsqrt, mul, cast, weight),
                                  # q/k/v/o, rotary on q and k, cache cat, sdpa, residuals, gate/up/SiLU/mul/down

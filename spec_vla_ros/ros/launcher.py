@@ -1,5 +1,5 @@
 """The runner behind `spec-vla-launch` (commands/launch.py): the launch files' node graphs without
-ROS 2's `launch` (not on PyPI), read from the same spec_vla_ros.launch_config.
+ROS 2's `launch` (not on PyPI), read from the same spec_vla_ros.ros.launch_config.
 
 Each node is a separate process (its console script with `--ros-args --params-file ... -r from:=to
 -p name:=value`), talking over real DDS. The run ends when the node marked `ends_run` exits (the
@@ -176,9 +176,9 @@ def check_nodes(nodes: list[ResolvedNode]) -> None:
     from sim_bridge.constants import LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_NUM_TASKS
 
     from .node_parameters import defaults
-    from .policy import PolicyConfig, validate_config
+    from ..policy import PolicyConfig, validate_config
     from .policy_parameters import POLICY_PARAMETERS
-    from .vla.threads import check_threads
+    from ..vla.threads import check_threads
 
     for node in nodes:
         if node.executable == "policy_node":

@@ -100,7 +100,7 @@ def bridge_episode(task_id: int, max_steps: int, image_size: int, wrist_camera: 
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float64MultiArray, String
 
-    from ...ros_conversions import action_to_msg
+    from ..ros.conversions import action_to_msg
 
     domain_id = 10 + os.getpid() % 90          # keep clear of other ROS systems on this machine
     context = rclpy.Context()

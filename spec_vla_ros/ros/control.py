@@ -10,7 +10,7 @@ import numpy as np
 
 from sim_bridge.constants import LIBERO_MAX_DELTA_POS_M, LIBERO_MAX_DELTA_ROT_RAD
 
-from .vla.action_tokenizer import validate_action
+from ..vla.action_tokenizer import validate_action
 
 
 def action_to_velocity(action, control_hz: float) -> tuple[np.ndarray, np.ndarray]:

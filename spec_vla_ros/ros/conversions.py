@@ -28,8 +28,8 @@ import numpy as np
 from rosbags.image import ImageError, image_to_cvimage
 from sensor_msgs.msg import CompressedImage, Image
 
-from .vla.action_tokenizer import validate_action
-from .vla.constants import ACTION_DIM, ACTION_NAMES
+from ..vla.action_tokenizer import validate_action
+from ..vla.constants import ACTION_DIM, ACTION_NAMES
 
 # encoding -> bytes per pixel. Colour and grey only: depth (16UC1, 32FC1), Bayer and YUV images
 # are not what a VLA was trained on and are refused.

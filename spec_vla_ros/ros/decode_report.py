@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 
-from .decoding.stats import DecodeStats
-from .drafts.kinds import AR, RETIRED_SPELLINGS
+from ..decoding.stats import DecodeStats
+from ..drafts.kinds import AR, RETIRED_SPELLINGS
 
 # The node's running counts since it started, in the order they are sent.
 COUNTER_KEYS = ("actions", "frames_received", "frames_dropped", "frames_stale", "inputs_rejected",

@@ -14,7 +14,7 @@ as sensor_msgs/CompressedImage on `<camera/image_raw, remapped>/compressed` (ima
 compressed), the topic image_transport's compressed publisher writes; the parameter may change at
 run time. Decoding: ros_conversions.msg_to_image (encodings, padded rows, byte order, jpeg/png).
 When the camera topic has a publisher but no frame arrived for `no_frame_warning_sec`, the node
-warns (frames of 640x480 and more need Fast DDS's LARGE_DATA transports; see spec_vla_ros.dds).
+warns (frames of 640x480 and more need Fast DDS's LARGE_DATA transports; see spec_vla_ros.ros.dds).
 
 No exception from a message leaves a callback: a bad message is counted in `inputs_rejected` and
 logged (each kind of problem at once, then at most once per WARNING_PERIOD_S), and the node goes
@@ -29,7 +29,7 @@ Per action, `decode_stats` and `/diagnostics` carry one DiagnosticStatus stamped
 image's stamp: a decode_report.DecodeReport (the action's DecodeStats, policy_ms, image_to_action_ms,
 action, dry_run and the node's running counts) as key-values; DecodeReport.from_pairs reads it back.
 
-Topic names, types and QoS: spec_vla_ros.topics; parameters: spec_vla_ros.policy_parameters.
+Topic names, types and QoS: spec_vla_ros.ros.topics; parameters: spec_vla_ros.ros.policy_parameters.
 """
 from __future__ import annotations
 
@@ -57,13 +57,13 @@ from . import topics
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import COUNTER_KEYS, DecodeReport
-from .errors import one_line
-from .policy import PolicyConfig, VLAPolicy
+from ..errors import one_line
+from ..policy import PolicyConfig, VLAPolicy
 from .policy_parameters import POLICY_PARAMETERS
-from .ros_conversions import COMPRESSED_SUFFIX, action_to_msg, msg_to_image
-from .vla.gripper import gripper_opening
-from .vla.prompt import build_prompt
-from .vla.threads import apply_threads, check_threads
+from .conversions import COMPRESSED_SUFFIX, action_to_msg, msg_to_image
+from ..vla.gripper import gripper_opening
+from ..vla.prompt import build_prompt
+from ..vla.threads import apply_threads, check_threads
 
 NODE_NAME = "spec_vla_policy"
 POLICY_FIELDS = tuple(field.name for field in fields(PolicyConfig))

@@ -29,15 +29,15 @@ import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 
-from ...vla.action_tokenizer import LIBERO_GOAL_STATS
-from ...vla.checkpoint import PREPROCESSOR_CONFIG, STATISTICS, openvla_hf_config, write_index
-from ...vla.constants import DEFAULT_UNNORM_KEY
-from ...vla.model import OpenVLA, VLAConfig
-from ...vla.preprocess import OPENVLA_NORMALIZATION, openvla_preprocessor_config, pixel_values
-from ...vla.prompt import build_miniature_tokenizer, prompt_token_ids
-from ...vla.session import VerifierSession
-from ...vla.threads import apply_threads
-from ...vla.verifiers import load_verifier
+from ..vla.action_tokenizer import LIBERO_GOAL_STATS
+from ..vla.checkpoint import PREPROCESSOR_CONFIG, STATISTICS, openvla_hf_config, write_index
+from ..vla.constants import DEFAULT_UNNORM_KEY
+from ..vla.model import OpenVLA, VLAConfig
+from ..vla.preprocess import OPENVLA_NORMALIZATION, openvla_preprocessor_config, pixel_values
+from ..vla.prompt import build_miniature_tokenizer, prompt_token_ids
+from ..vla.session import VerifierSession
+from ..vla.threads import apply_threads
+from ..vla.verifiers import load_verifier
 
 RELEASED_SHARD_SIZE = "5GB"
 WEIGHT_STD = 0.02                  # Llama's initializer_range: activations stay finite through 32 layers
@@ -105,8 +105,8 @@ def timed(function):
 
 
 def run(args) -> dict:
-    from ...decoding.decoder import Decoder
-    from ...drafts.history import HistoryDraft
+    from ..decoding.decoder import Decoder
+    from ..drafts.history import HistoryDraft
 
     directory = Path(args.directory).absolute()
     wrote = not (directory / "config.json").exists()

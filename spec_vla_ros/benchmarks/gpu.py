@@ -41,19 +41,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...decoding import cost_model
-from ...decoding.acceptance import STRICT
-from ...decoding.decoder import Decoder
-from ...decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
-from ...decoding.spec import check_num_draft_tokens
-from ...drafts.eagle_head import EagleDraft, EagleHead, default_core_config
-from ...drafts.history import HistoryDraft
-from ...drafts.kinds import AR
-from ...drafts.mamba import kernels_usable
-from ...drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS
-from ...vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
-from ...vla.model import VLAConfig
-from ...vla.session import VerifierSession
+from ..decoding import cost_model
+from ..decoding.acceptance import STRICT
+from ..decoding.decoder import Decoder
+from ..decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
+from ..decoding.spec import check_num_draft_tokens
+from ..drafts.eagle_head import EagleDraft, EagleHead, default_core_config
+from ..drafts.history import HistoryDraft
+from ..drafts.kinds import AR
+from ..drafts.mamba import kernels_usable
+from ..drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS
+from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
+from ..vla.model import VLAConfig
+from ..vla.session import VerifierSession
 from .decode import build_random_architecture, timed_ms
 
 ARCHES = ("openvla-7b", "tiny")

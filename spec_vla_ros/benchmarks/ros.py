@@ -24,10 +24,10 @@ import numpy as np
 
 from sim_bridge.constants import LIBERO_RENDER_SIZE
 
-from ...launch_config import ResolvedNode, config_dir
-from ...policy import PolicyConfig
-from ...vla.threads import DEFAULT_THREADS, THREADS_HELP
-from ..arguments import use_defaults_in_help
+from ..ros.launch_config import ResolvedNode, config_dir
+from ..policy import PolicyConfig
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
+from ..commands.arguments import use_defaults_in_help
 
 NODE_START_TIMEOUT_S = 180.0
 ACTION_TIMEOUT_S = 60.0
@@ -86,11 +86,11 @@ def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from ... import topics
-    from ...decode_report import DecodeReport
-    from ...launch_config import node_environment
-    from ...launcher import node_command
-    from ...ros_conversions import image_to_msg
+    from ..ros import topics
+    from ..ros.decode_report import DecodeReport
+    from ..ros.launch_config import node_environment
+    from ..ros.launcher import node_command
+    from ..ros.conversions import image_to_msg
 
     domain_id = 1 + os.getpid() % 100
     os.environ.update(node_environment())         # this process's client too: the transports of a launched run

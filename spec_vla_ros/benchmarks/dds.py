@@ -1,5 +1,5 @@
 """`spec-vla-bench dds`: how many camera frames of each size arrive over DDS, default Fast DDS
-transports vs what the launch files and spec-vla-launch set (spec_vla_ros.dds).
+transports vs what the launch files and spec-vla-launch set (spec_vla_ros.ros.dds).
 
 For each transport setting and frame size, a subscriber and a publisher run as two processes (a
 ROS domain of their own): the publisher sends `--frames` rgb8 frames at `--hz` with the camera
@@ -20,9 +20,9 @@ import subprocess
 import sys
 import time
 
-from ...dds import BUILTIN_TRANSPORTS, PROFILES_FILE_VARIABLES, dds_environment
+from ..ros.dds import BUILTIN_TRANSPORTS, PROFILES_FILE_VARIABLES, dds_environment
 
-MODULE = "spec_vla_ros.commands.benchmarks.dds"      # the publisher and subscriber processes run this module
+MODULE = "spec_vla_ros.benchmarks.dds"      # the publisher and subscriber processes run this module
 IMAGE_TOPIC = "dds_benchmark/image"
 DONE_TOPIC = "dds_benchmark/done"
 DEFAULT_SIZES = ("256x256", "640x480", "1280x720")
@@ -150,7 +150,7 @@ def subscribe(size: str, timeout_s: float) -> dict:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from ...topics import CAMERA
+    from ..ros.topics import CAMERA
 
     width, height = parse_size(size)
     role = _Role("dds_benchmark_subscriber")
@@ -174,8 +174,8 @@ def publish(size: str, frames: int, hz: float) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from ...ros_conversions import image_to_msg
-    from ...topics import CAMERA
+    from ..ros.conversions import image_to_msg
+    from ..ros.topics import CAMERA
 
     width, height = parse_size(size)
     role = _Role("dds_benchmark_publisher")

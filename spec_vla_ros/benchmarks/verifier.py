@@ -8,15 +8,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ...vla.checkpoint import CheckpointError
-from ...vla.constants import ACTION_DIM
-from ...vla.miniature import MINIATURE
-from ...vla.preprocess import pixel_values
-from ...vla.prompt import prompt_token_ids
-from ...vla.session import VerifierSession
-from ...vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads
-from ...vla.verifiers import load_verifier
-from ..arguments import fail, use_defaults_in_help
+from ..vla.checkpoint import CheckpointError
+from ..vla.constants import ACTION_DIM
+from ..vla.miniature import MINIATURE
+from ..vla.preprocess import pixel_values
+from ..vla.prompt import prompt_token_ids
+from ..vla.session import VerifierSession
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads
+from ..vla.verifiers import load_verifier
+from ..commands.arguments import fail, use_defaults_in_help
 
 
 def add_arguments(parser) -> None:

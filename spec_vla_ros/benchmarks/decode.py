@@ -39,28 +39,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...decoding import cost_model
-from ...decoding.acceptance import GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
-from ...decoding.decoder import Decoder
-from ...decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
-from ...decoding.spec import DecoderSpec, check_num_draft_tokens
-from ...drafts.eagle_head import EagleDraft, EagleHead, default_core_config
-from ...drafts.kinds import AR
-from ...drafts.registry import (CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS, ResolvedDraft, load, resolve,
+from ..decoding import cost_model
+from ..decoding.acceptance import GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
+from ..decoding.decoder import Decoder
+from ..decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
+from ..decoding.spec import DecoderSpec, check_num_draft_tokens
+from ..drafts.eagle_head import EagleDraft, EagleHead, default_core_config
+from ..drafts.kinds import AR
+from ..drafts.registry import (CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS, ResolvedDraft, load, resolve,
                                 verifier_identity)
-from ...training.arguments import DTYPES, CommandError, absolute_path, apply_runtime_arguments
-from ...training.collect import synthetic_episode
-from ...vla.action_tokenizer import token_ids_to_bin_indices
-from ...vla.checkpoint import check_checkpoint_files, resolve_dtype
-from ...vla.constants import ACTION_DIM, ACTION_NAMES, BOS_TOKEN_ID, EMPTY_TOKEN_ID
-from ...vla.miniature import MINIATURE, MINIATURE_NAME
-from ...vla.model import OpenVLA, VLAConfig
-from ...vla.preprocess import pixel_values
-from ...vla.prompt import prompt_token_ids
-from ...vla.session import VerifierSession
-from ...vla.threads import DEFAULT_THREADS, THREADS_HELP
-from ...vla.verifiers import load_verifier
-from ..arguments import (EXPECTED_ERRORS, device_argument, fail, parse_checkpoints, use_defaults_in_help,
+from ..training.arguments import DTYPES, CommandError, absolute_path, apply_runtime_arguments
+from ..training.collect import synthetic_episode
+from ..vla.action_tokenizer import token_ids_to_bin_indices
+from ..vla.checkpoint import check_checkpoint_files, resolve_dtype
+from ..vla.constants import ACTION_DIM, ACTION_NAMES, BOS_TOKEN_ID, EMPTY_TOKEN_ID
+from ..vla.miniature import MINIATURE, MINIATURE_NAME
+from ..vla.model import OpenVLA, VLAConfig
+from ..vla.preprocess import pixel_values
+from ..vla.prompt import prompt_token_ids
+from ..vla.session import VerifierSession
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
+from ..vla.verifiers import load_verifier
+from ..commands.arguments import (EXPECTED_ERRORS, device_argument, fail, parse_checkpoints, use_defaults_in_help,
                          verifier_argument)
 
 BENCH_SEED = 100_000          # synthetic episodes far from the training seeds (0..)

@@ -9,7 +9,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ...decoding.cost_model import DEFAULT_PROMPT_TOKENS, DEVICES, MAX_PASS_TOKENS, OPENVLA_7B, action_costs, report
+from ..decoding.cost_model import DEFAULT_PROMPT_TOKENS, DEVICES, MAX_PASS_TOKENS, OPENVLA_7B, action_costs, report
 
 
 def format_report(result: dict, passes_list: list[float], num_draft_tokens: int) -> str:

@@ -38,7 +38,7 @@ from .bag_writer import FLUSH_PERIOD_S, FlushingBagWriter
 from .node_parameters import RECORDER_PARAMETERS
 
 NODE_NAME = "bag_recorder"
-# The package's own topics (spec_vla_ros.topics), by name as configured: subscribed from the start.
+# The package's own topics (spec_vla_ros.ros.topics), by name as configured: subscribed from the start.
 KNOWN_TOPICS = {topic.name: topic for topic in topics.ALL}
 QUEUE_DEPTH = 100                              # recording is cheap; keep every message of a burst
 GRAPH_POLL_PERIOD_S = 0.5

@@ -11,7 +11,7 @@ defaults for a configuration live. The run ends when a node marked `ends_run` ex
 LIBERO bridge, after its episodes) or when any node fails.
 
 `node_environment()` is what both add to the nodes' environment: the DDS settings for camera
-frames of robot size (spec_vla_ros.dds), unless the user set their own.
+frames of robot size (spec_vla_ros.ros.dds), unless the user set their own.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class ResolvedNode:
     ends_run: bool = False
 
 
-# Launch arguments named after the policy parameter they set (spec_vla_ros.policy_parameters, which
+# Launch arguments named after the policy parameter they set (spec_vla_ros.ros.policy_parameters, which
 # loads the model stack, so it is not imported here; test_launch_static checks the names against it).
 POLICY_ARGUMENTS = (
     Argument("verifier", "'miniature' or an OpenVLA HF directory"),

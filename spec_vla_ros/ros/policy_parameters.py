@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from sim_bridge.constants import LIBERO_CONTROL_HZ
 
-from .decoding.acceptance import RULE_DESCRIPTIONS
-from .drafts.kinds import AR
-from .drafts.registry import DRAFT_NAMES
+from ..decoding.acceptance import RULE_DESCRIPTIONS
+from ..drafts.kinds import AR
+from ..drafts.registry import DRAFT_NAMES
 from .node_parameters import Parameter, parameter_table
-from .policy import RESTART_FIELDS, PolicyConfig
-from .vla.threads import DEFAULT_THREADS, THREADS_HELP
+from ..policy import RESTART_FIELDS, PolicyConfig
+from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
 
 READ_ONLY = (*RESTART_FIELDS, "threads")
 _CONFIG = PolicyConfig()

@@ -2,7 +2,7 @@
 
 Each node declares exactly the parameters of its table (rclpy infers a parameter's type from its
 default); launch configurations, parameters files and tests are checked against the same tables:
-spec_vla_ros.policy_parameters (the policy node), sim_bridge.bridge_parameters (the LIBERO bridge)
+spec_vla_ros.ros.policy_parameters (the policy node), sim_bridge.bridge_parameters (the LIBERO bridge)
 and RECORDER_PARAMETERS below.
 """
 from __future__ import annotations
