@@ -11,12 +11,15 @@ defaults for a configuration live. The run ends when a node marked `ends_run` ex
 LIBERO bridge, after its episodes) or when any node fails.
 
 `node_environment()` is what both add to the nodes' environment: the DDS settings for camera
-frames of robot size (spec_vla_ros.ros.dds), unless the user set their own.
+frames of robot size (spec_vla_ros.ros.dds), unless the user set their own. With `keystore:=DIR`
+every node also runs under ROS 2 security (spec_vla_ros.ros.security): the ROS_SECURITY_*
+variables and `--enclave /spec_vla_ros/<node name>`, in the resolved node's `environment` and
+`enclave`.
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -26,6 +29,7 @@ from sim_bridge.bridge_parameters import BRIDGE_PARAMETERS
 from . import topics
 from .dds import dds_environment
 from .node_parameters import RECORDER_PARAMETERS
+from .security import check_keystore, node_enclave, security_environment
 
 PACKAGE = "spec_vla_ros"
 
@@ -65,6 +69,8 @@ class ResolvedNode:
     remappings: tuple
     parameters: dict                       # typed values, overriding the parameters file
     ends_run: bool = False
+    enclave: str = ""                      # ROS 2 security enclave ('' = security off)
+    environment: dict = field(default_factory=dict)   # variables this node gets on top of node_environment()
 
 
 # Launch arguments named after the policy parameter they set (spec_vla_ros.ros.policy_parameters, which
@@ -88,6 +94,8 @@ POLICY_ARGUMENT_PARAMETERS = {argument.name: argument.name for argument in POLIC
 BRIDGE_ARGUMENTS = tuple(Argument(name, BRIDGE_PARAMETERS[name].description)
                          for name in ("task_ids", "episodes_per_task", "max_steps", "seeding"))
 PARAMS_FILE_ARGUMENT = Argument("params_file", "parameters file for all nodes ('' = the configuration's own)")
+KEYSTORE_ARGUMENT = Argument("keystore", "SROS2 keystore (spec-vla-keystore DIR): every node runs under ROS 2 "
+                                         "security (Enforce) in enclave /spec_vla_ros/<node name>; '' = off")
 
 CONFIGURATIONS = {
     "libero_goal": Configuration(
@@ -95,6 +103,7 @@ CONFIGURATIONS = {
         params_file="libero_goal.yaml",
         arguments=POLICY_ARGUMENTS + (
             PARAMS_FILE_ARGUMENT,
+            KEYSTORE_ARGUMENT,
             Argument("record", "record a rosbag2 (MCAP) bag of the run", "false"),
             Argument("bag", RECORDER_PARAMETERS["output"].description),
         ) + BRIDGE_ARGUMENTS,
@@ -110,6 +119,7 @@ CONFIGURATIONS = {
         params_file="hardware.yaml",
         arguments=POLICY_ARGUMENTS + (
             PARAMS_FILE_ARGUMENT,
+            KEYSTORE_ARGUMENT,
             Argument("dry_run", "compute and log actions without publishing motion"),
             Argument("camera_topic", "the robot's RGB camera", "/camera/camera/color/image_raw"),
             Argument("image_transport", "raw (sensor_msgs/Image) | compressed (<camera_topic>/compressed, jpeg/png)"),
@@ -130,7 +140,7 @@ CONFIGURATIONS = {
 
 def config_dir() -> Path:
     """config/ of a source checkout, else of the installed package (colcon or pip)."""
-    checkout = Path(__file__).resolve().parents[1] / "config"
+    checkout = Path(__file__).resolve().parents[2] / "config"
     if checkout.is_dir():
         return checkout
     try:
@@ -155,7 +165,8 @@ def truthy(value: str) -> bool:
 
 
 def resolve(configuration_name: str, argument_values: dict | None = None) -> list[ResolvedNode]:
-    """The nodes to start for `name:=value` launch arguments; ValueError for unknown names."""
+    """The nodes to start for `name:=value` launch arguments; ValueError for unknown names, and for
+    a keystore without an enclave for every node to start."""
     if configuration_name not in CONFIGURATIONS:
         raise ValueError(f"unknown configuration '{configuration_name}'; expected one of {sorted(CONFIGURATIONS)}")
     configuration = CONFIGURATIONS[configuration_name]
@@ -175,6 +186,11 @@ def resolve(configuration_name: str, argument_values: dict | None = None) -> lis
         remappings = tuple(spec.remappings) + tuple(
             (topic, values[argument]) for topic, argument in spec.remapping_arguments.items() if values[argument])
         nodes.append(ResolvedNode(spec.executable, spec.name, params_file, remappings, parameters, spec.ends_run))
+    if values["keystore"]:
+        enclaves = [node_enclave(node.name) for node in nodes]
+        check_keystore(values["keystore"], enclaves)
+        environment = security_environment(values["keystore"])
+        nodes = [replace(node, enclave=enclave, environment=environment) for node, enclave in zip(nodes, enclaves)]
     return nodes
 
 
@@ -201,7 +217,9 @@ def generate_launch_description(configuration_name: str):
         actions = []
         for node in resolve(configuration_name, values):
             action = Node(package=PACKAGE, executable=node.executable, name=node.name, output="screen",
-                          parameters=[node.params_file, node.parameters], remappings=list(node.remappings))
+                          parameters=[node.params_file, node.parameters], remappings=list(node.remappings),
+                          ros_arguments=["--enclave", node.enclave] if node.enclave else None,
+                          additional_env=node.environment or None)
             actions += [action, RegisterEventHandler(OnProcessExit(target_action=action,
                                                                    on_exit=end_run_if(node.ends_run)))]
         return actions

@@ -50,6 +50,8 @@ def node_command(node: ResolvedNode) -> list[str]:
         command += ["-r", f"{source}:={target}"]
     for name, value in node.parameters.items():
         command += ["-p", f"{name}:={json.dumps(value)}"]     # JSON is YAML, which rcl parses
+    if node.enclave:
+        command += ["--enclave", node.enclave]                # ROS 2 security (launch argument keystore)
     return command
 
 
@@ -88,7 +90,7 @@ class Launcher:
             log(f"starting {node.name}: {shlex.join(command)}")
             # A session of its own: Ctrl-C reaches the launcher only, which stops the nodes in order.
             self.processes[node.name] = subprocess.Popen(
-                command, cwd=self.cwd, env=environment, stdin=subprocess.DEVNULL,
+                command, cwd=self.cwd, env={**environment, **node.environment}, stdin=subprocess.DEVNULL,
                 stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True,
                 preexec_fn=_die_with_parent)
             if output is not None:
