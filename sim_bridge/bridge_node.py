@@ -22,7 +22,6 @@ every record and the results' metadata.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from std_srvs.srv import Trigger
 
 from spec_vla_ros.ros import topics
 from spec_vla_ros.ros.conversions import image_to_msg
+from spec_vla_ros.ros.lifecycle import GuardedSpin, bounded_teardown, stop_event
 
 from .bridge_parameters import BRIDGE_PARAMETERS, MODES
 from .libero_goal import (AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, SEEDING_MODES, WRIST_CAMERA, LiberoGoalEnv,
@@ -317,9 +317,7 @@ def main(args=None) -> int:
     """Run the bridge until all episodes are done (exit 0) or SIGINT/SIGTERM (exit 0 after
     closing the sim); invalid parameters exit 2, a failed worker exits 1."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop_requested = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: stop_requested.set())
+    stop_requested = stop_event()
     node = None
     try:
         try:
@@ -329,17 +327,19 @@ def main(args=None) -> int:
             return 2
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        spin = GuardedSpin(executor, node.get_logger())
         node.start()
         while not stop_requested.is_set() and not node.finished.is_set():
-            executor.spin_once(timeout_sec=0.1)
+            spin.spin_once(timeout_sec=0.1)
         if stop_requested.is_set():
             node.get_logger().info("stopping: closing the simulator")
         node.stop()
         return node.exit_code
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with bounded_teardown():
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

@@ -234,12 +234,12 @@ class _Logger:
 def test_bad_messages_are_logged_rate_limited_per_kind(monkeypatch):
     """The same problem at camera rate logs once per period (with the count of the others); a
     different problem is logged at once."""
-    from spec_vla_ros.ros import policy_node
+    from spec_vla_ros.ros import lifecycle
 
     now = [100.0]
-    monkeypatch.setattr(policy_node.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(lifecycle.time, "monotonic", lambda: now[0])
     logger = _Logger()
-    report = policy_node.RateLimitedLog(logger, period_s=5.0)
+    report = lifecycle.RateLimitedLog(logger, period_s=5.0)
     for index in range(30):                                   # one second of a 30 Hz camera
         report("warning", f"ignoring camera frame: image data has {index} bytes")
         now[0] += 1 / 30

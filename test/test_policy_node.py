@@ -110,6 +110,11 @@ class PolicyClient(Client):
             self.spin_for(1.0 + 2e-3 * self.stats[-1].report.policy_ms)
         return self.stats[-1].report
 
+    def arm(self, data: bool):
+        """Call the node's arming service (std_srvs/SetBool) as `ros2 service call` would."""
+        from std_srvs.srv import SetBool
+        return self._call(SetBool, f"/{NODE_NAME}/arm", SetBool.Request(data=data))
+
     def expect_warning(self, text: str, publish) -> None:
         """`publish()` makes the node log a warning containing `text` and publish nothing."""
         actions, stats, logs = len(self.actions), len(self.stats), len(self.logs)
@@ -211,8 +216,47 @@ def test_robot_commands_and_dry_run(policy):
     policy.spin_for(0.3)
     assert len(policy.actions) == len(policy.twists) == len(policy.grippers) == count + 1
     assert all(result.successful for result in policy.set_parameters(
-        NODE_NAME, dry_run=False, control_hz=POLICY_PARAMETERS["control_hz"].default,
-        frame_id=POLICY_PARAMETERS["frame_id"].default))
+        NODE_NAME, control_hz=POLICY_PARAMETERS["control_hz"].default, frame_id=POLICY_PARAMETERS["frame_id"].default))
+
+
+def test_motion_is_turned_on_only_by_the_arming_service(policy):
+    """dry_run on: always allowed; off by a parameter set: refused with the reason, nothing moves;
+    off through ~/arm (std_srvs/SetBool): allowed and logged, actions published again."""
+    assert policy.arm(False).success                                  # disarm (as a parameter set could)
+    count = len(policy.actions)
+    [refused] = policy.set_parameters(NODE_NAME, dry_run=False)
+    assert not refused.successful and "arming service" in refused.reason and "/arm" in refused.reason
+    assert policy.step().dry_run is True
+    policy.spin_for(0.3)
+    assert len(policy.actions) == count                               # still nothing published
+    armed = policy.arm(True)
+    assert armed.success and "ARMED" in armed.message
+    policy.spin_until(lambda: any("ARMED" in log.msg for log in policy.logs), 5, "the arming log line")
+    report = policy.step()
+    policy.spin_until(lambda: len(policy.actions) > count, 5, "an action after arming")
+    assert report.dry_run is False and policy.actions[-1] == report.action
+
+
+def test_malformed_requests_do_not_end_the_node(policy):
+    """rclpy raises inside the executor for a SetParameters request whose ParameterValue has type 99
+    (it aborted the node); such requests are counted in inputs_rejected and the node serves on."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterValue
+    from rcl_interfaces.srv import SetParameters, SetParametersAtomically
+
+    before = policy.step()
+    malformed = [(SetParameters, "set_parameters", ParameterValue(type=99, string_value="mamba")),
+                 (SetParametersAtomically, "set_parameters_atomically", ParameterValue(type=99)),
+                 (SetParameters, "set_parameters", ParameterValue(type=200, integer_value=3))]
+    for service_type, service, value in malformed:
+        client = policy.node.create_client(service_type, f"/{NODE_NAME}/{service}")
+        policy.spin_until(client.service_is_ready, 30, f"the {service} service")
+        client.call_async(service_type.Request(parameters=[ParameterMsg(name="draft", value=value)]))
+        policy.spin_for(0.5)
+    after = policy.step()                        # the process is alive (watched) and still acting
+    assert after.actions == before.actions + 1 and after.stats.draft == before.stats.draft
+    assert after.inputs_rejected >= before.inputs_rejected + 1
+    policy.spin_until(lambda: any("ignored an exception" in log.msg for log in policy.logs), 10,
+                      "the log line of an ignored request")
 
 
 def test_bad_inputs_are_ignored_with_a_warning(policy):

@@ -16,6 +16,15 @@ run time. Decoding: ros_conversions.msg_to_image (encodings, padded rows, byte o
 When the camera topic has a publisher but no frame arrived for `no_frame_warning_sec`, the node
 warns (frames of 640x480 and more need Fast DDS's LARGE_DATA transports; see spec_vla_ros.ros.dds).
 
+Motion only when armed: `dry_run` may be switched on at any time, but off only at start
+(`dry_run:=false`) or through the arming service `~/arm` (std_srvs/SetBool, data true; logged);
+a parameter set that turns it off is refused with the reason.
+
+No exception from a message, request or timer ends the node: the executor's own errors (rclpy
+raises inside spin_once for a malformed SetParameters request) are caught around the spin loop
+(lifecycle.GuardedSpin), counted in `inputs_rejected` and logged. A stop (SIGINT/SIGTERM) waits
+STOP_WAIT_S for the action in flight; the DDS teardown after it is bounded (lifecycle).
+
 No exception from a message leaves a callback: a bad message is counted in `inputs_rejected` and
 logged (each kind of problem at once, then at most once per WARNING_PERIOD_S), and the node goes
 on; an unexpected error while computing an action is logged and counted in `inference_errors`.
@@ -33,8 +42,6 @@ Topic names, types and QoS: spec_vla_ros.ros.topics; parameters: spec_vla_ros.ro
 """
 from __future__ import annotations
 
-import re
-import signal
 import sys
 import threading
 import time
@@ -52,11 +59,13 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Float64MultiArray, String
+from std_srvs.srv import SetBool
 
 from . import topics
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import COUNTER_KEYS, DecodeReport
+from .lifecycle import GuardedSpin, RateLimitedLog, bounded_teardown, stop_event
 from ..errors import one_line
 from ..policy import PolicyConfig, VLAPolicy
 from .policy_parameters import POLICY_PARAMETERS
@@ -70,6 +79,8 @@ POLICY_FIELDS = tuple(field.name for field in fields(PolicyConfig))
 
 IMAGE_TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 WARNING_PERIOD_S = 5.0
+STOP_WAIT_S = 5.0                   # for the action in flight at a stop, then the threads are left behind
+ARM_SERVICE = "~/arm"               # std_srvs/SetBool: the one way to turn motion on at run time
 CAMERA_CHECK_PERIOD_S = 1.0
 NO_PUBLISHER_WARNING_FACTOR = 6     # no publisher at all: warn after 6 x no_frame_warning_sec (a driver may start late)
 
@@ -86,33 +97,6 @@ def check_node_settings(values: dict) -> None:
     if values["image_transport"] not in IMAGE_TRANSPORTS:
         raise ValueError(f"image_transport '{values['image_transport']}' is unknown; expected one of "
                          f"{', '.join(IMAGE_TRANSPORTS)}")
-
-
-class RateLimitedLog:
-    """Each kind of problem is logged at once, then at most once per period; the kind is the
-    message with its numbers blanked, so a camera sending the same bad frame 30 times a second
-    logs once per period, while a different problem is reported at once.
-
-    (rclpy's `throttle_duration_sec` throttles per call site: a second, different problem from
-    the same callback would stay hidden for the period.)"""
-
-    def __init__(self, logger, period_s: float = WARNING_PERIOD_S):
-        self.logger, self.period_s = logger, period_s
-        self._last: dict[tuple, float] = {}
-        self._suppressed: dict[tuple, int] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, level: str, message: str) -> None:
-        key = (level, re.sub(r"\d+", "#", message))
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -self.period_s) < self.period_s:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return
-            self._last[key] = now
-            suppressed = self._suppressed.pop(key, 0)
-        suffix = f" ({suppressed} more like it in the last {self.period_s:.0f} s)" if suppressed else ""
-        getattr(self.logger, level)(message + suffix)
 
 
 class PolicyNode(Node):
@@ -167,6 +151,8 @@ class PolicyNode(Node):
         self._camera = None
         self._subscribe_camera(self.values["image_transport"])
         self.create_timer(CAMERA_CHECK_PERIOD_S, self._guarded(self._check_camera, "camera check", count=False))
+        self._arming = False            # True only while the arming service itself turns dry_run off
+        self.create_service(SetBool, ARM_SERVICE, self._guarded(self._on_arm, "arming request", count=False))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._guarded(self._apply_parameters, "parameter change", count=False))
 
@@ -203,7 +189,7 @@ class PolicyNode(Node):
         for thread in self._threads:
             thread.start()
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = STOP_WAIT_S) -> None:
         """Let the action in flight finish and reach its subscribers, then end the threads."""
         with self._condition:
             self._stopping = True
@@ -226,6 +212,10 @@ class PolicyNode(Node):
         """Cheap checks only; an invalid set is rejected as a whole and changes nothing."""
         try:
             values = dict(self.values, **{parameter.name: parameter.value for parameter in parameters})
+            if self.values["dry_run"] and values["dry_run"] is False and not self._arming:
+                raise ValueError(f"dry_run cannot be turned off by a parameter set; motion is turned on at start "
+                                 f"(dry_run:=false) or by the arming service {self.resolve_service_name(ARM_SERVICE)} "
+                                 f"(std_srvs/SetBool, data: true)")
             check_node_settings(values)
             config = self._policy_config(values)
             self._validated = (config, VLAPolicy.validate(config))
@@ -246,6 +236,22 @@ class PolicyNode(Node):
             with self._condition:
                 self._pending_config = (config, resolved if validated_config == config else None)
                 self._condition.notify_all()
+
+    def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        """Arm (data true: dry_run off, motion published from the next action) or disarm (data
+        false: dry_run on). Logged either way; with SROS2 only enclaves permitted to call it can."""
+        self._arming = request.data
+        try:
+            result = self.set_parameters([rclpy.parameter.Parameter("dry_run", value=not request.data)])[0]
+        finally:
+            self._arming = False
+        response.success = result.successful
+        state = "ARMED: motion commands are published from the next action" if request.data else \
+            "disarmed: dry run, no motion is published"
+        response.message = state if result.successful else result.reason
+        if result.successful:
+            self.get_logger().warning(f"{state} (request on {self.resolve_service_name(ARM_SERVICE)})")
+        return response
 
     def _on_instruction(self, msg: String) -> None:
         instruction = msg.data
@@ -418,9 +424,7 @@ def main(args=None) -> int:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as error:  # noqa: BLE001 -- rcl refuses the command line or the parameters file
         return invalid_configuration(error)
-    stop_requested = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: stop_requested.set())
+    stop_requested = stop_event()
     node = None
     try:
         try:
@@ -429,16 +433,18 @@ def main(args=None) -> int:
             return invalid_configuration(error)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        spin = GuardedSpin(executor, node.get_logger(), on_error=lambda: node._count("inputs_rejected"))
         node.start()
         while not stop_requested.is_set():
-            executor.spin_once(timeout_sec=0.1)
+            spin.spin_once(timeout_sec=0.1)
         node.get_logger().info("stopping")
         node.stop()
         return 0
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with bounded_teardown():
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
 
 
 def invalid_configuration(error: BaseException) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from rosbags.typesys import Stores, TypesysError, get_typestore
 
 from . import topics
 from .bag_writer import FLUSH_PERIOD_S, FlushingBagWriter
+from .lifecycle import GuardedSpin, bounded_teardown, stop_event
 from .node_parameters import RECORDER_PARAMETERS
 
 NODE_NAME = "bag_recorder"
@@ -146,9 +146,7 @@ class BagRecorder(Node):
 def main(args=None) -> int:
     """Record until SIGINT/SIGTERM/SIGHUP (exit 0); a bag that cannot be created exits 2."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop_requested = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signal_number, lambda *_: stop_requested.set())
+    stop_requested = stop_event((signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     node = None
     try:
         try:
@@ -158,20 +156,23 @@ def main(args=None) -> int:
             return 2
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        spin = GuardedSpin(executor, node.get_logger())
         while not stop_requested.is_set():
-            executor.spin_once(timeout_sec=0.1)
+            spin.spin_once(timeout_sec=0.1)
         # Take what was delivered before the signal, e.g. the last action and episode result.
         last_count, quiet_since, deadline = node.message_count, time.monotonic(), time.monotonic() + DRAIN_MAX_S
         while time.monotonic() - quiet_since < DRAIN_QUIET_S and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.05)
+            spin.spin_once(timeout_sec=0.05)
             if node.message_count != last_count:
                 last_count, quiet_since = node.message_count, time.monotonic()
         return 0
     finally:
         if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+            node.close()                  # the bag is complete before the bounded DDS teardown
+        with bounded_teardown():
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

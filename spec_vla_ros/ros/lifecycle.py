@@ -1,0 +1,110 @@
+"""How every node process of the package runs: stop signals, a spin loop that no exception ends,
+and a shutdown that never hangs.
+
+- Stop: SIGINT / SIGTERM (and SIGHUP for the recorder) set an event the main loop watches; a
+  second signal while stopping ends the process at once (exit 130), as a user pressing Ctrl-C
+  twice expects.
+- Spin: `GuardedSpin.spin_once` runs one executor step. rclpy can raise from inside the executor
+  for what a peer sent (a SetParameters request whose ParameterValue has type 99 raised there and
+  aborted the policy node): such an exception is caught, counted and logged (the first at once,
+  then rate-limited with the count), and the node keeps serving.
+- Shutdown: destroying a participant that ran Fast DDS's TCP transport (LARGE_DATA) after a TCP
+  peer vanished can block for good (gdb: TCPChannelResourceBasic::disconnect() waits on a mutex
+  held by a dds.tcp.* thread blocked in read() with no timeout). `bounded_teardown` arms
+  faulthandler's watchdog, a C thread that needs no GIL: if destroying the node and shutting rclpy
+  down take longer than TEARDOWN_LIMIT_S, it writes the threads' stacks to stderr and ends the
+  process (exit 1). The teardown has nothing left to lose by then: bags are closed and actions
+  published before it starts.
+"""
+from __future__ import annotations
+
+import faulthandler
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+from ..errors import one_line
+
+TEARDOWN_LIMIT_S = 5.0              # destroy_node + rclpy shutdown; then the watchdog ends the process
+EXIT_SECOND_SIGNAL = 130
+WARNING_PERIOD_S = 5.0
+
+
+def stop_event(signals=(signal.SIGINT, signal.SIGTERM)) -> threading.Event:
+    """An event set by the first of `signals`; a second one ends the process at once."""
+    stop = threading.Event()
+
+    def handle(signal_number, _frame):
+        if stop.is_set():
+            os.write(2, f"[spec_vla_ros] second {signal.Signals(signal_number).name}: exiting now\n".encode())
+            os._exit(EXIT_SECOND_SIGNAL)
+        stop.set()
+
+    for signal_number in signals:
+        signal.signal(signal_number, handle)
+    return stop
+
+
+class RateLimitedLog:
+    """Each kind of problem is logged at once, then at most once per period; the kind is the
+    message with its numbers blanked, so a camera sending the same bad frame 30 times a second
+    logs once per period, while a different problem is reported at once.
+
+    (rclpy's `throttle_duration_sec` throttles per call site: a second, different problem from
+    the same callback would stay hidden for the period.)"""
+
+    def __init__(self, logger, period_s: float = WARNING_PERIOD_S):
+        self.logger, self.period_s = logger, period_s
+        self._last: dict[tuple, float] = {}
+        self._suppressed: dict[tuple, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, level: str, message: str) -> None:
+        key = (level, re.sub(r"\d+", "#", message))
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self.period_s) < self.period_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        suffix = f" ({suppressed} more like it in the last {self.period_s:.0f} s)" if suppressed else ""
+        getattr(self.logger, level)(message + suffix)
+
+
+class GuardedSpin:
+    """An executor step that no exception ends: counted in `errors` and logged (rate-limited, with
+    the running count); `on_error` (optional) is told too, e.g. to count it in the node's reports."""
+
+    def __init__(self, executor, logger, on_error=None):
+        self.executor, self.errors, self.on_error = executor, 0, on_error
+        self.report = RateLimitedLog(logger)
+
+    def spin_once(self, timeout_sec: float) -> None:
+        try:
+            self.executor.spin_once(timeout_sec=timeout_sec)
+        except Exception as error:  # noqa: BLE001 -- nothing a peer sends may end the node
+            self.errors += 1
+            if self.on_error is not None:
+                self.on_error()
+            self.report("error", f"ignored an exception while handling a message or request "
+                                 f"({self.errors} so far): {type(error).__name__}: {one_line(error)}")
+
+
+@contextmanager
+def bounded_teardown(limit_s: float = TEARDOWN_LIMIT_S):
+    """Within the block (destroying nodes, shutting rclpy down) the process ends after `limit_s`
+    whatever the middleware does; the stacks go to stderr first."""
+    try:
+        faulthandler.dump_traceback_later(limit_s, exit=True, file=sys.stderr)
+    except (ValueError, RuntimeError, OSError, AttributeError):     # no usable stderr: no watchdog
+        yield
+        return
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
