@@ -1,0 +1,328 @@
+"""A scripted LIBERO-GOAL expert that reads the simulator's privileged state.
+
+It drives the same `LiberoGoalEnv` the package evaluates policies in and produces actions in the
+convention that env takes from a policy (OpenVLA's: OSC_POSE deltas `dx dy dz droll dpitch dyaw`
+in [-1, 1], where 1.0 asks the controller for 5 cm / 0.5 rad, and a gripper value in [0, 1],
+1 = open). No ROS and no model stack: it lives on the simulator's side of the package and is what
+the demonstrations (sim_bridge/demonstrations.py) are recorded from.
+
+How it works. Each task is a short plan of waypoints for the grip site (the point between the
+fingertips), built from the scene when the episode starts: "above the bowl's rim", "down onto the
+rim", "close", "lift", "over the stove", ... A waypoint's target is a function of the live scene
+(object and fixture poses, joint positions), so it follows what moves. The hand points down; only
+its yaw changes (the fingers close along world y at yaw 0). Position and yaw are P-controlled with a
+soft speed cap, so actions stay off the controller's clip at +-1; an optional Gaussian noise is
+added to the executed pose (DART-style: demonstrations keep the expert's clean action as the label,
+and the states the noisy execution visits).
+
+What the plans rely on (measured on LIBERO's assets): the bowl is picked by its rim wall, the
+fingers straddling the wall 4.7 cm from its centre at 3.8 cm above its base; the stove turns on when
+its knob joint reaches 0.5 rad (the fingers close on the knob's ridge and twist the hand); a drawer
+counts as open below -0.14 (its handle is pulled by one finger hooked behind the bar); the plate is
+dragged with the closed fingers inside its rim.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .constants import LIBERO_GOAL_INSTRUCTIONS, LIBERO_MAX_DELTA_POS_M, LIBERO_MAX_DELTA_ROT_RAD
+
+OPEN, CLOSED = 1.0, 0.0                 # OpenVLA's gripper convention (the env inverts it for LIBERO)
+GRIP_SITE = "gripper0_grip_site"        # the point between the fingertips; robot0_eef_pos in observations
+FINGER_JOINTS = ("gripper0_finger_joint1", "gripper0_finger_joint2")
+# The hand pointing straight down at yaw 0 (grip site axes in world coordinates, as columns): the
+# fingers close along world y.
+HAND_DOWN = np.array([[0.0, 1.0, 0.0],
+                      [1.0, 0.0, 0.0],
+                      [0.0, 0.0, -1.0]])
+
+# Scene objects of LIBERO-GOAL (names as the BDDL files give them).
+BOWL, CREAM_CHEESE, WINE_BOTTLE, PLATE = "akita_black_bowl_1", "cream_cheese_1", "wine_bottle_1", "plate_1"
+CABINET, STOVE, RACK = "wooden_cabinet_1", "flat_stove_1", "wine_rack_1"
+STOVE_KNOB_JOINT = "flat_stove_1_button"
+STOVE_KNOB_GEOM = "flat_stove_1_g5"     # the knob's disc; its ridge runs along world x
+DRAWER_JOINTS = {"top": "wooden_cabinet_1_top_level", "middle": "wooden_cabinet_1_middle_level"}
+DRAWER_HANDLE_GEOMS = {"top": "wooden_cabinet_1_g18", "middle": "wooden_cabinet_1_g29"}  # the handle bars
+DRAWER_OPEN_BELOW = -0.14               # joint position under which LIBERO counts a drawer open
+STOVE_ON_FROM = 0.5                     # knob joint position from which LIBERO counts the stove on
+
+
+@dataclass(frozen=True)
+class ExpertSettings:
+    """Controller gains and limits. Gains are in action units per unit of error: a position gain of
+    1.0 asks the controller to close the whole error in one step (it moves ~1/4 of that)."""
+    position_gain: float = 2.0
+    yaw_gain: float = 1.5
+    max_speed: float = 0.75              # soft cap on the norm of the position command (1.0 = the clip)
+    max_turn: float = 0.6                # the same for the rotation command
+    noise: float = 0.0                   # std of the Gaussian added to the executed pose command
+    seed: int | None = None              # the noise's RNG seed
+
+    def __post_init__(self):
+        if not (self.position_gain > 0 and self.yaw_gain > 0):
+            raise ValueError(f"gains must be > 0, got position {self.position_gain}, yaw {self.yaw_gain}")
+        if not (0 < self.max_speed <= 1 and 0 < self.max_turn <= 1):
+            raise ValueError(f"max_speed and max_turn must be in (0, 1], got {self.max_speed}, {self.max_turn}")
+        if not self.noise >= 0:
+            raise ValueError(f"noise must be >= 0 (a standard deviation in action units), got {self.noise}")
+
+
+class Scene:
+    """Privileged state of a running LIBERO env, read live (a hard reset replaces `env.sim`, so the
+    simulator is looked up on every read)."""
+
+    def __init__(self, libero_env):
+        self._env = libero_env              # robosuite's env (LIBERO's `ControlEnv.env`)
+
+    @property
+    def sim(self):
+        return self._env.sim
+
+    def body_pos(self, name: str) -> np.ndarray:
+        return self.sim.data.body_xpos[self._env.obj_body_id[name]].copy()
+
+    def body_rot(self, name: str) -> np.ndarray:
+        return self.sim.data.body_xmat[self._env.obj_body_id[name]].reshape(3, 3).copy()
+
+    def site_pos(self, name: str) -> np.ndarray:
+        return self.sim.data.get_site_xpos(name).copy()
+
+    def geom_pos(self, name: str) -> np.ndarray:
+        return self.sim.data.geom_xpos[self.sim.model.geom_name2id(name)].copy()
+
+    def joint_pos(self, name: str) -> float:
+        return float(self.sim.data.qpos[self.sim.model.get_joint_qpos_addr(name)])
+
+    @property
+    def eef_pos(self) -> np.ndarray:
+        return self.sim.data.site_xpos[self.sim.model.site_name2id(GRIP_SITE)].copy()
+
+    @property
+    def eef_rot(self) -> np.ndarray:
+        return self.sim.data.site_xmat[self.sim.model.site_name2id(GRIP_SITE)].reshape(3, 3).copy()
+
+    @property
+    def finger_opening(self) -> float:
+        """Distance between the fingers (m): ~0.077 wide open, ~0.004 closed on nothing."""
+        return float(sum(abs(self.joint_pos(joint)) for joint in FINGER_JOINTS))
+
+
+Target = Callable[[Scene], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    """Drive the grip site to `target(scene)` (re-evaluated every step) at hand yaw `yaw` with the
+    gripper commanded to `gripper`; done once within `tolerance` (m) and 0.05 rad of yaw and then
+    `settle` more steps, or after `timeout` steps. `until(scene)`, when given, ends it early."""
+    name: str
+    target: Target
+    gripper: float = OPEN
+    yaw: float = 0.0
+    tolerance: float = 0.01
+    settle: int = 0
+    timeout: int = 80
+    speed: float = 1.0                  # fraction of the settings' max_speed
+    until: Callable[[Scene], bool] | None = None
+
+
+@dataclass
+class ExpertAction:
+    label: np.ndarray                   # the expert's own action (what demonstrations record)
+    executed: np.ndarray                # what is sent to the env (the label plus noise, if any)
+    waypoint: str
+
+
+def rotation_vector(rotation: np.ndarray) -> np.ndarray:
+    """Axis * angle of a rotation matrix (angle in [0, pi])."""
+    cos_angle = np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos_angle)
+    if angle < 1e-6:
+        return np.zeros(3)
+    axis = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
+    norm = np.linalg.norm(axis)
+    if norm < 1e-9:                     # angle ~ pi: the axis is the eigenvector of eigenvalue 1
+        values, vectors = np.linalg.eigh((rotation + rotation.T) / 2.0)
+        return vectors[:, np.argmax(values)] * angle
+    return axis / norm * angle
+
+
+def hand_rotation(yaw: float) -> np.ndarray:
+    """The downward hand turned by `yaw` about world z."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ HAND_DOWN
+
+
+def soft_cap(command: np.ndarray, limit: float) -> np.ndarray:
+    """Scale a command vector so its norm is limit * tanh(norm / limit): linear for small commands,
+    approaching (never reaching) `limit` for large ones."""
+    norm = np.linalg.norm(command)
+    if norm < 1e-12:
+        return command
+    return command * (limit * np.tanh(norm / limit) / norm)
+
+
+class ScriptedExpert:
+    """Plans and acts for one LIBERO-GOAL task at a time.
+
+    Use: `env.reset(task_id, episode)`, then `expert.start(task_id)`, then `expert.act()` before each
+    `env.step(...)` until the env is done (or `expert.finished`: its plan ran out without success).
+    """
+
+    def __init__(self, env, settings: ExpertSettings = ExpertSettings()):
+        self.env = env                  # a LiberoGoalEnv
+        self.settings = settings
+        self._rng = np.random.default_rng(settings.seed)
+        self._plan: list[Waypoint] = []
+        self._index = 0
+        self._steps_in_waypoint = 0
+        self._settled = 0
+        self.scene: Scene | None = None
+
+    @staticmethod
+    def supports(task_id: int) -> bool:
+        return task_id in PLANS
+
+    def start(self, task_id: int) -> None:
+        """Plan the task from the scene as the env's reset left it."""
+        if task_id not in PLANS:
+            raise ValueError(f"the scripted expert has no plan for task {task_id}; it has plans for "
+                             f"tasks {sorted(PLANS)}")
+        self.scene = Scene(self.env.task_env(task_id).env)
+        self._plan = PLANS[task_id](self.scene)
+        self._index, self._steps_in_waypoint, self._settled = 0, 0, 0
+
+    @property
+    def finished(self) -> bool:
+        return self._index >= len(self._plan)
+
+    @property
+    def waypoint(self) -> str:
+        return "done" if self.finished else self._plan[self._index].name
+
+    def act(self) -> ExpertAction:
+        if self.scene is None:
+            raise RuntimeError("call start(task_id) after the env's reset first")
+        self._advance()
+        if self.finished:                   # plan exhausted: hold still, gripper open
+            label = np.array([0.0] * 6 + [OPEN])
+            return ExpertAction(label, label.copy(), "done")
+        waypoint = self._plan[self._index]
+        label = self._command(waypoint)
+        executed = label.copy()
+        if self.settings.noise > 0:
+            executed[:6] = np.clip(executed[:6] + self._rng.normal(0.0, self.settings.noise, 6), -1.0, 1.0)
+        self._steps_in_waypoint += 1
+        return ExpertAction(label, executed, waypoint.name)
+
+    def _advance(self) -> None:
+        """Move past the waypoints that are reached (and settled) or timed out."""
+        while not self.finished:
+            waypoint = self._plan[self._index]
+            reached = self._reached(waypoint)
+            if reached:
+                self._settled += 1
+            if ((reached and self._settled > waypoint.settle) or self._steps_in_waypoint >= waypoint.timeout
+                    or (waypoint.until is not None and waypoint.until(self.scene))):
+                self._index += 1
+                self._steps_in_waypoint, self._settled = 0, 0
+                continue
+            return
+
+    def _reached(self, waypoint: Waypoint) -> bool:
+        scene = self.scene
+        position_error = np.linalg.norm(waypoint.target(scene) - scene.eef_pos)
+        yaw_error = np.linalg.norm(rotation_vector(hand_rotation(waypoint.yaw) @ scene.eef_rot.T))
+        return position_error < waypoint.tolerance and yaw_error < 0.05
+
+    def _command(self, waypoint: Waypoint) -> np.ndarray:
+        scene, settings = self.scene, self.settings
+        error = waypoint.target(scene) - scene.eef_pos
+        move = soft_cap(settings.position_gain * error / LIBERO_MAX_DELTA_POS_M, settings.max_speed * waypoint.speed)
+        rotation_error = rotation_vector(hand_rotation(waypoint.yaw) @ scene.eef_rot.T)
+        turn = soft_cap(settings.yaw_gain * rotation_error / LIBERO_MAX_DELTA_ROT_RAD, settings.max_turn)
+        return np.concatenate([move, turn, [waypoint.gripper]])
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+CARRY_Z = 1.10                          # grip-site height for carrying over the table
+CARRY_Z_HIGH = 1.25                     # ... over the cabinet
+BOWL_RIM = np.array([0.0, 0.047, 0.038])  # grip-site offset from the bowl's base centre, on its rim wall
+GRIP_SETTLE = 10                        # steps for the fingers to close or open
+
+
+def at(point: np.ndarray) -> Target:
+    point = np.asarray(point, dtype=float).copy()
+    return lambda scene: point
+
+
+def offset(body: str, delta) -> Target:
+    delta = np.asarray(delta, dtype=float)
+    return lambda scene: scene.body_pos(body) + delta
+
+
+def over(target: Target, z: float) -> Target:
+    return lambda scene: np.append(target(scene)[:2], z)
+
+
+def above(target: Target, height: float) -> Target:
+    return lambda scene: target(scene) + np.array([0.0, 0.0, height])
+
+
+def carrying(body: str, goal: Target) -> Target:
+    """Where the grip site must go for the held `body`'s origin to be at `goal(scene)`."""
+    return lambda scene: goal(scene) + (scene.eef_pos - scene.body_pos(body))
+
+
+def pick(body: str, grasp: np.ndarray, lift_z: float, yaw: float = 0.0, approach: float = 0.08) -> list[Waypoint]:
+    """Approach from above, close on `body` + `grasp`, lift to `lift_z`."""
+    grasp_point = offset(body, grasp)
+    return [
+        Waypoint("over the grasp", above(grasp_point, approach), OPEN, yaw, tolerance=0.02),
+        Waypoint("down to the grasp", grasp_point, OPEN, yaw, tolerance=0.006, speed=0.6),
+        Waypoint("close", grasp_point, CLOSED, yaw, tolerance=0.02, settle=GRIP_SETTLE),
+        Waypoint("lift", lambda scene: np.append(scene.eef_pos[:2], lift_z), CLOSED, yaw, tolerance=0.02),
+    ]
+
+
+def place(body: str, goal: Target, carry_z: float, drop: float, yaw: float = 0.0) -> list[Waypoint]:
+    """Carry the held `body` over `goal` at `carry_z`, lower its origin to `drop` above the goal, open, retreat."""
+    lowered = lambda scene: goal(scene) + np.array([0.0, 0.0, drop])
+    return [
+        Waypoint("carry over the goal", over(carrying(body, goal), carry_z), CLOSED, yaw, tolerance=0.015),
+        Waypoint("lower", carrying(body, lowered), CLOSED, yaw, tolerance=0.008, speed=0.6),
+        Waypoint("release", lambda scene: scene.eef_pos, OPEN, yaw, tolerance=1.0, settle=GRIP_SETTLE // 2),
+        Waypoint("retreat", lambda scene: np.append(scene.eef_pos[:2], carry_z), OPEN, yaw, tolerance=0.03),
+    ]
+
+
+def bowl_to(goal: Target, carry_z: float = CARRY_Z, drop: float = 0.02) -> Callable[[Scene], list[Waypoint]]:
+    def plan(scene: Scene) -> list[Waypoint]:
+        return pick(BOWL, BOWL_RIM, carry_z) + place(BOWL, goal, carry_z, drop)
+    return plan
+
+
+def turn_on_stove(scene: Scene) -> list[Waypoint]:
+    knob = lambda s: s.geom_pos(STOVE_KNOB_GEOM) + np.array([0.0, 0.0, 0.02])
+    on = lambda s: s.joint_pos(STOVE_KNOB_JOINT) >= STOVE_ON_FROM + 0.1
+    twist = [Waypoint(f"twist to {yaw:.1f}", knob, CLOSED, yaw, tolerance=0.02, timeout=30, until=on)
+             for yaw in (0.4, 0.8, 1.2)]
+    return [
+        Waypoint("over the knob", over(knob, 1.0), OPEN, 0.0, tolerance=0.015),
+        Waypoint("down to the knob", knob, OPEN, 0.0, tolerance=0.006, speed=0.6),
+        Waypoint("close", knob, CLOSED, 0.0, tolerance=0.02, settle=GRIP_SETTLE),
+        *twist,
+    ]
+
+
+PLANS: dict[int, Callable[[Scene], list[Waypoint]]] = {
+    1: bowl_to(lambda s: s.site_pos("flat_stove_1_cook_region") + np.array([0.0, 0.0, 0.025])),
+    4: bowl_to(lambda s: s.site_pos("wooden_cabinet_1_top_side"), carry_z=CARRY_Z_HIGH),
+    7: turn_on_stove,
+    8: bowl_to(lambda s: s.body_pos(PLATE) + np.array([0.0, 0.0, 0.01])),
+}
+assert all(0 <= task_id < len(LIBERO_GOAL_INSTRUCTIONS) for task_id in PLANS)
