@@ -315,15 +315,19 @@ def _sign_file(keystore: Path, document: Path) -> Path:
     return target
 
 
-def probe(keystore, enclave: str) -> str | None:
-    """Start an rclpy node in `enclave` of `keystore`, under Enforce, in a child process (this
-    process's ROS domain): None if it starts, else why not in one line (e.g. NO_SECURITY_PLUGINS
-    with the pip wheels' Fast DDS). What every node of the package does first when secured."""
+def probe(keystore, enclave: str, domain_id: int | None = None) -> str | None:
+    """Start an rclpy node in `enclave` of `keystore`, under Enforce, in a child process (on
+    `domain_id`, default this process's ROS domain): None if it starts, else why not in one line
+    (e.g. NO_SECURITY_PLUGINS with the pip wheels' Fast DDS). What every node of the package does
+    first when secured."""
+    environment = {**os.environ, **security_environment(keystore)}
+    if domain_id is not None:
+        environment["ROS_DOMAIN_ID"] = str(domain_id)
     code = ("import rclpy; rclpy.init(); rclpy.create_node('spec_vla_security_probe').destroy_node(); "
             "rclpy.shutdown()")
     try:
         result = subprocess.run([sys.executable, "-c", code, "--ros-args", "--enclave", enclave],
-                                env={**os.environ, **security_environment(keystore)}, stdin=subprocess.DEVNULL,
+                                env=environment, stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"a secured node did not start within {PROBE_TIMEOUT_S} s"
