@@ -332,7 +332,7 @@ def option_help(parser) -> dict[str, str]:
 def test_every_option_has_help_that_shows_its_default(command, monkeypatch):
     import argparse
 
-    from spec_vla_ros.benchmarks import decode
+    from spec_vla_ros.commands.benchmarks import decode
 
     monkeypatch.setenv("COLUMNS", "200")
     if command == "spec-vla-harness":

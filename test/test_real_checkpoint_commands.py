@@ -347,7 +347,7 @@ def test_a_bag_names_its_verifier_and_a_contradicting_one_is_refused(two_verifie
 def test_bench_decode_skips_draft_heads_without_a_checkpoint_for_another_verifier(workspace, capsys):
     import argparse
 
-    from spec_vla_ros.benchmarks import decode as benchmark
+    from spec_vla_ros.commands.benchmarks import decode as benchmark
 
     parser = argparse.ArgumentParser()
     benchmark.add_arguments(parser)

@@ -443,8 +443,11 @@ def test_relaxed_stays_within_threshold_and_guarded_never_flips_the_gripper(mini
 # --- benchmarks ----------------------------------------------------------------------------------
 
 def test_decode_benchmark_reports_ar_its_noise_floor_and_drafts(tmp_path):
-    from spec_vla_ros.benchmarks import decode
-    parser = decode.argparse.ArgumentParser()
+    import argparse
+    import json
+
+    from spec_vla_ros.commands.benchmarks import decode
+    parser = argparse.ArgumentParser()
     decode.add_arguments(parser)
     args = parser.parse_args(["--drafts", "history", "mamba", "--thresholds", "0", "9", "--num-draft-tokens", "2",
                               "--relaxed-rules", "relaxed", "relaxed-guarded", "--episodes", "1",
@@ -460,7 +463,7 @@ def test_decode_benchmark_reports_ar_its_noise_floor_and_drafts(tmp_path):
     for name in ("history", "mamba"):
         assert 0.0 <= results[(name, "strict")]["same_as_ar"] <= 1.0
         assert results[(name, "relaxed:9")]["actions"] == results[(name, "relaxed-guarded:9")]["actions"] == 3
-    assert decode.json.loads((tmp_path / "bench.json").read_text())["observations"] == 3
+    assert json.loads((tmp_path / "bench.json").read_text())["observations"] == 3
     markdown = (tmp_path / "bench.md").read_text()
     assert markdown.split("AR noise floor")[0].count("\n| ") == len(output["results"])
     assert "relaxed-guarded:9" in markdown and "same as AR" in markdown
@@ -490,10 +493,12 @@ def test_full_size_benchmark_refuses_cpu_and_builds_in_place():
 
 
 def test_decode_benchmark_reads_both_checkpoint_spellings_in_one_place(tmp_path):
-    from spec_vla_ros.benchmarks import decode
+    import argparse
+
+    from spec_vla_ros.commands.benchmarks import decode
     from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS
     from spec_vla_ros.training.arguments import CommandError
-    parser = decode.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     decode.add_arguments(parser)
     drafts = str(PACKAGED_CHECKPOINTS)                    # a directory of drafts, one per kind
     old = decode.drafts_to_run(parser.parse_args(["--drafts", "mamba", "history", "--mamba-checkpoint", drafts]))

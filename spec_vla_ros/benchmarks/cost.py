@@ -1,15 +1,12 @@
 """`spec-vla-bench cost`: OpenVLA-7B's cost model (decoding/cost_model.py) printed for named
 GPUs: FLOPs, bytes and kernels per part, milliseconds (roofline and eager), the split prefill :
 pass : draft step, and ms per action for AR and for speculative decoding at given verifier passes
-per action. Computed, never measured; `--json` writes the numbers."""
+per action. Computed, never measured. The command line: commands/benchmarks/cost.py."""
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import replace
-from pathlib import Path
 
-from ..decoding.cost_model import DEFAULT_PROMPT_TOKENS, DEVICES, MAX_PASS_TOKENS, OPENVLA_7B, action_costs, report
+from ..decoding.cost_model import DEVICES, OPENVLA_7B, action_costs, report
 
 
 def format_report(result: dict, passes_list: list[float], num_draft_tokens: int) -> str:
@@ -38,30 +35,13 @@ def format_report(result: dict, passes_list: list[float], num_draft_tokens: int)
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", nargs="+", default=list(DEVICES), choices=list(DEVICES))
-    parser.add_argument("--prompt-tokens", type=int, default=DEFAULT_PROMPT_TOKENS,
-                        help="prompt length in Llama-2 tokens, BOS included (prefill = these + 256 patches)")
-    parser.add_argument("--passes", type=float, nargs="+", default=[7.0, 5.0, 3.43, 2.38, 1.0],
-                        help="verifier passes per action to predict speculative decoding at (Spec-VLA: 7/2.04 "
-                             "strict, 7/2.94 relaxed)")
-    parser.add_argument("--num-draft-tokens", type=int, default=4)
-    parser.add_argument("--mamba-layers", type=int, default=1)
-    parser.add_argument("--launch-us", type=float, default=None, help="eager launch overhead per kernel (default 10)")
-    parser.add_argument("--json", type=Path, help="write the numbers here")
-
-
-def run(args) -> dict:
-    if not 1 <= args.num_draft_tokens < MAX_PASS_TOKENS:
-        raise SystemExit(f"--num-draft-tokens must be 1..{MAX_PASS_TOKENS - 1}, got {args.num_draft_tokens}")
-    if any(p < 1 for p in args.passes):
-        raise SystemExit(f"--passes must each be >= 1 (the prefill is a pass), got {args.passes}")
-    devices = [DEVICES[name] for name in args.devices]
-    if args.launch_us is not None:
-        devices = [replace(device, launch_us=args.launch_us) for device in devices]
-    costs = action_costs(OPENVLA_7B, args.prompt_tokens, args.mamba_layers)
-    result = report(costs, devices, args.passes, args.num_draft_tokens)
-    print(format_report(result, args.passes, args.num_draft_tokens))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return result
+def cost_report(device_names: list[str], prompt_tokens: int, passes: list[float], num_draft_tokens: int,
+                mamba_layers: int = 1, launch_us: float | None = None) -> dict:
+    """The cost model's numbers for OpenVLA-7B on each named device (keys of DEVICES), at
+    `passes` verifier passes per action and `num_draft_tokens`; `launch_us` replaces the
+    devices' eager launch overhead per kernel."""
+    devices = [DEVICES[name] for name in device_names]
+    if launch_us is not None:
+        devices = [replace(device, launch_us=launch_us) for device in devices]
+    costs = action_costs(OPENVLA_7B, prompt_tokens, mamba_layers)
+    return report(costs, devices, passes, num_draft_tokens)

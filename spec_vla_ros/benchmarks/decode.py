@@ -1,4 +1,6 @@
-"""`spec-vla-bench decode`: autoregressive vs speculative decoding on the same observations.
+"""`spec-vla-bench decode`'s measurement: autoregressive vs speculative decoding on the same
+observations. The command line (options, their checks, which drafts): commands/benchmarks/decode.py;
+`args` below is what it parsed.
 
 Every configuration (AR, and each draft x acceptance rule x num_draft_tokens) decodes the same
 sequence of observations, interleaved observation by observation so that machine load affects
@@ -14,12 +16,9 @@ actions greedy decoding reproduces when only the passes' shapes change; strict
 speculative decoding, which verifies in passes of other shapes, is expected near it, not at
 100 %, where the verifier has near-tied argmaxes (see decoding.acceptance.LOSSLESS_CLAIM).
 
-Drafts: `--checkpoint mamba=DIR` / `llama=DIR` (as in spec-vla-eval; `--mamba-checkpoint` and
-`--llama-checkpoint` say the same). Without one, the packaged head serves the miniature; for any
-other verifier that head is skipped with a line saying how to pass one, and `history` (no
-checkpoint) always runs. Paths are taken relative to the caller's directory; a bad argument,
-missing checkpoint or one trained for another verifier ends the command with one line on stderr
-and exit status 2.
+Drafts: a draft head without a checkpoint serves the miniature with the packaged one; for any
+other verifier it is skipped (`resolve_drafts` says which), and `history` (no checkpoint) always
+runs.
 
 `--arch openvla-7b` additionally builds the full-size OpenVLA architecture with random weights
 directly on the device in bf16 (no download, never 7B fp32 parameters on the CPU), times its
@@ -28,10 +27,8 @@ acceptance profile measured on the miniature. On a CPU-only machine it refuses u
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,153 +40,48 @@ from ..decoding import cost_model
 from ..decoding.acceptance import GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
 from ..decoding.decoder import Decoder
 from ..decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
-from ..decoding.spec import DecoderSpec, check_num_draft_tokens
+from ..decoding.spec import DecoderSpec
 from ..drafts.eagle_head import EagleDraft, EagleHead, default_core_config
 from ..drafts.kinds import AR
-from ..drafts.registry import (CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS, ResolvedDraft, load, resolve,
-                                verifier_identity)
-from ..training.arguments import DTYPES, CommandError, absolute_path, apply_runtime_arguments
+from ..drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, ResolvedDraft, load, resolve, verifier_identity
+from ..training.arguments import CommandError, apply_runtime_arguments
 from ..training.collect import synthetic_episode
 from ..vla.action_tokenizer import token_ids_to_bin_indices
-from ..vla.checkpoint import check_checkpoint_files, resolve_dtype
+from ..vla.checkpoint import resolve_dtype
 from ..vla.constants import ACTION_DIM, ACTION_NAMES, BOS_TOKEN_ID, EMPTY_TOKEN_ID
-from ..vla.miniature import MINIATURE, MINIATURE_NAME
+from ..vla.miniature import MINIATURE_NAME
 from ..vla.model import OpenVLA, VLAConfig
 from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
 from ..vla.session import VerifierSession
-from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
 from ..vla.verifiers import load_verifier
-from ..commands.arguments import (EXPECTED_ERRORS, device_argument, fail, parse_checkpoints, use_defaults_in_help,
-                         verifier_argument)
-
-BENCH_SEED = 100_000          # synthetic episodes far from the training seeds (0..)
-# 12 scenes x 5 control steps (60 actions). A draft's acceptance varies far more between scenes
-# than between the steps of one scene (whose frames barely move), so the scenes are what the
-# benchmark samples: on the earlier default, 3 scenes x 10 steps, the packaged Mamba head's
-# teacher-forced accuracy (mean over draft positions 1-6) was 0.32, against 0.49 on 30 fresh
-# scenes of the same generator and on its validation set. Each scene still has 4 steps that
-# follow another (carried state, history draft).
-BENCH_EPISODES = 12
-BENCH_STEPS_PER_EPISODE = 5
-ARCHES = ("miniature", "openvla-7b")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    use_defaults_in_help(parser)              # '(default: X)' in --help, one-line errors, exit 2
-    parser.add_argument("--verifier", type=verifier_argument, default=MINIATURE,
-                        help="'miniature' or an OpenVLA HF directory (default: %(default)s)")
-    parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda or cuda:N "
-                                                                              "(default: %(default)s)")
-    parser.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="the verifier's dtype; auto: the checkpoint's own (default: %(default)s)")
-    parser.add_argument("--drafts", nargs="+", default=list(SPECULATIVE_KINDS), choices=SPECULATIVE_KINDS,
-                        help="drafts to measure beside AR; for a verifier other than the miniature, mamba and llama "
-                             "run only with a checkpoint (default: %(default)s)")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
-                        help="a trained draft checkpoint for mamba or llama, as in spec-vla-eval; repeatable "
-                             "(default: the packaged ones, which fit the miniature only)")
-    parser.add_argument("--mamba-checkpoint", type=optional_path, default="",
-                        help="same as --checkpoint mamba=PATH (default: '', the packaged one)")
-    parser.add_argument("--llama-checkpoint", type=optional_path, default="",
-                        help="same as --checkpoint llama=PATH (default: '', the packaged one)")
-    parser.add_argument("--thresholds", type=int, nargs="+", default=[0, 3, 6, 9],
-                        help="0 = strict acceptance, otherwise each rule of --relaxed-rules with that threshold "
-                             "(default: %(default)s)")
-    parser.add_argument("--relaxed-rules", nargs="+", default=[RELAXED_RULE], choices=[RELAXED_RULE, GUARDED_RULE],
-                        help="relaxed: Spec-VLA's exact rule (|draft id - verifier id| <= T); relaxed-guarded: also "
-                             "both ids action tokens and the gripper on the verifier's side (default: %(default)s)")
-    parser.add_argument("--num-draft-tokens", type=int, nargs="+", default=[2, 4, 6],
-                        help=f"tokens a draft proposes per verifier pass, each in 1..{ACTION_DIM} "
-                             "(default: %(default)s)")
-    parser.add_argument("--episodes", type=int, default=BENCH_EPISODES,
-                        help="synthetic episodes (scenes), seeds from --seed (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=BENCH_SEED,
-                        help="first synthetic episode's seed, far from the training seeds (default: %(default)s)")
-    parser.add_argument("--steps-per-episode", type=int, default=BENCH_STEPS_PER_EPISODE,
-                        help="control steps per synthetic episode (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed actions per configuration first (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP + " (default: %(default)s)")
-    parser.add_argument("--json", type=optional_path, help="write all results here (default: not written)")
-    parser.add_argument("--markdown", type=optional_path, help="write the table here (default: not written)")
-    parser.add_argument("--arch", choices=ARCHES, default="miniature",
-                        help="openvla-7b: also time the full-size architecture (random weights, bf16, GPU) "
-                             "(default: %(default)s)")
-    parser.add_argument("--arch-device", type=device_argument, default="cuda",
-                        help="device for --arch openvla-7b (default: %(default)s)")
-    parser.add_argument("--arch-repeats", type=int, default=10,
-                        help="timed repeats per measurement for --arch openvla-7b (default: %(default)s)")
-    parser.add_argument("--arch-prompt-tokens", type=int, default=24,
-                        help="prompt length in Llama-2 tokens for the 7B timing, LIBERO instructions: ~20-30 "
-                             "(default: %(default)s)")
-    parser.add_argument("--force", action="store_true",
-                        help="run --arch openvla-7b on a CPU anyway (default: %(default)s)")
-
-
-def optional_path(text: str) -> str:
-    """argparse type: '' stays '' (not given), anything else is made absolute against the caller's directory."""
-    return str(absolute_path(text)) if text else ""
-
-
-def draft_checkpoints(args) -> dict[str, str]:
-    """{draft: checkpoint} from --checkpoint DRAFT=PATH and --mamba/--llama-checkpoint (the one place
-    the two spellings meet); '' = none given."""
-    given = parse_checkpoints(args.checkpoint)
-    checkpoints = {kind: getattr(args, f"{kind}_checkpoint", "") for kind in CHECKPOINT_KINDS}
-    for name, path in given.items():
-        if checkpoints[name] and checkpoints[name] != path:
-            raise CommandError(f"two checkpoints for {name}: {checkpoints[name]} and {path}")
-        checkpoints[name] = path
-    return checkpoints
-
-
-def drafts_to_run(args) -> list[ResolvedDraft]:
-    """Each draft of --drafts, resolved (checked without loading weights). A draft head with no
-    checkpoint for a verifier other than the miniature is skipped, with a line saying how to add
-    one (history needs none and always runs). Raises CommandError."""
-    checkpoints = draft_checkpoints(args)
+def resolve_drafts(verifier: str, names: list[str], checkpoints: dict[str, str]) -> tuple[list[ResolvedDraft],
+                                                                                       list[tuple[str, str]]]:
+    """Each draft of `names` (once each, in order) resolved against `verifier` (checked without
+    loading weights), its checkpoint `checkpoints.get(name, '')`; and the skipped ones as (draft,
+    verifier name): a draft head with no checkpoint for a verifier other than the miniature (history
+    needs none and always runs). Raises CommandError."""
     try:
-        verifier_name = verifier_identity(args.verifier)[0]
+        verifier_name = verifier_identity(verifier)[0]
     except (ValueError, TypeError, KeyError) as error:     # config.json that is not an OpenVLA config
-        raise CommandError(f"--verifier {args.verifier}: config.json is not an OpenVLA config ({error})") from None
+        raise CommandError(f"--verifier {verifier}: config.json is not an OpenVLA config ({error})") from None
     miniature = verifier_name == MINIATURE_NAME
-    kept = []
-    for name in dict.fromkeys(args.drafts):
+    kept, skipped = [], []
+    for name in dict.fromkeys(names):
         checkpoint = checkpoints.get(name, "")
         if DRAFT_KINDS[name].needs_checkpoint and not checkpoint and not miniature:
-            print(f"spec-vla-bench decode: skipping draft {name}: no checkpoint for verifier "
-                  f"'{verifier_name}' (the packaged one fits the miniature only); pass "
-                  f"--checkpoint {name}=DIR from spec-vla-train-draft", file=sys.stderr)
+            skipped.append((name, verifier_name))
             continue
         try:
-            kept.append(resolve(name, checkpoint, args.verifier))
+            kept.append(resolve(name, checkpoint, verifier))
         except ValueError as error:
             raise CommandError(str(error)) from None
-    return kept
+    return kept, skipped
 
 
-def check_arguments(args) -> None:
-    """What can be checked before anything loads. Raises CommandError."""
-    counts = {"--episodes": args.episodes, "--steps-per-episode": args.steps_per_episode,
-              "--arch-repeats": args.arch_repeats}
-    for option, value in counts.items():
-        if value < 1:
-            raise CommandError(f"{option} {value}: expected at least 1")
-    if args.warmup < 0:
-        raise CommandError(f"--warmup {args.warmup}: expected 0 or more")
-    for k in args.num_draft_tokens:
-        try:
-            check_num_draft_tokens(k, "--num-draft-tokens")
-        except ValueError as error:
-            raise CommandError(str(error)) from None
-    if any(threshold < 0 for threshold in args.thresholds):
-        raise CommandError(f"--thresholds {' '.join(map(str, args.thresholds))}: expected 0 (strict) or positive")
-    if args.verifier != MINIATURE:
-        check_checkpoint_files(args.verifier)          # CheckpointError naming what is missing
-
-
-def observations(episodes: int, steps: int, seed: int = BENCH_SEED):
+def observations(episodes: int, steps: int, seed: int):
     """[(episode, instruction, frame)] from seeded synthetic episodes."""
     return [(episode, instruction, frame)
             for episode in range(episodes)
@@ -213,13 +105,13 @@ class Contender:
     decoder: Decoder
 
 
-def configurations(args, verifier, drafts: list[ResolvedDraft] | None = None) -> list[Contender]:
+def configurations(args, verifier, drafts: list[ResolvedDraft]) -> list[Contender]:
     """AR first, then AR's noise-floor twin, then each draft x acceptance rule x k, each with its
-    own draft instance. `drafts`: resolved drafts, by default drafts_to_run(args)."""
+    own draft instance. `drafts`: resolved drafts (resolve_drafts)."""
     ar = DecoderSpec(AR)
     contenders = [Contender(AR, ar, Decoder(verifier.model)),
                   Contender(RESHAPED_AR, ar, reshaped_ar_decoder(verifier.model))]
-    for draft in (drafts_to_run(args) if drafts is None else drafts):
+    for draft in drafts:
         for acceptance in acceptance_rules(args.thresholds, args.relaxed_rules):
             for k in args.num_draft_tokens:
                 spec = DecoderSpec(draft.kind, draft.checkpoint, k, acceptance)
@@ -255,7 +147,7 @@ def summarize(contender: Contender, records: list, ar_tokens: list, ar_median: f
     }
 
 
-def measure(args, verifier, drafts: list[ResolvedDraft] | None = None) -> list[dict]:
+def measure(args, verifier, drafts: list[ResolvedDraft]) -> list[dict]:
     contenders = configurations(args, verifier, drafts)
     observed = observations(args.episodes, args.steps_per_episode, args.seed)
     tokenizer = verifier.tokenizer
@@ -438,18 +330,10 @@ def split_table(split: dict, verifier_name: str, args) -> str:
             + cost_model.split_comparison(split["split"], pass_tokens=pass_tokens))
 
 
-def run(args) -> dict:
-    """The benchmark; an expected failure (bad argument, missing or unfit checkpoint, no CUDA)
-    ends it with one line on stderr and exit status 2."""
-    try:
-        return benchmark(args)
-    except EXPECTED_ERRORS as error:
-        raise SystemExit(fail("spec-vla-bench decode", error)) from None
-
-
-def benchmark(args) -> dict:
-    check_arguments(args)
-    drafts = drafts_to_run(args)
+def benchmark(args, drafts: list[ResolvedDraft]) -> dict:
+    """Load the verifier, measure every configuration with `drafts` (resolve_drafts), print the
+    tables and write --markdown / --json; returns what --json holds. CommandError for what only
+    shows now (no CUDA, --threads)."""
     apply_runtime_arguments(args)
     if args.arch == "openvla-7b":
         try:

@@ -11,9 +11,13 @@ of the usage block. `fail()` is the same line for errors found after parsing.
 and `--threads N` are spelled as in `spec-vla-eval` (`add_runtime_arguments`). Paths given on the
 command line are made absolute against the caller's current directory as they are parsed, so
 what a manifest or checkpoint records points at the same file from anywhere. An expected failure
-(EXPECTED_ERRORS: bad argument, missing input, output directory in the way, a verifier that
+(expected_errors(): bad argument, missing input, output directory in the way, a verifier that
 contradicts the traces) ends the command with one line on stderr and exit status 2, never a
 traceback.
+
+This module loads no model stack (torch, timm, transformers): every command parses and checks its
+arguments before it imports the library that runs it, so `--help` and a bad argument answer at
+once. The names it needs come from the light modules (vla/constants.py, drafts/kinds.py).
 
 Library modules never import this one; what they need of it (CommandError, absolute_path,
 DTYPES, the runtime and output-directory checks) is in training/arguments.py.
@@ -24,17 +28,26 @@ import argparse
 import re
 import sys
 
-from ..drafts.checkpoints import DraftCheckpointError
-from ..drafts.registry import CHECKPOINT_KINDS
+from ..drafts.kinds import CHECKPOINT_KINDS
 from ..errors import one_line
 from ..training.arguments import DTYPES, CommandError, absolute_path
-from ..vla.checkpoint import CheckpointError
-from ..vla.miniature import MINIATURE
+from ..vla.constants import MINIATURE
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
 
 EXIT_USAGE = 2           # bad argument, missing or mismatched checkpoint, existing output: nothing was started
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
-EXPECTED_ERRORS = (CommandError, CheckpointError, DraftCheckpointError)
+# The expected failures besides CommandError, by module: their modules load the model stack, so
+# they are looked up when needed (an error of a module not loaded yet cannot have been raised).
+CHECKPOINT_ERRORS = (("spec_vla_ros.vla.checkpoint", "CheckpointError"),
+                     ("spec_vla_ros.drafts.checkpoints", "DraftCheckpointError"))
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """CommandError and the checkpoint errors of the modules loaded so far: for `except
+    expected_errors() as error:` (evaluated only when an exception arrives)."""
+    loaded = [sys.modules.get(module) for module, _ in CHECKPOINT_ERRORS]
+    return (CommandError, *(getattr(module, name) for module, (_, name) in zip(loaded, CHECKPOINT_ERRORS)
+                            if module is not None))
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -123,6 +136,6 @@ def run(prog: str, command, args):
     """`command(args)`; an expected failure becomes `prog: error: message` and exit status 2."""
     try:
         return command(args)
-    except EXPECTED_ERRORS as error:
+    except expected_errors() as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None

@@ -20,7 +20,7 @@ from ..vla.constants import ACTION_DIM
 from ..vla.miniature import MINIATURE_NAME
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
 from ..vla.verifiers import load_verifier
-from .arguments import (EXPECTED_ERRORS, ArgumentParser, device_argument, fail, parse_checkpoints, split_checkpoint,
+from .arguments import (ArgumentParser, device_argument, expected_errors, fail, parse_checkpoints, split_checkpoint,
                         verifier_argument)
 
 DEFAULT_DRAFTS = SPECULATIVE_KINDS             # mamba, llama, history
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return harness(args)
-    except EXPECTED_ERRORS as error:
+    except expected_errors() as error:
         return fail("spec-vla-harness", error)
 
 

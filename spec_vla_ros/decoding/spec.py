@@ -14,12 +14,14 @@ spelling `none` is refused with a line saying so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from ..drafts.kinds import AR
-from ..drafts.registry import ResolvedDraft, check_kind, resolve
+from ..drafts.kinds import AR, check_kind
 from ..vla.constants import ACTION_DIM
 from .acceptance import DEFAULT_RELAXED_THRESHOLD, GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
+
+if TYPE_CHECKING:
+    from ..drafts.registry import ResolvedDraft
 
 DEFAULT_NUM_DRAFT_TOKENS = 4
 
@@ -98,4 +100,5 @@ class DecoderSpec:
 
     def resolve(self, verifier: str, hidden_size: int | None = None) -> ResolvedDraft:
         """The draft's cheap checks (drafts.registry.resolve) against `verifier`."""
+        from ..drafts.registry import resolve      # the model stack: only where a draft is checked
         return resolve(self.draft, self.draft_checkpoint, verifier, hidden_size)

@@ -29,7 +29,7 @@ from .base import Draft
 from .checkpoints import CONFIG, build_head, check_compatible, read_draft_config
 from .eagle_head import EagleDraft, early_guess_mode
 from .history import HistoryDraft
-from .kinds import AR, RETIRED_SPELLINGS
+from .kinds import AR, CHECKPOINT_KINDS, DRAFT_NAMES, SPECULATIVE_KINDS, check_kind  # noqa: F401 (re-exported)
 
 PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
@@ -79,18 +79,9 @@ DRAFT_KINDS: dict[str, DraftKind] = {kind.name: kind for kind in (
     DraftKind("llama", True, _head_draft, "EAGLE-style head with one Llama layer (trained checkpoint)"),
     DraftKind("history", False, _history_draft, "the previous action's tokens, no model"),
 )}
-DRAFT_NAMES = tuple(DRAFT_KINDS)                                            # ar, mamba, llama, history
-SPECULATIVE_KINDS = tuple(name for name in DRAFT_NAMES if name != AR)      # mamba, llama, history
-CHECKPOINT_KINDS = tuple(name for name, kind in DRAFT_KINDS.items() if kind.needs_checkpoint)   # mamba, llama
-
-
-def check_kind(kind: str) -> None:
-    """ValueError for a kind not in DRAFT_NAMES, naming them; a retired spelling ('none') names its
-    replacement."""
-    if kind in RETIRED_SPELLINGS:
-        raise ValueError(f"draft '{kind}' is now spelled '{RETIRED_SPELLINGS[kind]}' (autoregressive decoding)")
-    if kind not in DRAFT_NAMES:
-        raise ValueError(f"draft '{kind}' is unknown; expected one of {', '.join(DRAFT_NAMES)}")
+# The names live in kinds.py (read without the model stack); this table must hold exactly those.
+assert tuple(DRAFT_KINDS) == DRAFT_NAMES, (tuple(DRAFT_KINDS), DRAFT_NAMES)
+assert CHECKPOINT_KINDS == tuple(name for name, kind in DRAFT_KINDS.items() if kind.needs_checkpoint)
 
 
 def verifier_identity(verifier: str) -> tuple[str, int | None]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from ..vla.threads import apply_threads
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -31,6 +29,8 @@ def absolute_path(text: str) -> Path:
 
 def apply_runtime_arguments(args) -> None:
     """Check the device exists and set the CPU thread count."""
+    import torch        # here: the commands import this module before they parse their arguments
+
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise CommandError(f"--device {args.device}: CUDA is not available on this machine")

@@ -5,6 +5,11 @@ and OpenVLA's LIBERO evaluation harness; see shared/DESIGN.md.
 """
 import numpy as np
 
+# --- The embedded miniature verifier (built by vla/miniature.py) ---------------------------
+MINIATURE = "miniature"             # what --verifier / the `verifier` parameter call it
+MINIATURE_SEED = 0
+MINIATURE_NAME = f"{MINIATURE}-seed{MINIATURE_SEED}"   # the verifier name the packaged drafts are trained for
+
 # --- Action tokenization -------------------------------------------------------------
 ACTION_DIM = 7                      # dx dy dz droll dpitch dyaw gripper
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")

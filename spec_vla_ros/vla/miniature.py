@@ -13,13 +13,12 @@ import torch
 
 from .action_tokenizer import LIBERO_GOAL_STATS
 from .checkpoint import LoadedVerifier
-from .constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, DEFAULT_UNNORM_KEY, PAD_TOKEN_ID, PADDED_VOCAB_SIZE
+from .constants import (ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, DEFAULT_UNNORM_KEY, MINIATURE, MINIATURE_NAME,  # noqa: F401
+                        MINIATURE_SEED, PAD_TOKEN_ID, PADDED_VOCAB_SIZE)                              # (re-exported)
 from .model import OpenVLA, VLAConfig
 from .preprocess import OPENVLA_NORMALIZATION, ImageNormalization
 from .prompt import build_miniature_tokenizer
 
-MINIATURE = "miniature"
-MINIATURE_SEED = 0
 MINIATURE_TEXT_CONFIG = {
     "vocab_size": PADDED_VOCAB_SIZE, "pad_token_id": PAD_TOKEN_ID, "hidden_size": 256,
     "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
@@ -47,7 +46,6 @@ MINIATURE_NON_ACTION_LOGIT_SCALE = 0.05
 # values into its preprocessor_config.json).
 MINIATURE_NORMALIZATION = ImageNormalization(OPENVLA_NORMALIZATION.mean, OPENVLA_NORMALIZATION.std,
                                              "miniature (OpenVLA-7B checkpoints' values)")
-MINIATURE_NAME = f"{MINIATURE}-seed{MINIATURE_SEED}"   # the verifier name the packaged drafts are trained for
 
 
 def miniature_config() -> VLAConfig:

@@ -10,8 +10,6 @@ for a machine with cores to spare. On CUDA the setting only affects CPU-side wor
 """
 from __future__ import annotations
 
-import torch
-
 DEFAULT_THREADS = 1
 THREADS_HELP = ("torch CPU threads for the model (torch.set_num_threads); 0 = torch's default (one per core); "
                 "1 is fastest on a 2-core machine shared with the simulator and DDS")
@@ -26,6 +24,8 @@ def check_threads(threads: int) -> int:
 
 def apply_threads(threads: int) -> int:
     """Set torch's intra-op threads (0: leave torch's default); returns the number in use."""
+    import torch        # here, so that command lines read DEFAULT_THREADS without the model stack
+
     if check_threads(threads):
         torch.set_num_threads(threads)
     return torch.get_num_threads()
