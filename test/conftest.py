@@ -1,5 +1,7 @@
 """Shared fixtures: the embedded miniature verifier is built once per test session (~5 s); a small
 LIBERO-GOAL environment once per module that asks for one."""
+import faulthandler
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,23 @@ import pytest
 import torch
 
 THREADS_AT_START = torch.get_num_threads()
+
+
+HANG_LIMIT_S = 720      # past pytest-timeout's 600 s (pytest.ini): its backstop
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """pytest-timeout's timer is a Python thread: it cannot run while the main thread holds the GIL
+    inside C (a participant's teardown in Fast DDS can block there for good). faulthandler's
+    watchdog is a C thread: past HANG_LIMIT_S for one test (setup, call and teardown, module
+    fixtures' teardown included) it prints every thread's stack and ends the run with exit 1, so CI
+    fails instead of waiting for its own limit."""
+    faulthandler.dump_traceback_later(HANG_LIMIT_S, exit=True, file=sys.__stderr__)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(autouse=True)
