@@ -1,7 +1,18 @@
-"""VerifierSession: the verifier's KV cache for one action, with prefill / extend / truncate.
+"""VerifierSession: the verifier's KV cache for one action, with prefill / extend / tree passes / truncate.
 
 A verifier *pass* is one forward of the language model over new positions. Decoders (AR or
 speculative) drive a session; drafts read the hidden states and input embeddings it returns.
+
+Tree passes (`verify_tree`, or `prefill` with `parents`): the new positions form a token tree,
+given as token ids and parent indices in parents-first order (`parents[i] < i`; -1: the node
+follows the last position before the tree). Each node attends to the cached prefix, its
+ancestors and itself (`tree_attention_mask`) at position prefix length + depth
+(`tree_position_ids`), so every root-to-leaf path is computed as if it had been fed alone. After
+judging, `keep_path` moves the accepted path's keys and values to the positions right after the
+prefix and drops the rest (`move_positions_`): the cache then equals the one a chain pass over
+that path would have built. The three helpers work on plain tensors, so a static KV cache can
+use them as well as transformers' DynamicCache. A chain (every parent the node before it) is a
+tree of width 1; decoders send chains through `prefill` / `extend` as before.
 """
 from __future__ import annotations
 
@@ -51,10 +62,27 @@ class VerifierStep:
         missing = [row for row in range(start, stop) if row not in self._greedy]
         if missing:
             first, end = missing[0], min(max(missing[-1] + 1, missing[0] + 2), self.num_logits)
-            offset = self.hidden.shape[0] - self.num_logits
-            rows = lm_head_logits(self.lm_head_weight, self.hidden[offset + first:offset + end])
-            self._greedy.update(zip(range(first, end), rows.argmax(dim=-1).tolist()))
+            self._compute_rows(list(range(first, end)))
         return [self._greedy[row] for row in range(start, stop)]
+
+    @torch.inference_mode()
+    def greedy_rows(self, rows: list[int]) -> list[int]:
+        """The argmax of the given logits rows, in their order (a tree pass's nodes are not
+        contiguous); rows not computed yet are computed in one block (of at least two where the
+        pass has two)."""
+        if self._logits is not None:
+            return self._logits[list(rows)].argmax(dim=-1).tolist() if rows else []
+        missing = [row for row in dict.fromkeys(rows) if row not in self._greedy]
+        if missing:
+            if len(missing) == 1 and self.num_logits > 1:      # a block of two costs what one row does
+                missing.append(missing[0] + 1 if missing[0] + 1 < self.num_logits else missing[0] - 1)
+            self._compute_rows(missing)
+        return [self._greedy[row] for row in rows]
+
+    def _compute_rows(self, rows: list[int]) -> None:
+        offset = self.hidden.shape[0] - self.num_logits
+        logits = lm_head_logits(self.lm_head_weight, self.hidden[[offset + row for row in rows]])
+        self._greedy.update(zip(rows, logits.argmax(dim=-1).tolist()))
 
     def top2_margins(self) -> list[float]:
         """Per row, the largest logit minus the second largest (0.0 at an exact tie): how far the
@@ -69,41 +97,155 @@ class VerifierSession:
         self.model = model
         self.cache: DynamicCache | None = None
         self.passes = 0
+        self.tree: tuple[int, list[int]] | None = None    # (prefix length, parents) of the last tree pass
 
     @property
     def length(self) -> int:
         return 0 if self.cache is None else self.cache.get_seq_length()
 
     @torch.inference_mode()
-    def prefill(self, pixel_values: torch.Tensor, prompt_ids: list[int], proposals: list[int] = ()) -> VerifierStep:
-        """Image + prompt (+ optional proposed action tokens, verified in the same pass)."""
+    def prefill(self, pixel_values: torch.Tensor, prompt_ids: list[int], proposals: list[int] = (),
+                parents: list[int] | None = None) -> VerifierStep:
+        """Image + prompt (+ optional proposed action tokens, verified in the same pass). With
+        `parents`, the proposals are a tree after the prompt (see the module doc; -1: follows the
+        prompt's last position), and `keep_path` keeps one of its paths."""
         device = self.model.projector.fc1.weight.device
         ids = torch.tensor([list(prompt_ids) + list(proposals)], device=device)
         embeds = self.model.embed_inputs(pixel_values.unsqueeze(0).to(device), ids)
-        self.cache = DynamicCache()
-        return self._forward(embeds, num_logits=1 + len(proposals))
+        self.cache, self.tree = DynamicCache(), None
+        if parents is None:
+            return self._forward(embeds, num_logits=1 + len(proposals))
+        prompt_length = embeds.shape[1] - len(proposals)          # BOS, patches, prompt tokens
+        check_tree(parents, len(proposals))
+        # the prompt is a chain, the proposals a tree hanging from its last position
+        whole = list(range(-1, prompt_length - 1)) + [prompt_length - 1 if parent < 0 else prompt_length + parent
+                                                      for parent in parents]
+        step = self._forward(embeds, 1 + len(proposals), self._mask(tree_attention_mask(0, whole, device)),
+                             tree_position_ids(0, whole, device))
+        self.tree = (prompt_length, list(parents))
+        return step
 
     @torch.inference_mode()
     def extend(self, token_ids: list[int]) -> VerifierStep:
         """Append tokens to the cache; logits for every one of them (the next-token predictions)."""
         if self.cache is None:
             raise RuntimeError("extend() before prefill()")
+        self.tree = None
         ids = torch.tensor([list(token_ids)], device=self.model.projector.fc1.weight.device)
         return self._forward(self.model.embed_tokens(ids), num_logits=len(token_ids))
+
+    @torch.inference_mode()
+    def verify_tree(self, token_ids: list[int], parents: list[int]) -> VerifierStep:
+        """One pass over a token tree after the cache (see the module doc); logits row i is the
+        prediction after node i. Then `keep_path` (or `truncate`) before the next pass."""
+        if self.cache is None:
+            raise RuntimeError("verify_tree() before prefill()")
+        check_tree(parents, len(token_ids))
+        device = self.model.projector.fc1.weight.device
+        prefix = self.length
+        ids = torch.tensor([list(token_ids)], device=device)
+        step = self._forward(self.model.embed_tokens(ids), len(token_ids),
+                             self._mask(tree_attention_mask(prefix, parents, device)),
+                             tree_position_ids(prefix, parents, device))
+        self.tree = (prefix, list(parents))
+        return step
+
+    @torch.inference_mode()
+    def keep_path(self, path: list[int]) -> None:
+        """After a tree pass: keep the prefix and the nodes `path` (a root-to-node path of that
+        tree, root first; [] keeps the prefix alone), their keys and values moved in place to the
+        positions after the prefix; every other node is dropped."""
+        if self.tree is None:
+            raise RuntimeError("keep_path() without a tree pass before it")
+        prefix, parents = self.tree
+        check_path(path, parents)
+        for layer in self.cache.layers:
+            move_positions_(layer.keys, prefix, path)
+            move_positions_(layer.values, prefix, path)
+        self.tree = None
+        self.truncate(prefix + len(path))
 
     def truncate(self, length: int) -> None:
         """Roll the KV cache back to its first `length` positions (rejected proposals)."""
         if length < self.length:
             self.cache.crop(length - self.length)       # transformers 5: a negative count removes tokens
 
-    def _forward(self, embeds: torch.Tensor, num_logits: int) -> VerifierStep:
+    def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A boolean [1, 1, q, kv] mask as the model's attention takes it: sdpa reads booleans,
+        the eager path adds the mask to its scores."""
+        if self.model.language_model.config._attn_implementation == "sdpa":
+            return allowed
+        dtype = self.model.language_model.dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)
+
+    def _forward(self, embeds: torch.Tensor, num_logits: int, attention_mask: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None) -> VerifierStep:
         language_model = self.model.language_model
-        out = language_model.model(inputs_embeds=embeds, cache=self.cache, use_cache=True)
+        out = language_model.model(inputs_embeds=embeds, cache=self.cache, use_cache=True,
+                                   attention_mask=attention_mask, position_ids=position_ids)
         self.passes += 1
         hidden, weight = out.last_hidden_state[0], language_model.lm_head.weight
         if weight.device.type == "cpu":             # rows computed when the decoder asks for them
             return VerifierStep(hidden, embeds[0], lm_head_weight=weight, num_logits=num_logits)
         return VerifierStep(hidden, embeds[0], logits=lm_head_logits(weight, hidden[-num_logits:]))
+
+
+# --- token trees: mask, positions, compaction (plain tensors, for any KV cache) -------------------
+
+def check_tree(parents: list[int], count: int | None = None) -> None:
+    """ValueError unless `parents` lists parents first: parents[i] in -1..i-1 (and `count` entries)."""
+    if count is not None and len(parents) != count:
+        raise ValueError(f"a token tree needs one parent per token: {len(parents)} parents for {count} tokens")
+    for index, parent in enumerate(parents):
+        if isinstance(parent, bool) or not isinstance(parent, int) or not -1 <= parent < index:
+            raise ValueError(f"tree node {index} has parent {parent!r}; expected -1 (follows the prefix) or an "
+                             f"earlier node (parents first)")
+
+
+def tree_depths(parents: list[int]) -> list[int]:
+    """Depth of each node: 0 for a node that follows the prefix (parent -1), parent's + 1 otherwise."""
+    depths: list[int] = []
+    for parent in parents:
+        depths.append(0 if parent < 0 else depths[parent] + 1)
+    return depths
+
+
+def tree_position_ids(prefix_length: int, parents: list[int], device=None) -> torch.Tensor:
+    """[1, n] position ids: prefix length + depth (a path's nodes sit where a chain would put them)."""
+    return (prefix_length + torch.tensor(tree_depths(parents), dtype=torch.long, device=device))[None]
+
+
+def tree_attention_mask(prefix_length: int, parents: list[int], device=None) -> torch.Tensor:
+    """[1, 1, n, prefix + n] boolean: node i attends to every prefix position, its ancestors and itself."""
+    count = len(parents)
+    allowed = torch.zeros(count, prefix_length + count, dtype=torch.bool)
+    allowed[:, :prefix_length] = True
+    for index, parent in enumerate(parents):
+        if parent >= 0:
+            allowed[index, prefix_length:] = allowed[parent, prefix_length:]
+        allowed[index, prefix_length + index] = True
+    return allowed.to(device)[None, None]
+
+
+def check_path(path: list[int], parents: list[int]) -> None:
+    """ValueError unless `path` is a root-to-node path of the tree: its first node follows the
+    prefix (parent -1) and each next one is a child of the one before."""
+    for index, node in enumerate(path):
+        expected = path[index - 1] if index else -1
+        if not (isinstance(node, int) and 0 <= node < len(parents)) or parents[node] != expected:
+            raise ValueError(f"path {list(path)} is not a root-to-node path of the tree (node {node!r} should "
+                             f"be a child of {'the prefix' if expected < 0 else expected})")
+
+
+def move_positions_(cache: torch.Tensor, prefix_length: int, path: list[int]) -> None:
+    """In place, on a [..., positions, d] key or value tensor: the tree nodes `path` (indices after
+    the prefix) move to positions prefix_length, prefix_length + 1, ...; what follows them is left
+    for the caller to drop (DynamicCache.crop, or a static cache's length)."""
+    if not path or list(path) == list(range(len(path))):
+        return                                            # already in place
+    source = torch.tensor([prefix_length + node for node in path], device=cache.device)
+    cache[..., prefix_length:prefix_length + len(path), :] = cache.index_select(-2, source)
 
 
 def lm_head_logits(weight: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
