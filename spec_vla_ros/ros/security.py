@@ -54,8 +54,8 @@ from ..errors import one_line
 ENABLE_VARIABLE = "ROS_SECURITY_ENABLE"
 STRATEGY_VARIABLE = "ROS_SECURITY_STRATEGY"
 KEYSTORE_VARIABLE = "ROS_SECURITY_KEYSTORE"
-SECURITY_VARIABLES = (ENABLE_VARIABLE, STRATEGY_VARIABLE, KEYSTORE_VARIABLE)
-# Enforce: a node whose enclave cannot be used does not start (Permissive would run it unsecured).
+# Enforce: a node whose enclave cannot be used does not start (Permissive runs it unsecured when its
+# enclave directory is missing).
 STRATEGY = "Enforce"
 
 ENCLAVE_ROOT = "/spec_vla_ros"
