@@ -3,13 +3,19 @@ import json
 import math
 import os
 
+import functools
+import zlib
+
+import numpy as np
 import pytest
 import torch
 
+from scripted_verifier import Script, ScriptedSession
 from spec_vla_ros.commands.bench import main as bench_main
 from spec_vla_ros.benchmarks import gpu as gpu_benchmark
-from spec_vla_ros.decoding.noise_floor import RESHAPED_AR
-from spec_vla_ros.vla.constants import ACTION_DIM
+from spec_vla_ros.decoding.decoder import Decoder
+from spec_vla_ros.decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder
+from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 
 REQUIRED = ("device", "build", "bandwidth", "passes", "cost_model")
 
@@ -57,9 +63,10 @@ def test_every_section_is_measured_and_written(tmp_path):
         # the random verifier answers with 7 action tokens (no EOS): tokens per pass x passes = 7
         assert entry["acceptance_length"] * entry["passes_per_action"] == pytest.approx(ACTION_DIM), (name, seed)
         assert 1 <= entry["passes_per_action"] <= ACTION_DIM and entry["ms_median"] > 0, (name, seed)
-    agreement = result["agreement"]
-    shares = [agreement["noise_floor_same_as_ar"], *agreement["strict_same_as_ar"].values()]
-    assert all(0.0 <= share <= 1.0 for share in shares), seed
+    agreement = result["agreement"]             # in bf16: what the scripted test below cannot show
+    assert agreement["noise_floor_same_as_ar"] == configurations[RESHAPED_AR]["same_as_ar"], seed
+    for name, share in agreement["strict_same_as_ar"].items():
+        assert share == configurations[name]["same_as_ar"] and agreement["token_agreement"][name] >= share, seed
 
     rows = result["cost_model"]["devices"][f"measured: {result['device']['name']}"]["rows"]
     expected_rows = {"prefill", *(f"pass_{n}" for n in range(1, 9)), "action_ar",
@@ -68,6 +75,40 @@ def test_every_section_is_measured_and_written(tmp_path):
     assert set(rows) == expected_rows
     assert all(row["measured_ms"] > 0 and 0 < row["roofline_ms"] <= row["eager_ms"] for name, row in rows.items()
                if name != "action_history"), seed
+
+
+class ObservationScript(ScriptedSession):
+    """A verifier without floating-point noise whose greedy action is a function of the observation
+    (a hash of its pixels and prompt picks 7 action tokens)."""
+
+    def prefill(self, pixel_values, prompt_ids, proposals=()):
+        key = zlib.crc32(pixel_values.float().cpu().numpy().tobytes() + repr(list(prompt_ids)).encode())
+        truth = np.random.default_rng(key).integers(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1, ACTION_DIM)
+        self.script = Script([int(token) for token in truth])
+        return super().prefill(pixel_values, prompt_ids, proposals)
+
+
+def test_agreement_is_complete_on_a_verifier_without_floating_point_noise(monkeypatch):
+    """The decode section's 'same as AR' compares each configuration's actions with AR's on the same
+    observations: on a scripted verifier strict decoding and AR's noise floor reproduce AR exactly, so
+    every share is 1.0, while each action's tokens differ between observations."""
+    seed = int.from_bytes(os.urandom(2), "little")
+    torch.set_num_threads(1)
+    model = gpu_benchmark.build_random_architecture(gpu_benchmark.architecture("tiny"), "cpu", gpu_benchmark.DTYPE)
+    sessions = []
+
+    def scripted():
+        sessions.append(ObservationScript(Script([]), model.hidden_size, gpu_benchmark.DTYPE, seed=seed))
+        return sessions[-1]
+    monkeypatch.setattr(gpu_benchmark, "Decoder", functools.partial(Decoder, session_factory=scripted))
+    monkeypatch.setattr(gpu_benchmark, "reshaped_ar_decoder", lambda model: reshaped_ar_decoder(model, scripted))
+    observed = gpu_benchmark.observations(model, 2, 3, 8, seed)
+    section, agreement = gpu_benchmark.decode_section(model, "cpu", observed, 4, seed)
+    assert agreement["noise_floor_same_as_ar"] == 1.0 and agreement["token_agreement"][RESHAPED_AR] == 1.0, seed
+    assert agreement["strict_same_as_ar"] == dict.fromkeys(gpu_benchmark.DECODE_DRAFTS, 1.0), seed
+    assert all(section["configurations"][name]["same_as_ar"] == 1.0 for name in section["configurations"]), seed
+    truths = {tuple(session.script.truth) for session in sessions}
+    assert len(truths) == len(observed), f"seed {seed}: the script should differ between observations"
 
 
 def test_a_short_budget_skips_the_optional_sections_and_says_so(tmp_path):
