@@ -93,8 +93,25 @@ def test_sixteen_bit_samples_are_scaled_and_byte_swapped(rng):
     little, big = raw_msg(values, "rgb16"), raw_msg(values, "rgb16", big_endian=True)
     assert bytes(little.data) != bytes(big.data)
     np.testing.assert_array_equal(msg_to_image(little), msg_to_image(big))
-    # x 255/65535, truncated: within one step of the nearest 8-bit value.
-    assert np.abs(msg_to_image(little).astype(float) - values.astype(float) * 255 / 65535).max() < 1
+
+
+def test_sixteen_bit_samples_are_truncated_not_rounded():
+    """Every 16-bit value v becomes floor(v x 255 / 65535), as documented. Half the values tell this
+    apart from rounding (v = 129 is 0.502: truncated 0, rounded 1) and from taking the high byte
+    (v = 256: 0, not 1), so a converter doing either fails here; 8-bit x 257 frames cannot tell."""
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    truncated = (values.astype(np.int64) * 255 // 65535).astype(np.uint8)
+    rounded = ((values.astype(np.int64) * 510 + 65535) // 131070).astype(np.uint8)
+    assert (truncated != rounded).sum() == (truncated != values >> 8).sum() == 32640
+    for encoding, pixels in (("mono16", values), ("rgb16", np.stack([values, values[::-1], values.T], axis=2))):
+        for big_endian in (False, True):
+            image = msg_to_image(raw_msg(pixels, encoding, big_endian))
+            expected = truncated[..., None].repeat(3, axis=2) if encoding == "mono16" else \
+                np.stack([truncated, truncated[::-1], truncated.T], axis=2)
+            np.testing.assert_array_equal(image, expected, err_msg=f"{encoding} big-endian {big_endian}")
+    png = CompressedImage(format="mono16; png compressed mono16")
+    png.data = cv2.imencode(".png", values)[1].tobytes()
+    np.testing.assert_array_equal(msg_to_image(png), truncated[..., None].repeat(3, axis=2))
 
 
 @pytest.mark.parametrize("format_string", ["png", "rgb8; png compressed bgr8", "bgr8; png compressed bgr8"])
