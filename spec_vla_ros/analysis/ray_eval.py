@@ -12,9 +12,11 @@ uses per-episode seeding (LiberoGoalEnv(seeding="per_episode")); the report's se
 
 Faults:
 - an actor that dies mid-episode (killed process, node lost) is replaced and its episode runs
-  again on the next free actor; only a finished episode is logged, so it counts once;
-- an exception inside an episode (e.g. in the simulator) reruns that episode up to
-  MAX_ATTEMPTS times, then fails it with the error in the log of the run;
+  again on the next free actor; an exception inside an episode (e.g. in the simulator) runs that
+  episode again. Either way an episode runs at most MAX_RUNS times in all (the first run and
+  MAX_RUNS - 1 reruns, so an episode that kills its worker every time cannot take the cluster
+  down one actor after another), then it is given up and named in RayRun.failed_episodes with
+  its last error; only a finished episode is logged, so each counts once;
 - a configuration whose draft cannot load on the workers fails that configuration with one line
   and the others finish;
 - Ctrl-C stops the cluster work; the log keeps every finished episode and rerunning the same
@@ -35,9 +37,10 @@ from tqdm import tqdm
 from sim_bridge.constants import LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_NUM_TASKS
 
 from ..decoding.spec import DecoderSpec
+from ..errors import one_line
 from ..policy import PolicyConfig
 
-MAX_ATTEMPTS = 3                 # runs of one episode that raised, before it is given up
+MAX_RUNS = 3                     # runs of one episode at most (its first and 2 reruns after faults)
 PER_EPISODE_SEEDING = "per_episode"
 LOCAL = "local"                  # `--ray` without an address: start a local Ray instance
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # "0": a local instance binds 127.0.0.1 only
@@ -159,7 +162,7 @@ def run_episodes_on_ray(spec: WorkerSpec, items: list[tuple], on_record: Callabl
     from ray.exceptions import RayActorError, RayTaskError
 
     run = RayRun(workers=num_workers)
-    pending = deque((item, 1) for item in items)
+    pending = deque((item, 1) for item in items)       # (item, which run of it this is)
     per_configuration = Counter()
     wanted = Counter(item[0] for item in items)
     workers = start_workers(spec, num_workers)
@@ -167,7 +170,7 @@ def run_episodes_on_ray(spec: WorkerSpec, items: list[tuple], on_record: Callabl
     if check_settings is not None:
         check_settings(ray.get(workers[0].settings.remote()))
     idle = list(workers)
-    in_flight = {}                                     # object ref -> (actor, item, attempt)
+    in_flight = {}                                     # object ref -> (actor, item, which run of it)
     bar = tqdm(total=total or len(items), initial=(total or len(items)) - len(items), unit="episode",
                disable=not progress, desc=f"spec-vla-eval on Ray ({num_workers} workers)")
 
@@ -176,6 +179,15 @@ def run_episodes_on_ray(spec: WorkerSpec, items: list[tuple], on_record: Callabl
         fresh = start_workers(spec, 1)[0]
         pids[fresh] = ray.get(fresh.pid.remote())
         idle.append(fresh)
+
+    def run_again_or_give_up(item: tuple, attempt: int, fault: str) -> None:
+        if attempt < MAX_RUNS:
+            run.reruns += 1
+            pending.append((item, attempt + 1))
+            tqdm.write(f"{describe(item)}: {fault}; running it again (run {attempt + 1} of at most {MAX_RUNS})")
+        else:
+            run.failed_episodes.append((*item, fault))
+            tqdm.write(f"{describe(item)}: {fault}; it ran {MAX_RUNS} times, giving it up")
 
     try:
         while pending or in_flight:
@@ -194,22 +206,16 @@ def run_episodes_on_ray(spec: WorkerSpec, items: list[tuple], on_record: Callabl
             try:
                 record = ray.get(ready)
             except RayActorError as error:              # the actor's process died mid-episode
-                run.reruns += 1
-                pending.appendleft((item, attempt))
-                tqdm.write(f"worker (pid {pids.pop(actor)}) died during {describe(item)} "
-                           f"({type(error).__name__}); running it again on another worker")
+                fault = f"its worker (pid {pids.pop(actor)}) died ({type(error).__name__})"
                 replace(actor)
+                run_again_or_give_up(item, attempt, fault)
                 continue
             except RayTaskError as error:               # the episode raised (e.g. in the simulator)
                 idle.append(actor)
-                reason = str(error.cause if error.cause is not None else error).splitlines()[0]
-                if attempt < MAX_ATTEMPTS:
-                    run.reruns += 1
-                    pending.append((item, attempt + 1))
-                    tqdm.write(f"{describe(item)} raised ({reason}); attempt {attempt + 1} of {MAX_ATTEMPTS}")
-                else:
-                    run.failed_episodes.append((*item, reason))
-                    tqdm.write(f"{describe(item)} failed {MAX_ATTEMPTS} times, giving it up: {reason}")
+                cause = error.cause
+                reason = f"{type(cause).__name__}: {one_line(cause)}" if cause is not None else \
+                    str(error).splitlines()[0]                # Ray's own text: a traceback
+                run_again_or_give_up(item, attempt, f"raised {reason}")
                 continue
             idle.append(actor)
             if "configuration_error" in record:
