@@ -46,5 +46,5 @@ host() {
     echo "ip netns exec $1 unshare --mount sh -c 'mount -t tmpfs svla_shm /dev/shm && exec \"\$0\" \"\$@\"'"
 }
 cd "$(dirname "$0")/.."
-"$PYTHON" -m spec_vla_ros.benchmarks.dds run --publisher-prefix "$(host "$A")" --subscriber-prefix "$(host "$B")" \
+"$PYTHON" -m spec_vla_ros.commands.bench dds --publisher-prefix "$(host "$A")" --subscriber-prefix "$(host "$B")" \
     --discovery-range SUBNET "$@"

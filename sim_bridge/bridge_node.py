@@ -44,7 +44,7 @@ from spec_vla_ros.ros.lifecycle import GuardedSpin, bounded_teardown, stop_event
 
 from .bridge_parameters import BRIDGE_PARAMETERS, MODES
 from .libero_goal import (AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, SEEDING_MODES, WRIST_CAMERA, LiberoGoalEnv,
-                          Observation, SimulatorError)
+                          Observation, SimulatorError, check_headless_rendering)
 from .results import write_results
 
 NODE_NAME = "libero_goal_bridge"
@@ -321,6 +321,7 @@ def main(args=None) -> int:
     node = None
     try:
         try:
+            check_headless_rendering()          # a renderer problem: one line and exit 2 before the node starts
             node = LiberoGoalBridge()
         except (ValueError, RuntimeError, ParameterException) as error:
             rclpy.logging.get_logger(NODE_NAME).fatal(str(error))

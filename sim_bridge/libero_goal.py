@@ -21,9 +21,11 @@ two produce identical episodes and identical result records.
 """
 from __future__ import annotations
 
+import ctypes.util
 import io
 import logging
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,8 +46,12 @@ GRIPPER_CONVENTIONS = ("openvla", "raw")
 SEEDING_MODES = ("openvla", "per_episode")
 AGENTVIEW_CAMERA = "agentview"            # robosuite camera names; also the ROS frame ids
 WRIST_CAMERA = "robot0_eye_in_hand"
-# Debian packages that provide each headless OpenGL backend MuJoCo can use.
-HEADLESS_BACKEND_PACKAGES = {"egl": "libegl1 libegl-mesa0", "osmesa": "libosmesa6"}
+# The library each renderer (MUJOCO_GL) loads, by its ctypes name, and the Debian packages that
+# provide it (named in advice only when dpkg says they are missing).
+RENDERER_LIBRARIES = {"egl": ("EGL", ("libegl1", "libegl-mesa0")), "osmesa": ("OSMesa", ("libosmesa6",)),
+                      "glx": ("GL", ("libgl1", "libglx-mesa0"))}
+MESA_EGL_PACKAGE = "libegl-mesa0"         # EGL's software device, where no GPU driver offers one
+EGL_DEVICE_VARIABLE = "MUJOCO_EGL_DEVICE_ID"
 
 
 class SimulatorError(RuntimeError):
@@ -53,36 +59,144 @@ class SimulatorError(RuntimeError):
 
 
 def check_headless_rendering() -> str:
-    """Make sure MuJoCo can render without a display; return the backend name.
+    """Make sure MuJoCo can render as robosuite will render; return the backend (MUJOCO_GL).
 
-    MUJOCO_GL defaults to egl (robosuite's choice too). A missing library otherwise surfaces
-    deep inside robosuite as an obscure ctypes or PyOpenGL error, so this opens and frees a
-    tiny GL context up front and names the Debian package to install when that fails.
+    MUJOCO_GL defaults to egl (robosuite's choice too), which needs no display. A problem
+    otherwise surfaces deep inside robosuite as a traceback, so this checks up front, in order:
+    a MUJOCO_GL robosuite does not know; PYOPENGL_PLATFORM naming another backend; glx without
+    DISPLAY; the backend's library missing; for egl, the device robosuite will pick
+    (MUJOCO_EGL_DEVICE_ID, or the first of CUDA_VISIBLE_DEVICES when that is unset) against the
+    devices EGL lists; then it opens and frees a tiny GL context there. Each problem is a
+    RuntimeError whose one line says what was found and what to do; a Debian package is named
+    only when dpkg says it is missing.
     """
     backend = os.environ.setdefault("MUJOCO_GL", "egl").lower()
-    if backend not in HEADLESS_BACKEND_PACKAGES:
-        raise RuntimeError(f"MUJOCO_GL={backend} cannot render without a display; "
-                           f"set MUJOCO_GL to one of {sorted(HEADLESS_BACKEND_PACKAGES)}")
-    package = HEADLESS_BACKEND_PACKAGES[backend]
-    pyopengl_platform = os.environ.get("PYOPENGL_PLATFORM")
-    if pyopengl_platform and pyopengl_platform.lower() != backend:
-        raise RuntimeError(f"PYOPENGL_PLATFORM={pyopengl_platform} conflicts with MUJOCO_GL={backend}; "
-                           "unset PYOPENGL_PLATFORM or set it to the same backend")
+    if backend not in RENDERER_LIBRARIES:
+        raise RuntimeError(f"MUJOCO_GL={backend} is not a renderer robosuite can use here; set MUJOCO_GL to egl "
+                           "(GPU or Mesa, no display needed), osmesa (software, no display needed) or glx (needs "
+                           "an X display)")
+    platform = os.environ.get("PYOPENGL_PLATFORM")
+    if platform and platform.lower() != backend:
+        raise RuntimeError(f"PYOPENGL_PLATFORM={platform} conflicts with MUJOCO_GL={backend} (PyOpenGL would load "
+                           f"{platform}'s library, MuJoCo {backend}'s): unset PYOPENGL_PLATFORM (MuJoCo sets it to "
+                           f"match MUJOCO_GL) or set both to the same backend")
+    if backend == "glx" and not os.environ.get("DISPLAY"):
+        raise RuntimeError("MUJOCO_GL=glx renders through an X display and DISPLAY is not set; on a machine "
+                           "without a display set MUJOCO_GL=egl (or osmesa)")
+    library, packages = RENDERER_LIBRARIES[backend]
+    if ctypes.util.find_library(library) is None:
+        raise RuntimeError(f"MUJOCO_GL={backend} needs lib{library}, which is not installed; "
+                           f"{_install_advice(packages, library)}{_other_renderer(backend)}")
+    device = _egl_device() if backend == "egl" else None
     try:
-        if backend == "egl":
-            from mujoco.egl import GLContext
-        else:
-            from mujoco.osmesa import GLContext
-        context = GLContext(16, 16)
-        context.make_current()
-        context.free()
+        _open_gl_context(backend, device)
     except Exception as error:
-        raise RuntimeError(
-            f"headless rendering with MUJOCO_GL={backend} failed: {type(error).__name__}: {error}. "
-            f"Install the Debian package(s) {package} (apt-get install -y {package})"
-            + (", or try MUJOCO_GL=egl" if backend == "osmesa" else ", or try MUJOCO_GL=osmesa with libosmesa6")
-        ) from error
+        where = f" on EGL device {device}" if device is not None else ""
+        where += f" (DISPLAY={os.environ['DISPLAY']})" if backend == "glx" else ""
+        raise RuntimeError(f"rendering with MUJOCO_GL={backend}{where} failed: {type(error).__name__}: "
+                           f"{error}; {_context_advice(backend)}") from error
     return backend
+
+
+def _missing_debian_packages(packages) -> list[str] | None:
+    """Those of `packages` dpkg does not list as installed; None where dpkg-query is absent."""
+    missing = []
+    for package in packages:
+        try:
+            status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True,
+                                    timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if status.returncode != 0 or not status.stdout.strip().endswith(" installed"):
+            missing.append(package)
+    return missing
+
+
+def _install_advice(packages, library: str) -> str:
+    missing = _missing_debian_packages(packages)
+    if missing is None:
+        return f"install lib{library} (Debian: {' '.join(packages)})"
+    if missing:
+        return f"apt-get install -y {' '.join(missing)}"
+    return f"{' '.join(packages)} are installed, yet the loader does not find lib{library} (check `ldconfig -p`)"
+
+
+def _other_renderer(backend: str) -> str:
+    """', or MUJOCO_GL=X' for the other no-display renderer whose library is here."""
+    other = "osmesa" if backend == "egl" else "egl"
+    return f", or set MUJOCO_GL={other}" if ctypes.util.find_library(RENDERER_LIBRARIES[other][0]) else ""
+
+
+def _egl_device() -> int:
+    """The EGL device robosuite will render on, checked against those EGL lists: MUJOCO_EGL_DEVICE_ID,
+    else the first of CUDA_VISIBLE_DEVICES (robosuite reads it when MUJOCO_EGL_DEVICE_ID is unset),
+    else 0. RuntimeError naming the variable and the valid ids."""
+    from mujoco.egl import egl_ext as EGL      # sets PYOPENGL_PLATFORM=egl where unset, as robosuite's import does
+    count = len(EGL.eglQueryDevicesEXT())
+    if count == 0:
+        missing = _missing_debian_packages([MESA_EGL_PACKAGE])
+        raise RuntimeError("EGL lists no rendering device (MUJOCO_GL=egl): " + (
+            f"apt-get install -y {MESA_EGL_PACKAGE} for Mesa's software device, or install the GPU driver's EGL"
+            if missing else "neither a GPU driver nor Mesa offers one; check the GPU driver's EGL library"
+        ) + _other_renderer("egl"))
+    variable = next((name for name in (EGL_DEVICE_VARIABLE, "CUDA_VISIBLE_DEVICES") if name in os.environ), None)
+    if variable is None:
+        return 0
+    value = os.environ[variable]
+    try:                                       # robosuite's reading: a number, or a comma list (its first)
+        device = int(value) if value.isdigit() else int(value.split(",")[0])
+    except ValueError:
+        device = None
+    if device is not None and 0 <= device < count:
+        return device
+    found = "is not a device number" if device is None else f"is out of range (EGL lists {count} device(s) here)"
+    because = "" if variable == EGL_DEVICE_VARIABLE else (f", and robosuite renders on that device when "
+                                                          f"{EGL_DEVICE_VARIABLE} is unset")
+    valid = "0" if count == 1 else f"0-{count - 1}"
+    raise RuntimeError(f"{variable}={value!r} {found}{because}; set {EGL_DEVICE_VARIABLE} to an EGL device id, "
+                       f"valid ids here: {valid}")
+
+
+def _open_gl_context(backend: str, device: int | None) -> None:
+    """Open, make current and free a 16x16 GL context of `backend` (egl: on `device`)."""
+    if backend == "egl":
+        from mujoco.egl import GLContext
+        chosen = os.environ.get(EGL_DEVICE_VARIABLE)
+        os.environ[EGL_DEVICE_VARIABLE] = str(device)      # MuJoCo's EGL would otherwise try every device
+        try:
+            context = GLContext(16, 16)
+        finally:
+            if chosen is None:
+                del os.environ[EGL_DEVICE_VARIABLE]
+            else:
+                os.environ[EGL_DEVICE_VARIABLE] = chosen
+    elif backend == "osmesa":
+        from mujoco.osmesa import GLContext
+        context = GLContext(16, 16)
+    else:                                      # glx: robosuite's GLFW context, an invisible window
+        import glfw
+        reporting, glfw.ERROR_REPORTING = glfw.ERROR_REPORTING, "raise"     # not a warning per failed call
+        try:
+            if not glfw.init():
+                raise RuntimeError("GLFW did not initialize")
+            glfw.window_hint(glfw.VISIBLE, 0)
+            window = glfw.create_window(16, 16, "spec_vla_ros rendering check", None, None)
+            if not window:
+                raise RuntimeError("GLFW opened no window")
+            glfw.destroy_window(window)
+        finally:
+            glfw.ERROR_REPORTING = reporting
+        return
+    context.make_current()
+    context.free()
+
+
+def _context_advice(backend: str) -> str:
+    if backend == "glx":
+        return "check that the X display accepts connections (xdpyinfo), or set MUJOCO_GL=egl"
+    if backend == "egl":
+        return "check the GPU driver's EGL library" + _other_renderer("egl")
+    return "check the OSMesa library" + _other_renderer("osmesa")
 
 
 def _import_libero():

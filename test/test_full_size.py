@@ -8,7 +8,8 @@ from argparse import Namespace
 import torch
 from safetensors.torch import load_file
 
-from spec_vla_ros.benchmarks.full_size import run, write_random_openvla
+from spec_vla_ros.benchmarks.full_size import write_random_openvla
+from spec_vla_ros.commands.benchmarks.full_size import run
 from spec_vla_ros.vla.checkpoint import OPENVLA_CONFIG_FIELDS
 from spec_vla_ros.vla.miniature import miniature_config
 from spec_vla_ros.vla.verifiers import load_verifier

@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from spec_vla_ros.ros import launch_config
-from spec_vla_ros.benchmarks import verifier as verifier_benchmark
+from spec_vla_ros.commands.benchmarks import verifier as verifier_benchmark
 from spec_vla_ros.vla.threads import DEFAULT_THREADS, apply_threads, check_threads
 
 

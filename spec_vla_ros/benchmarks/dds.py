@@ -9,10 +9,11 @@ whole and the UDP receive-buffer errors of its network namespace (/proc/net/snmp
 
 `--publisher-prefix` / `--subscriber-prefix` run a role under a command prefix, e.g. in a network
 namespace: scripts/dds_two_hosts.sh measures two "hosts" joined by a veth that way.
+
+The command line: commands/benchmarks/dds.py. The two roles run this module (`main`).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -31,34 +32,23 @@ SETTLE_S = 2.0              # after matching: discovery completes both ways befo
 LINGER_S = 3.0              # after the last frame: late fragments and the 'done' message arrive
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="frame sizes, WIDTHxHEIGHT")
-    parser.add_argument("--frames", type=int, default=60, help="frames per size")
-    parser.add_argument("--hz", type=float, default=15.0, help="publishing rate")
-    parser.add_argument("--transports", nargs="+", default=["default", "package"], choices=["default", "package"],
-                        help="default: Fast DDS's own transports; package: what the launch files and runner set")
-    parser.add_argument("--publisher-prefix", default="", help="command prefix for the publisher process")
-    parser.add_argument("--subscriber-prefix", default="", help="command prefix for the subscriber process")
-    parser.add_argument("--discovery-range", default="", help="ROS_AUTOMATIC_DISCOVERY_RANGE for both processes "
-                                                              "('' = as in this environment)")
-    parser.add_argument("--json", help="also write the results to this JSON file")
-
-
-def run(args: argparse.Namespace) -> int:
+def benchmark(sizes: list[str], frames: int, hz: float, transports: list[str], publisher_prefix: str = "",
+              subscriber_prefix: str = "", discovery_range: str = "", json_path: str | None = None) -> list[dict]:
+    """`measure` for each transport setting and frame size; prints the table row by row and returns
+    the rows (also written to `json_path` if given)."""
     rows = []
-    print(f"{args.frames} frames per size at {args.hz:g} Hz, rgb8, sensor-data QoS (best effort, depth 1)")
+    print(f"{frames} frames per size at {hz:g} Hz, rgb8, sensor-data QoS (best effort, depth 1)")
     print("| transports | frame | received / sent | UDP receive-buffer errors |\n|---|---|---|---|")
-    for transports in args.transports:
-        for size in args.sizes:
-            result = measure(size, args.frames, args.hz, transports, args.publisher_prefix, args.subscriber_prefix,
-                             args.discovery_range)
+    for transport in transports:
+        for size in sizes:
+            result = measure(size, frames, hz, transport, publisher_prefix, subscriber_prefix, discovery_range)
             rows.append(result)
             print(f"| {result['transports']} | {size} | {result['received']} / {result['sent']} | "
                   f"{result['udp_rcvbuf_errors']} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as file:
+    if json_path:
+        with open(json_path, "w") as file:
             json.dump(rows, file, indent=1)
-    return 0
+    return rows
 
 
 def transport_environment(transports: str, discovery_range: str, domain_id: int) -> dict:
@@ -79,11 +69,9 @@ def measure(size: str, frames: int, hz: float, transports: str, publisher_prefix
     environment = transport_environment(transports, discovery_range, domain_id)
     role = [sys.executable, "-m", MODULE]
     timeout_s = MATCH_TIMEOUT_S + SETTLE_S + frames / hz + LINGER_S + 30
-    subscriber = subprocess.Popen(shlex.split(subscriber_prefix) + role + ["subscribe", "--size", size,
-                                                                          "--timeout", str(timeout_s)],
+    subscriber = subprocess.Popen(shlex.split(subscriber_prefix) + role + ["subscribe", size, str(timeout_s)],
                                   env=environment, stdout=subprocess.PIPE, text=True)
-    publisher = subprocess.Popen(shlex.split(publisher_prefix) + role + ["publish", "--size", size, "--frames",
-                                                                        str(frames), "--hz", str(hz)],
+    publisher = subprocess.Popen(shlex.split(publisher_prefix) + role + ["publish", size, str(frames), str(hz)],
                                  env=environment, stdout=subprocess.PIPE, text=True)
     try:
         output, _ = subscriber.communicate(timeout=timeout_s + 30)
@@ -203,27 +191,21 @@ def publish(size: str, frames: int, hz: float) -> int:
     return 0
 
 
+ROLES_USAGE = (f"usage: python -m {MODULE} subscribe SIZE TIMEOUT_S | publish SIZE FRAMES HZ "
+               "(the roles `measure` starts; the benchmark itself is spec-vla-bench dds)")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command")
-    add_arguments(commands.add_parser("run", help="the benchmark (default)"))
-    subscriber = commands.add_parser("subscribe", help="one role: count frames (prints a JSON line)")
-    subscriber.add_argument("--size", required=True)
-    subscriber.add_argument("--timeout", type=float, required=True)
-    publisher = commands.add_parser("publish", help="one role: send frames")
-    publisher.add_argument("--size", required=True)
-    publisher.add_argument("--frames", type=int, required=True)
-    publisher.add_argument("--hz", type=float, required=True)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "subscribe", "publish", "-h", "--help"):
-        argv.insert(0, "run")
-    args = parser.parse_args(argv)
-    if args.command == "subscribe":
-        print(json.dumps(subscribe(args.size, args.timeout)), flush=True)
+    """One role's process, as `measure` starts it: `subscribe SIZE TIMEOUT_S` (prints its result as
+    a JSON line) or `publish SIZE FRAMES HZ`."""
+    role, *values = list(sys.argv[1:] if argv is None else argv) or [""]
+    if role == "subscribe" and len(values) == 2:
+        print(json.dumps(subscribe(values[0], float(values[1]))), flush=True)
         return 0
-    if args.command == "publish":
-        return publish(args.size, args.frames, args.hz)
-    return run(args)
+    if role == "publish" and len(values) == 3:
+        return publish(values[0], int(values[1]), float(values[2]))
+    print(ROLES_USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ autoregressively and two speculatively with the history draft (the first has no 
 the second sees the same frame, so history's guess is right: the best case). Prints load
 seconds, peak RSS against the checkpoint's bytes, prefill and per-pass milliseconds, and
 seconds per action; deletes what it wrote unless `--keep`. A benchmark, never a test: it writes
-~15 GB and needs ~16 GB of memory.
+~15 GB and needs ~16 GB of memory. The command line: commands/benchmarks/full_size.py.
 """
 from __future__ import annotations
 
@@ -84,16 +84,6 @@ def write_random_openvla(directory: Path, config: VLAConfig | None = None, max_s
     return directory
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("directory", type=Path, help="a new directory to write the checkpoint to (~15 GB), deleted "
-                                                     "afterwards unless --keep; an existing checkpoint there is used "
-                                                     "as it is and never deleted")
-    parser.add_argument("--keep", action="store_true", help="keep the written checkpoint")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--dtype", default="auto", help="auto (the checkpoint's bf16) | bfloat16 | float32")
-    parser.add_argument("--seed", type=int, default=0)
-
-
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -104,23 +94,19 @@ def timed(function):
     return result, time.perf_counter() - start
 
 
-def run(args) -> dict:
+def benchmark(directory: Path, keep: bool, threads: int, dtype: str, seed: int) -> dict:
+    """Write (unless `directory` holds an OpenVLA checkpoint already), load, act; prints each step
+    and returns the numbers. What it wrote is deleted afterwards unless `keep`. The caller made sure
+    that `directory` holds a checkpoint, is empty or does not exist."""
     from ..decoding.decoder import Decoder
     from ..drafts.history import HistoryDraft
 
-    directory = Path(args.directory).absolute()
     wrote = not (directory / "config.json").exists()
-    if wrote and directory.exists() and any(directory.iterdir()):     # never write into, or delete, someone's files
-        raise SystemExit(f"spec-vla-bench full-size: {directory} exists and holds no OpenVLA checkpoint; "
-                         "name a new directory (it is deleted afterwards unless --keep)")
-    try:
-        apply_threads(args.threads)
-    except ValueError as error:
-        raise SystemExit(f"spec-vla-bench full-size: {error}") from None
+    apply_threads(threads)
     try:
         if wrote:
             writer = multiprocessing.get_context("spawn").Process(target=write_random_openvla, args=(directory,),
-                                                                  kwargs={"seed": args.seed})
+                                                                  kwargs={"seed": seed})
             _, write_s = timed(lambda: (writer.start(), writer.join()))
             if writer.exitcode != 0:
                 raise SystemExit(f"spec-vla-bench full-size: writing {directory} failed (exit {writer.exitcode})")
@@ -128,7 +114,7 @@ def run(args) -> dict:
         shards = sorted(directory.glob("model*.safetensors"))
         checkpoint_bytes = sum(f.stat().st_size for f in shards)
         rss_before = peak_rss_bytes()
-        verifier, load_s = timed(lambda: load_verifier(str(directory), "cpu", args.dtype))
+        verifier, load_s = timed(lambda: load_verifier(str(directory), "cpu", dtype))
         load_peak = peak_rss_bytes()
         parameters = sum(p.numel() for p in verifier.model.parameters())
         print(f"loaded {len(shards)} shards, {checkpoint_bytes / 1e9:.2f} GB, {parameters / 1e9:.2f} B parameters "
@@ -136,7 +122,7 @@ def run(args) -> dict:
               f"({load_peak / checkpoint_bytes:.2f}x the checkpoint; {rss_before / 1e9:.2f} GB before loading)",
               flush=True)
 
-        image = np.random.default_rng(args.seed).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        image = np.random.default_rng(seed).integers(0, 256, (256, 256, 3), dtype=np.uint8)
         pixels = pixel_values(image, True, verifier.image_normalization)
         prompt = prompt_token_ids(verifier.tokenizer, INSTRUCTION)
         session = VerifierSession(verifier.model)
@@ -166,7 +152,7 @@ def run(args) -> dict:
               f"{first_tokens == ar_tokens and spec_tokens == ar_tokens}", flush=True)
         peak = peak_rss_bytes()
         print(f"peak RSS overall: {peak / 1e9:.2f} GB ({peak / checkpoint_bytes:.2f}x the checkpoint's bytes); "
-              f"torch threads {args.threads}")
+              f"torch threads {threads}")
         return {"checkpoint_bytes": checkpoint_bytes, "shards": len(shards), "parameters": parameters,
                 "load_s": load_s, "load_peak_rss_bytes": load_peak, "peak_rss_bytes": peak,
                 "prefill_ms": prefill_s * 1e3, "pass_ms": {1: pass1_s * 1e3, 4: pass4_s * 1e3},
@@ -174,6 +160,6 @@ def run(args) -> dict:
                 "speculative_passes": [first_stats.verifier_passes, spec_stats.verifier_passes],
                 "equal_to_ar": first_tokens == ar_tokens and spec_tokens == ar_tokens}
     finally:
-        if wrote and not args.keep and directory.exists():
+        if wrote and not keep and directory.exists():
             shutil.rmtree(directory)
             print(f"deleted {directory}")

@@ -29,10 +29,11 @@ The random verifier's lm_head rows outside the 256 action tokens are zeroed, so 
 with action tokens as a fine-tuned OpenVLA does (no EOS, always 7 tokens); costs are unchanged.
 
 `--arch tiny --device cpu` runs the same code path on a tiny architecture (test/test_gpu_benchmark.py).
+The command line (options and their checks): commands/benchmarks/gpu.py; `args` below is what it
+parsed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -45,7 +46,6 @@ from ..decoding import cost_model
 from ..decoding.acceptance import STRICT
 from ..decoding.decoder import Decoder
 from ..decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
-from ..decoding.spec import check_num_draft_tokens
 from ..drafts.eagle_head import EagleDraft, EagleHead, default_core_config
 from ..drafts.history import HistoryDraft
 from ..drafts.kinds import AR
@@ -54,9 +54,9 @@ from ..drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
 from ..vla.model import VLAConfig
 from ..vla.session import VerifierSession
+from .choices import GPU_ARCHES
 from .decode import build_random_architecture, timed_ms
 
-ARCHES = ("openvla-7b", "tiny")
 # The tiny architecture: the same code and kinds of module (DINOv2-like ViT with registers and
 # LayerScale, SigLIP-like ViT with a MAP head, Llama with the real vocabulary), minimal widths.
 TINY_TEXT_CONFIG = {"vocab_size": 32064, "pad_token_id": 32000, "hidden_size": 64, "intermediate_size": 172,
@@ -79,24 +79,7 @@ def architecture(name: str) -> VLAConfig:
         return VLAConfig()
     if name == "tiny":
         return VLAConfig(text_config=dict(TINY_TEXT_CONFIG), vision_overrides=TINY_VISION_OVERRIDES)
-    raise ValueError(f"architecture '{name}' is unknown; expected one of {ARCHES}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", choices=ARCHES, default="openvla-7b")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--out", type=Path, default=Path("runs/gpu_benchmark.json"))
-    parser.add_argument("--budget-s", type=float, default=450.0,
-                        help="wall-clock budget; optional sections are skipped (and say so) when it runs low")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (median)")
-    parser.add_argument("--prompt-tokens", type=int, default=cost_model.DEFAULT_PROMPT_TOKENS,
-                        help="prompt length in Llama-2 tokens, BOS included")
-    parser.add_argument("--episodes", type=int, default=3, help="decode: episodes of consecutive observations")
-    parser.add_argument("--steps-per-episode", type=int, default=8)
-    parser.add_argument("--num-draft-tokens", type=int, default=4)
-    parser.add_argument("--copy-mib", type=int, default=0, help="copy size for the bandwidth (0: 2048 on CUDA, 64 else)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    raise ValueError(f"architecture '{name}' is unknown; expected one of {GPU_ARCHES}")
 
 
 class Budget:
@@ -408,15 +391,11 @@ def write(out: dict, path: Path) -> None:
     path.write_text(json.dumps(out, indent=1, default=float) + "\n")
 
 
-def run(args) -> dict:
+def benchmark(args) -> dict:
+    """The run, sections in order, the JSON rewritten after each; prints the summary. SystemExit
+    for a CUDA device this machine lacks."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.repeats < 1 or args.episodes < 1 or args.steps_per_episode < 1 or args.prompt_tokens < 2:
-        raise SystemExit("--repeats, --episodes and --steps-per-episode must be >= 1 and --prompt-tokens >= 2")
-    try:
-        check_num_draft_tokens(args.num_draft_tokens, "--num-draft-tokens")
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available here (use --arch tiny --device cpu to try "
                          "the code path on the CPU)")

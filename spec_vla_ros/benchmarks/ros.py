@@ -8,10 +8,12 @@ previous action's decode_stats arrived) and reads per action, from decode_stats:
 ROS overhead per action = image_to_action_ms - total_ms (the issue's definition); it splits into
 the image preprocessing (policy_ms - total_ms, not ROS's doing) and the rest: transport,
 conversion, hand-off to the inference thread, publishing.
+
+The command line: commands/benchmarks/ros.py. This module loads neither ROS nor the model stack
+until `ros_overhead` runs.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import statistics
@@ -25,9 +27,6 @@ import numpy as np
 from sim_bridge.constants import LIBERO_RENDER_SIZE
 
 from ..ros.launch_config import ResolvedNode, config_dir
-from ..policy import PolicyConfig
-from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
-from ..commands.arguments import use_defaults_in_help
 
 NODE_START_TIMEOUT_S = 180.0
 ACTION_TIMEOUT_S = 60.0
@@ -44,32 +43,23 @@ TARGET_EXPLANATION = (
     "core; compare on an idle one.")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--actions", type=int, default=50, help="timed actions")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed actions first")
-    parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="square rgb8 frames (px)")
-    parser.add_argument("--draft", default=PolicyConfig().draft, help="ar (autoregressive) | mamba | llama | history")
-    parser.add_argument("--draft-checkpoint", default=PolicyConfig().draft_checkpoint,
-                        help="draft checkpoint directory ('' = the packaged one for the miniature)")
-    parser.add_argument("--verifier", default=PolicyConfig().verifier, help="'miniature' or an OpenVLA directory")
-    parser.add_argument("--device", default=PolicyConfig().device, help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP + " (policy node)")
-    use_defaults_in_help(parser)
+def policy_node(parameters: dict) -> ResolvedNode:
+    """The policy node as this benchmark starts it: the libero_goal parameters file, `parameters`
+    (name -> value) on top."""
+    return ResolvedNode("policy_node", "spec_vla_policy", str(config_dir() / "libero_goal.yaml"), (), parameters)
 
 
-def run(args: argparse.Namespace) -> int:
-    results = ros_overhead(args.actions, args.warmup, args.image_size,
-                           {"draft": args.draft, "draft_checkpoint": args.draft_checkpoint, "verifier": args.verifier,
-                            "device": args.device, "threads": args.threads})
-    print(f"\nROS overhead per action: policy node, {args.image_size}x{args.image_size} rgb8, draft "
-          f"'{args.draft}', verifier '{args.verifier}' on {args.device}, {args.actions} actions\n")
+def print_results(results: dict[str, list[float]], image_size: int, settings: dict, actions: int) -> None:
+    """The table of `ros_overhead`'s series and the verdict line; `settings`: the node's draft,
+    verifier and device."""
+    print(f"\nROS overhead per action: policy node, {image_size}x{image_size} rgb8, draft "
+          f"'{settings['draft']}', verifier '{settings['verifier']}' on {settings['device']}, {actions} actions\n")
     print("| measure | median ms | p90 ms |\n|---|---|---|")
     for label, values in results.items():
         print(f"| {label} | {statistics.median(values):.2f} | {np.percentile(values, 90):.2f} |")
     overhead = statistics.median(results["ROS overhead = stamp -> publish - decode"])
     print("\n" + target_line(overhead, statistics.median(results["  of which preprocessing (resize, crop)"]),
                              statistics.median(results["  of which ROS (transport, conversion, hand-off, publish)"])))
-    return 0
 
 
 def target_line(overhead_ms: float, preprocessing_ms: float, ros_ms: float) -> str:
@@ -79,7 +69,8 @@ def target_line(overhead_ms: float, preprocessing_ms: float, ros_ms: float) -> s
 
 
 def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -> dict[str, list[float]]:
-    """Per-action series in ms, by label."""
+    """Per-action series in ms, by label, from a policy node started with `parameters` (name ->
+    value, over the libero_goal parameters file's)."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -95,8 +86,7 @@ def ros_overhead(actions: int, warmup: int, image_size: int, parameters: dict) -
     domain_id = 1 + os.getpid() % 100
     os.environ.update(node_environment())         # this process's client too: the transports of a launched run
     environment = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
-    command = node_command(ResolvedNode("policy_node", "spec_vla_policy", str(config_dir() / "libero_goal.yaml"),
-                                        (), parameters))
+    command = node_command(policy_node(parameters))
     log = tempfile.NamedTemporaryFile("w+", prefix="ros_benchmark_policy_", suffix=".log", delete=False)
     node_process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT)

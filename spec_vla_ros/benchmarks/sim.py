@@ -6,10 +6,11 @@ Measured on one task with a zero policy (hold still, gripper open):
 - one episode in-process (LiberoGoalEnv + run_episodes), the bare-env baseline;
 - the same episode through the bridge node in lockstep (a subprocess, images and actions over
   real DDS); the overhead is its seconds per step over the in-process ones.
+
+The command line: commands/benchmarks/sim.py.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -26,22 +27,6 @@ from sim_bridge.constants import LIBERO_GOAL_MAX_STEPS, LIBERO_RENDER_SIZE
 from sim_bridge.libero_goal import AGENTVIEW_CAMERA, WRIST_CAMERA, LiberoGoalEnv, run_episodes
 
 BRIDGE_TIMEOUT_S = 900.0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task-id", type=int, default=0, help="LIBERO-GOAL task (0-9)")
-    parser.add_argument("--max-steps", type=int, default=LIBERO_GOAL_MAX_STEPS,
-                        help="steps per benchmark episode (LIBERO-GOAL: 300); shorten for a quick run")
-    parser.add_argument("--image-size", type=int, default=LIBERO_RENDER_SIZE, help="rendered image size")
-    parser.add_argument("--step-samples", type=int, default=20, help="sim steps timed per camera setting")
-    parser.add_argument("--wrist", action="store_true", help="also render (and publish) the wrist camera")
-    parser.add_argument("--skip-bridge", action="store_true", help="skip the ROS bridge episode")
-
-
-def run(args: argparse.Namespace) -> int:
-    sim_benchmark(task_id=args.task_id, max_steps=args.max_steps, image_size=args.image_size,
-                  step_samples=args.step_samples, wrist_camera=args.wrist, bridge=not args.skip_bridge)
-    return 0
 
 
 def sim_benchmark(task_id: int = 0, max_steps: int = LIBERO_GOAL_MAX_STEPS, image_size: int = LIBERO_RENDER_SIZE,
