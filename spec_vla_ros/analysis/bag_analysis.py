@@ -5,9 +5,10 @@ topics (remapped or namespaced names included), through `bags.read_bag`; prints 
 report and writes it, with its JSON, CSVs and plots, next to the bag. Timings are those of the
 machine that ran the policy, which the bag does not name.
 
-A bag whose recorder was killed (no metadata.yaml or MCAP summary) is analysed from what reached
-the disk, with a one-line "recovered N messages from an unfinished bag" notice; `spec-vla-bag-reindex
-BAG` writes a complete copy. Messages the analysis cannot use are skipped with a count.
+A bag whose recorder was killed (no metadata.yaml or MCAP summary; split files plain or
+zstd-compressed by `--compression-mode file`) is analysed from what reached the disk, with a
+one-line "recovered N messages from an unfinished bag" notice; `spec-vla-bag-reindex BAG` writes a
+complete copy. Messages the analysis cannot use are skipped with a count.
 """
 from __future__ import annotations
 
