@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..decoding import cost_model
-from ..decoding.acceptance import GUARDED_RULE, RELAXED_RULE, STRICT, Acceptance
+from ..decoding.acceptance import STRICT, Acceptance
 from ..decoding.decoder import Decoder
 from ..decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
 from ..decoding.spec import DecoderSpec

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sim_bridge.constants import LIBERO_RENDER_SIZE
-
 from ..ros.launch_config import ResolvedNode, config_dir
 
 NODE_START_TIMEOUT_S = 180.0
