@@ -31,6 +31,37 @@ def test_a_refused_setting_is_one_line_and_exit_2_before_any_node_starts(argv, m
     assert error.count("\n") == 1 and "Traceback" not in error
 
 
+@pytest.mark.parametrize("argv", [["libero_goal", "--bogus-flag"], ["hardware", "draft:=history", "--bogus-flag"],
+                                  ["--bogus-flag", "hardware"], ["hardware", "-x"]])
+def test_an_unknown_option_is_one_line_saying_what_is_expected(argv, capsys):
+    assert _run(argv) == 2
+    error = capsys.readouterr().err
+    unknown = next(item for item in argv if item.startswith("-"))
+    assert error.startswith(f"spec-vla-launch: unknown option(s) {unknown}; expected spec-vla-launch ")
+    assert "{hardware,libero_goal} [name:=value ...]" in error and "--log-dir" in error and "--print" in error
+    assert error.count("\n") == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    ("spec_vla_policy:\n  ros__parameters:\n    draft: [mamba\n",
+     "is not valid YAML (while parsing a flow sequence at line 3, column 12: expected ',' or ']', but got "
+     "'<stream end>' at line 4, column 1); expected a YAML mapping 'spec_vla_policy: {ros__parameters: "
+     "{name: value, ...}}'"),
+    ("spec_vla_policy:\n  ros__parameters:\n    draft: mamba\n   threads: 1\n", "at line 4, column 4"),
+    ("- spec_vla_policy\n", "does not hold a YAML mapping 'spec_vla_policy: {ros__parameters: {name: value, ...}}'"),
+    ("spec_vla_policy:\n  ros__parameters: [draft, mamba]\n", "does not hold a YAML mapping"),
+    (None, "cannot be read (No such file or directory); expected a YAML mapping"),
+], ids=["unclosed", "indentation", "a list", "parameters a list", "missing"])
+def test_a_malformed_parameters_file_is_one_line_naming_place_and_layout(content, message, tmp_path, capsys):
+    params_file = tmp_path / "params.yaml"
+    if content is not None:
+        params_file.write_text(content)
+    assert _run(["hardware", f"params_file:={params_file}"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"spec-vla-launch: parameters file {params_file} ") and message in error, error
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
 def test_the_default_settings_pass_and_threads_reach_the_policy_node(capsys):
     assert _run(["libero_goal", "--print"]) == 0
     assert "threads" not in capsys.readouterr().out               # the parameters file's value (1) applies

@@ -27,7 +27,13 @@ def main(argv=None) -> int:
                         help="write each node's output to DIR/<node>.log (default: to this terminal)")
     parser.add_argument("--show-args", action="store_true", help="list the launch arguments and exit")
     parser.add_argument("--print", action="store_true", help="print the node commands and exit")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    options = [item for item in unknown if item.startswith("-")]
+    if unknown and not options:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if options:                        # say what is expected, not only what is not
+        return fail("spec-vla-launch", f"unknown option(s) {' '.join(options)}; expected "
+                                       f"{parser.format_usage().removeprefix('usage: ')}")
     configuration = CONFIGURATIONS[args.configuration]
     if args.show_args:
         for argument in configuration.arguments:
