@@ -12,7 +12,8 @@ from spec_vla_ros.decoding.stats import DecodeStats
 
 # The keys a policy node of this version writes, in order (the wire format `ros2 topic echo` shows).
 WIRE_KEYS = ["verifier", "draft", "acceptance", "tokens", "verifier_passes", "accepted_per_pass", "proposed_per_pass",
-             "draft_ms", "verify_ms", "total_ms", "generated", "draft_checkpoint", "acceptance_length",
+             "draft_ms", "verify_ms", "total_ms", "generated", "draft_checkpoint", "tree_shape", "judged_per_pass",
+             "source_per_pass", "acceptance_length",
              "stopped_at_eos", "policy_ms", "image_to_action_ms", "action", "dry_run", "actions", "frames_received",
              "frames_dropped", "frames_stale", "inputs_rejected", "inference_errors"]
 

@@ -160,3 +160,297 @@ def test_move_positions_is_a_gather_along_the_positions():
     move_positions_(cache, 4, [0, 2, 4])
     assert torch.equal(cache[..., :4, :], before[..., :4, :])
     assert torch.equal(cache[..., 4:7, :], before[..., [4, 6, 8], :])
+
+
+# --- judging a tree: Spec-VLA's rule over every path ---------------------------------------------
+
+from scripted_verifier import Script, ScriptedSession  # noqa: E402
+from spec_vla_ros.decoding.acceptance import Acceptance  # noqa: E402
+from spec_vla_ros.decoding.decoder import Decoder, judge_tree  # noqa: E402
+from spec_vla_ros.drafts.base import Draft  # noqa: E402
+from spec_vla_ros.drafts.tree import MODEL, DraftTree, TreeShape  # noqa: E402
+from spec_vla_ros.vla.constants import ACTION_DIM, EOS_TOKEN_ID, PADDED_VOCAB_SIZE  # noqa: E402
+from spec_vla_ros.vla.session import VerifierStep  # noqa: E402
+
+
+def one_hot_step(verifier_tokens: list[int]) -> VerifierStep:
+    """A pass whose row r's argmax is verifier_tokens[r] (row 0: the pending position, r = node + 1)."""
+    logits = torch.zeros(len(verifier_tokens), PADDED_VOCAB_SIZE)
+    logits[torch.arange(len(verifier_tokens)), torch.tensor(verifier_tokens)] = 1.0
+    return VerifierStep(torch.zeros(len(verifier_tokens), 4), torch.zeros(len(verifier_tokens), 4), logits=logits)
+
+
+def spec_vla_posterior(tree: DraftTree, verifier_tokens: list[int], start: int, acceptance: Acceptance):
+    """Spec-VLA / EAGLE's evaluate_posterior, written over the tree's root-to-leaf candidates: per
+    candidate, the accepted length is the run of positions whose draft token passes the rule
+    against the verifier's token at its parent (cumprod of the posterior mask); the best candidate
+    has the longest run, the first such candidate in order (torch.argmax) winning ties. Candidates
+    are ordered by their node indices (lexicographically). Returns (kept nodes, tokens the pass adds)."""
+    first, children = tree.children()
+    leaves = [node for node in range(len(tree)) if not children[node]]
+    candidates = sorted(tree.path(leaf) for leaf in leaves) or [[]]
+    lengths = []
+    for path in candidates:
+        length = 0
+        for depth, node in enumerate(path):
+            parent_row = 0 if depth == 0 else path[depth - 1] + 1
+            if start + depth >= ACTION_DIM or not acceptance.accepts(tree.tokens[node], verifier_tokens[parent_row],
+                                                                     start + depth):
+                break
+            length += 1
+            if tree.tokens[node] == EOS_TOKEN_ID:
+                break
+        lengths.append(length)
+    best = candidates[int(np.argmax(lengths))][:max(lengths)]
+    own_row = best[-1] + 1 if best else 0
+    tokens = [tree.tokens[node] for node in best]
+    if not (tokens and tokens[-1] == EOS_TOKEN_ID):
+        tokens.append(verifier_tokens[own_row])
+    return best, tokens[:ACTION_DIM - start]
+
+
+def random_draft_tree(rng, count: int, near: list[int] | None = None, spread: int = 4) -> DraftTree:
+    parents = random_tree(rng, count, roots=int(rng.integers(1, 4)))
+    tokens = random_tokens(rng, count) if near is None else \
+        [int(np.clip(near[min(d, len(near) - 1)] + rng.integers(-spread, spread + 1), ACTION_TOKEN_MIN, ACTION_TOKEN_MAX))
+         for d in tree_depths(parents)]
+    return DraftTree(tokens, parents, [MODEL] * count)
+
+
+@pytest.mark.parametrize("rule,threshold", [("strict", 0), ("relaxed", 3), ("relaxed", 9), ("relaxed-guarded", 9)])
+def test_the_kept_path_is_spec_vlas_best_candidate(rule, threshold):
+    """Random trees whose tokens lie near the verifier's: judge_tree keeps the candidate (and adds
+    the tokens) that Spec-VLA's evaluate_posterior picks over every root-to-leaf path."""
+    acceptance = Acceptance.from_name(rule, threshold)
+    for trial in range(300):
+        rng = fresh(1000 + trial)
+        start = int(rng.integers(0, ACTION_DIM))
+        truth = random_tokens(rng, ACTION_DIM)
+        tree = random_draft_tree(rng, int(rng.integers(1, 30)), near=truth[start:], spread=threshold + 2)
+        depths = tree_depths(list(tree.parents))
+        verifier_tokens = [truth[start]] + [truth[min(start + depth + 1, ACTION_DIM - 1)] for depth in depths]
+        if rng.random() < 0.2:                                    # an EOS from the verifier somewhere
+            verifier_tokens[int(rng.integers(0, len(verifier_tokens)))] = EOS_TOKEN_ID
+        judged = judge_tree(tree, one_hot_step(verifier_tokens), start, acceptance)
+        best, tokens = spec_vla_posterior(tree, verifier_tokens, start, acceptance)
+        message = f"seed {SEED}, trial {trial}, {rule}:{threshold}, start {start}, tree {tree}, verifier {verifier_tokens}"
+        assert (judged.path, judged.tokens) == (best, tokens), message
+        assert judged.judged == len(best) + bool(tree.children()[1][best[-1]] if best else tree.children()[0]), message
+
+
+def test_relaxed_acceptance_per_path_by_hand():
+    """Two first proposals, both within 9 of the verifier's 31900: 31895 (node 0) leads to a path of
+    two, 31905 (node 1) to a path of three; relaxed keeps the longer, strict keeps only what equals
+    the verifier's tokens (none of them), guarded refuses a gripper that changes side."""
+    tree = DraftTree([31895, 31905, 31800, 31700, 31810, 31820],
+                     [-1, -1, 0, 1, 1, 4], [MODEL] * 6)
+    #   row:        pending  n0     n1     n2     n3     n4     n5
+    verifier = [31900, 31804, 31812, 31600, 31000, 31826, 31830]
+    relaxed = judge_tree(tree, one_hot_step(verifier), 0, Acceptance.from_name("relaxed", 9))
+    assert relaxed.path == [1, 4, 5] and relaxed.tokens == [31905, 31810, 31820, 31830] and relaxed.judged == 3
+    tight = judge_tree(tree, one_hot_step(verifier), 0, Acceptance.from_name("relaxed", 5))
+    # threshold 5: both first proposals pass, and paths of two through each (n0-n2, n1-n4), but not
+    # n5 (31820 against 31826): equally long, the first in node order wins
+    assert tight.path == [0, 2] and tight.tokens == [31895, 31800, 31600]
+    strict = judge_tree(tree, one_hot_step(verifier), 0, Acceptance(0))
+    assert strict.path == [] and strict.tokens == [31900] and strict.judged == 1
+    # the same tree for the last three tokens: the gripper (token 6) is node 5, 31820 against the
+    # verifier's 31830 -- the same side, so guarded keeps it; 31810 at token 5 is a pose dim
+    guarded = judge_tree(tree, one_hot_step(verifier), 4, Acceptance.from_name("relaxed-guarded", 9))
+    assert guarded.path == [1, 4, 5] and guarded.tokens == [31905, 31810, 31820]   # cut after the 7th token
+    flipped = one_hot_step(verifier[:5] + [31800] + verifier[6:])   # the verifier's gripper after n4: 31800 opens
+    # guarded refuses n5 (closes) against 31800 (opens): the paths of two remain, n0-n2 first
+    assert judge_tree(tree, flipped, 4, Acceptance.from_name("relaxed-guarded", 30)).path == [0, 2]
+    assert judge_tree(tree, flipped, 4, Acceptance.from_name("relaxed", 30)).path == [1, 4, 5]
+
+
+# --- decoding with trees: a scripted verifier (exact) -------------------------------------------
+
+class TreeScriptedSession(ScriptedSession):
+    """ScriptedSession with tree passes: node i's row is the script's choice after the committed
+    tokens and node i's path."""
+
+    def prefill(self, pixel_values, prompt_ids, proposals=(), parents=None):
+        if parents is None:
+            return super().prefill(pixel_values, prompt_ids, proposals)
+        self.prefilled, self.fed = True, []
+        return self._tree_step(list(proposals), list(parents), self.PROMPT_LENGTH + len(proposals), with_root=True)
+
+    def verify_tree(self, token_ids, parents):
+        # the root (the pending token) is fed in this pass: its row is the choice after it
+        return self._tree_step(list(token_ids), list(parents), len(token_ids), with_root=False)
+
+    def _tree_step(self, tokens, parents, positions, with_root):
+        self.passes += 1
+        self.tree = (len(self.fed), tokens, parents)
+        paths = DraftTree(tokens, parents, [MODEL] * len(tokens)).paths()
+        chosen = ([self.script.next_token(self.fed)] if with_root else []) + \
+            [self.script.next_token(self.fed + list(path)) for path in paths]
+        self.fed = self.fed + tokens
+        logits = torch.zeros(len(chosen), PADDED_VOCAB_SIZE)
+        logits[torch.arange(len(chosen)), torch.tensor(chosen)] = 1.0
+        noise = lambda: torch.randn(positions, self.hidden_size, generator=self.generator).to(self.dtype)
+        return VerifierStep(logits=logits, hidden=noise(), input_embeds=noise())
+
+    def keep_path(self, path):
+        committed, tokens, parents = self.tree
+        check_path(path, parents)
+        self.fed = self.fed[:committed] + [tokens[node] for node in path]
+
+
+class ScriptedTreeDraft(Draft):
+    """Proposes random trees; with probability `right` each level holds the truth's token at a
+    random place (a branch of the truth grows through the tree), else only near misses."""
+
+    name = "scripted-tree"
+
+    def __init__(self, right: float, seed: int, early: bool = True):
+        self.right, self.rng, self.early = right, np.random.default_rng(seed), early
+        self.truth: list[int] = []
+        self.produced = 0
+
+    def _tree(self, start: int, shape: TreeShape) -> DraftTree:
+        builder_paths, rng = [], self.rng
+        for _ in range(int(rng.integers(1, shape.top_k + 1))):
+            path = []
+            for position in range(start, min(start + shape.depth, len(self.truth) + 1)):
+                truth = self.truth[position] if position < len(self.truth) else EOS_TOKEN_ID
+                path.append(truth if rng.random() < self.right else
+                            int(np.clip(truth + rng.integers(-3, 4), ACTION_TOKEN_MIN, ACTION_TOKEN_MAX)))
+            builder_paths.append(path)
+        from spec_vla_ros.drafts.tree import TreeBuilder
+        builder = TreeBuilder(shape.nodes)
+        for path in builder_paths:
+            builder.add(path, MODEL)
+        return builder.tree()
+
+    def propose_early_tree(self, shape):
+        self.produced = 0
+        return self._tree(0, TreeShape(max(shape.nodes, ACTION_DIM), ACTION_DIM, max(shape.top_k, 2))) \
+            if self.early else DraftTree()
+
+    def begin(self, hidden, input_embeds):
+        self.produced = 0
+
+    def propose_tree(self, next_token, shape):
+        return self._tree(self.produced + 1, shape)
+
+    def propose(self, next_token, k):
+        return list(self._tree(self.produced + 1, TreeShape.chain(k)).tokens) if k else []
+
+    def accept(self, tokens, hidden):
+        self.produced += len(tokens)
+
+
+from spec_vla_ros.vla.session import check_path  # noqa: E402
+from test_speculative import PROMPT, random_truths  # noqa: E402
+
+TREE_SHAPES = [TreeShape(8, 3, 4), TreeShape(16, 4, 8), TreeShape(50, 4, 8), TreeShape(32, 6, 3)]
+
+
+def scripted_tree_decode(model, draft, shape, acceptance, truths, seed=0):
+    current = []
+    decoder = Decoder(model, draft, 4, acceptance, tree=shape, session_factory=lambda: TreeScriptedSession(
+        Script(current[0]), model.hidden_size, seed=seed))
+    outputs = []
+    for truth in truths:
+        current[:] = [truth]
+        if isinstance(draft, ScriptedTreeDraft):
+            draft.truth = truth
+        outputs.append(decoder.decode(None, PROMPT))
+    return outputs
+
+
+@pytest.mark.parametrize("shape", TREE_SHAPES, ids=lambda shape: shape.name)
+def test_strict_tree_decoding_is_ar_exactly_on_a_scripted_verifier(miniature, shape):
+    truths = random_truths(fresh(2000 + shape.nodes), 24)
+    for right in (0.0, 0.5, 0.9, 1.0):
+        draft = ScriptedTreeDraft(right, seed=SEED + shape.nodes)
+        for (tokens, stats), truth in zip(scripted_tree_decode(miniature.model, draft, shape, Acceptance(0), truths),
+                                          truths):
+            message = f"seed {SEED}, shape {shape.name}, right {right}, truth {truth}, stats {stats}"
+            assert stats.generated == truth, message
+            assert stats.tree_shape == shape.name and stats.verifier_passes == len(stats.accepted_per_pass), message
+            assert len(stats.judged_per_pass) == len(stats.source_per_pass) == stats.verifier_passes, message
+            assert all(a <= j <= a + 1 for a, j in zip(stats.accepted_per_pass, stats.judged_per_pass)), message
+            assert sum(stats.accepted_per_pass) <= len(truth) <= sum(stats.accepted_per_pass) + stats.verifier_passes
+            if right == 1.0:      # the truth is in every tree, early guesses included: one pass
+                assert stats.verifier_passes == 1, message
+
+
+# --- model drafts' trees ----------------------------------------------------------------------------
+
+from spec_vla_ros.drafts.eagle_head import action_logits  # noqa: E402
+from test_speculative import (assert_ar_up_to_near_ties, carrying_head_draft, observations,  # noqa: E402,F401
+                              trained_drafts)
+
+
+@pytest.mark.parametrize("kind", ["mamba", "llama"])
+def test_every_candidate_of_the_dynamic_tree_scores_its_path_drafted_alone(miniature, observation, trained_drafts,
+                                                                          kind):
+    """EAGLE-2's candidates, drafted a level at a time in batched branches (Mamba: one state per
+    branch; Llama: the level appended under a tree mask), score what stepping the head along each
+    candidate's path alone gives: the sum of its log-probabilities over the 256 action tokens."""
+    from spec_vla_ros.vla.session import VerifierSession as Session
+    draft = trained_drafts[kind]
+    pixels, prompt = observation
+    step = Session(miniature.model).prefill(pixels, prompt)
+    draft.begin(step.hidden, step.input_embeds)
+    rng = fresh(3000)
+    next_token = int(rng.integers(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1))
+    tokens, parents, scores = draft.tree_candidates(next_token, 4, 3)
+    assert len(tokens) == 3 + 3 * 9 and scores.shape == (len(tokens),)
+    head, core = draft.head, draft.head.core
+    committed = draft.snapshots[0]                              # the state before the first step
+    tree = DraftTree(tokens, parents, [MODEL] * len(tokens))
+    with torch.inference_mode():
+        for node in rng.choice(len(tokens), 10, replace=False).tolist():
+            state = core.restore(draft.state, committed)
+            hidden, token, total = draft.pending, next_token, 0.0
+            for index in tree.path(node):
+                hidden, state = head.step(hidden, draft._token_input(token), state)
+                log_probs = torch.log_softmax(action_logits(hidden[0], draft.action_rows).float(), dim=-1)
+                token = tokens[index]
+                total += float(log_probs[token - ACTION_TOKEN_MIN])
+            assert total == pytest.approx(float(scores[node]), abs=1e-4), f"seed {SEED}, {kind}, node {node}"
+    draft.propose(next_token, 1)                                  # the draft still works as before
+
+
+@pytest.mark.parametrize("kind", ["mamba", "llama"])
+def test_a_dynamic_tree_holds_the_best_candidates_parents_first(miniature, observation, trained_drafts, kind):
+    draft = trained_drafts[kind]
+    from spec_vla_ros.vla.session import VerifierSession as Session
+    pixels, prompt = observation
+    step = Session(miniature.model).prefill(pixels, prompt)
+    draft.begin(step.hidden, step.input_embeds)
+    chain = draft.propose(31900, 4)
+    tree = draft.propose_tree(31900, TreeShape(20, 4, 8))
+    assert len(tree) == 20 and 1 <= tree.depth <= 4 and set(tree.sources) == {MODEL}
+    assert tree.paths()[tree.children()[0][0]] == (chain[0],)     # the chain's first proposal leads
+    tokens, parents, scores = draft.tree_candidates(31900, 4, 8)
+    kept = sorted(scores.tolist(), reverse=True)[:20]
+    paths = DraftTree(tokens, parents, [MODEL] * len(tokens)).paths()
+    score_of = dict(zip(paths, scores.tolist()))
+    assert sorted((score_of[path] for path in tree.paths()), reverse=True) == pytest.approx(kept)
+    depths = tree_depths(list(tree.parents))
+    assert depths == sorted(depths)
+
+
+# --- the miniature: strict tree decoding is AR's up to near-ties ------------------------------------
+
+def tree_drafts(miniature, trained_drafts):
+    from spec_vla_ros.drafts.registry import load_draft
+    return {**trained_drafts, "history": load_draft("history", "", miniature),
+            "carrying-mamba": carrying_head_draft(miniature.model)}
+
+
+@pytest.mark.parametrize("shape", [TreeShape(8, 3, 4), TreeShape(50, 4, 8)], ids=lambda shape: shape.name)
+def test_strict_tree_decoding_gives_ar_tokens_except_at_near_ties(miniature, observations, trained_drafts, shape):
+    for name, draft in tree_drafts(miniature, trained_drafts).items():
+        decoder = Decoder(miniature.model, draft, 4, Acceptance(0), tree=shape)
+        decoder.reset_episode()
+        for index, (pixels, prompt, ar_generated, ar_rows) in enumerate(observations):
+            tokens, stats = decoder.decode(pixels, prompt)
+            message = f"seed {SEED}, draft {name}, shape {shape.name}, observation {index}"
+            assert_ar_up_to_near_ties(stats.generated, ar_generated, ar_rows, message)
+            assert stats.tree_shape == shape.name and max(stats.proposed_per_pass[1:], default=0) <= shape.nodes

@@ -12,8 +12,8 @@ class DecodeStats:
     acceptance: str                  # "strict", "relaxed:<threshold>" or "relaxed-guarded:<threshold>"
     tokens: list = field(default_factory=list)             # the 7 ids the action is read from (see `generated`)
     verifier_passes: int = 0
-    accepted_per_pass: list = field(default_factory=list)  # draft tokens kept from each pass
-    proposed_per_pass: list = field(default_factory=list)  # draft tokens proposed to each pass
+    accepted_per_pass: list = field(default_factory=list)  # draft tokens kept from each pass (a tree's accepted depth)
+    proposed_per_pass: list = field(default_factory=list)  # draft tokens proposed to each pass (a tree's nodes)
     draft_ms: float = 0.0
     verify_ms: float = 0.0
     total_ms: float = 0.0
@@ -23,6 +23,17 @@ class DecodeStats:
     generated: list = field(default_factory=list)
     # The directory the draft head was loaded from ('' for ar and history), as the Decoder was told.
     draft_checkpoint: str = ""
+    # What the draft proposed in (drafts/tree.py): 'chain:K' or 'tree:NODES:DEPTH:TOP_K'; '' for ar
+    # and in statistics recorded before trees (chains of num_draft_tokens).
+    tree_shape: str = ""
+    # Per pass, the draft positions the verifier judged on the path it kept: the accepted ones, plus
+    # one when a proposal that followed them was rejected. Empty in statistics recorded before
+    # trees; for a chain it is what proposed > accepted says.
+    judged_per_pass: list = field(default_factory=list)
+    # Per pass, the source of the kept path's last node: 'model' (a draft head), 'history' (the
+    # previous action) or 'retrieval' (earlier action-token sequences); '' when nothing was kept.
+    # Empty in statistics recorded before trees.
+    source_per_pass: list = field(default_factory=list)
 
     @property
     def stopped_at_eos(self) -> bool:
@@ -36,17 +47,29 @@ class DecodeStats:
         return produced / self.verifier_passes if self.verifier_passes else 0.0
 
     def position_outcomes(self) -> list[tuple[int, bool]]:
-        """(draft position, accepted) for each proposal the verifier judged.
+        """(draft position, accepted) for each proposal the verifier judged on the path it kept
+        (for a tree: accept rate by depth).
 
         Proposals after the first rejection in a pass are not judged and not listed; a proposal
         after a kept EOS counts as not accepted (generation stopped there).
         """
         outcomes = []
-        for accepted, proposed in zip(self.accepted_per_pass, self.proposed_per_pass):
+        judged = self.judged_per_pass if len(self.judged_per_pass) == len(self.accepted_per_pass) else \
+            [accepted + (proposed > accepted) for accepted, proposed in zip(self.accepted_per_pass,
+                                                                              self.proposed_per_pass)]
+        for accepted, count in zip(self.accepted_per_pass, judged):
             outcomes.extend((position, True) for position in range(accepted))
-            if proposed > accepted:
+            if count > accepted:
                 outcomes.append((accepted, False))
         return outcomes
+
+    def source_counts(self) -> dict:
+        """How many passes kept a path of each source (model, history, retrieval)."""
+        counts: dict = {}
+        for source in self.source_per_pass:
+            if source:
+                counts[source] = counts.get(source, 0) + 1
+        return counts
 
     def as_dict(self) -> dict:
         """The fields and the two derived values, as the policy node sends them (decode_report)."""

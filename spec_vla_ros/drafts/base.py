@@ -14,14 +14,25 @@ tracks the same prefix:
 - `propose_early(k)`: optional guesses for the whole action before the prefill (history, or a
   state carried across control steps); verified by the prefill pass itself.
 - `end_action(tokens)` / `reset_episode()`: the finished action; a new episode.
+
+Trees (drafts/tree.py): the decoder asks `propose_tree(next_token, shape)` and
+`propose_early_tree(shape)`. By default they are the chains of `propose` (shape.depth tokens) and
+`propose_early`, labelled with the draft's `source` (`early_source` for the early guesses);
+drafts that branch override them. `accept` then gets the accepted path's tokens and hidden states,
+as after a chain. A chain shape must give the chain of `propose` itself.
 """
 from __future__ import annotations
 
 import torch
 
+from ..vla.constants import ACTION_DIM
+from .tree import MODEL, DraftTree, TreeShape
+
 
 class Draft:
     name = "base"
+    source = MODEL              # the source its proposals are labelled with (drafts/tree.py)
+    early_source = MODEL        # ... and its guesses before the prefill
 
     def reset_episode(self) -> None:
         pass
@@ -34,6 +45,16 @@ class Draft:
 
     def propose(self, next_token: int, k: int) -> list[int]:
         raise NotImplementedError
+
+    def propose_tree(self, next_token: int, shape: TreeShape) -> DraftTree:
+        """Candidate continuations after `next_token` within `shape`; must not change the committed
+        state (as `propose`). Default: the chain of `propose(next_token, shape.depth)`."""
+        return DraftTree.chain(self.propose(next_token, shape.depth), self.source)
+
+    def propose_early_tree(self, shape: TreeShape) -> DraftTree:
+        """Guesses before the prefill, the action's first token first (depth up to ACTION_DIM).
+        Default: the chain of `propose_early(ACTION_DIM)`."""
+        return DraftTree.chain(self.propose_early(ACTION_DIM)[:ACTION_DIM], self.early_source)
 
     def accept(self, tokens: list[int], hidden: torch.Tensor) -> None:
         pass

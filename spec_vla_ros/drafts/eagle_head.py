@@ -21,6 +21,15 @@ history draft's free guess), so the head only overrides the previous token when 
 prediction is confident. The prefill verifies those 7 guesses (`propose_early`). A Mamba core
 carries this in a fixed-size state; a Llama core would carry one step of KV cache.
 
+Trees (EAGLE-2's dynamic tree, `propose_tree` with a TreeShape of top_k > 1): the first step
+(pending hidden state, verifier's token) gives the top_k first proposals; each further level
+expands the top_k candidates of the level before by cumulative log-probability over the 256 action
+tokens, each with its top_k children, in one batched head step (the Mamba core keeps one state per
+branch, the Llama core appends the level to its cache under a tree mask); finally the `nodes`
+candidates of highest cumulative log-probability over all levels form the tree (a child never
+scores above its parent, so they always include their ancestors). Rollback and `accept` work as
+after a chain: the first step is shared by every branch.
+
 Those 7 head steps cost about as much as the rest of an action's drafting. Where a head learned
 no more than copying (its checkpoint's validation record: the early guesses' chain accuracy summed
 over the 7 positions no higher than the previous action's; `early_guess_mode`), the draft proposes
@@ -39,12 +48,13 @@ from ..vla.model import OpenVLA
 from .base import Draft
 from .llama import LlamaCore, layer_config
 from .mamba import MAMBA_D_STATE, MAMBA_EXPAND, MambaConfig, MambaCore
+from .tree import HISTORY, MODEL, DraftTree, TreeShape
 
 HEAD_KINDS = ("mamba", "llama")
 EARLY_FROM_HEAD = "head"    # a carrying head's early guesses: drafted on its carried state
 EARLY_COPY = "copy"         # ... or the previous action's tokens (no head steps)
 EARLY_GUESS_MODES = (EARLY_FROM_HEAD, EARLY_COPY)
-ACTION_BINS = ACTION_TOKEN_MAX - ACTION_TOKEN_MIN + 1
+ACTION_BINS = ACTION_TOKEN_MAX - ACTION_TOKEN_MIN + 1      # = drafts.tree.ACTION_BINS
 DEFAULT_CONTEXT = 16        # prompt positions a head reads (spec-vla-train-draft and spec-vla-collect --context)
 
 
@@ -131,6 +141,12 @@ class EagleHead(nn.Module):
         out, state = self.core.step_rows(self.core_inputs(hidden, token_input), state)
         return F.rms_norm(out, self.norm.weight.shape, self.norm.weight, self.norm.eps), state
 
+    def step_branches(self, hidden: torch.Tensor, token_inputs: torch.Tensor, branches, rows: list[int]):
+        """One level of a draft tree: `step` for n positions at once, row i continuing branch
+        `rows[i]` of the level before (the cores' `step_branches`)."""
+        out, branches = self.core.step_branches(self.core_inputs(hidden, token_inputs), branches, rows)
+        return F.rms_norm(out, self.norm.weight.shape, self.norm.weight, self.norm.eps), branches
+
 
 def early_guess_mode(config: dict) -> str:
     """How a draft checkpoint's carrying head makes its early guesses: EARLY_COPY when its training
@@ -142,6 +158,21 @@ def early_guess_mode(config: dict) -> str:
     if config.get("carry") and own and copied and sum(own) <= sum(copied):
         return EARLY_COPY
     return EARLY_FROM_HEAD
+
+
+def best_candidates(tokens: list[int], parents: list[int], scores: torch.Tensor, nodes: int) -> DraftTree:
+    """EAGLE-2's global re-ranking: the `nodes` candidates of highest cumulative log-probability
+    (ties: the earlier candidate, so a parent precedes its equally scored child), as a tree ordered
+    by depth, then score. Candidates are parents first with scores never above their parent's."""
+    ranked = torch.sort(-scores, stable=True).indices[:nodes].tolist()
+    rank = {index: place for place, index in enumerate(ranked)}
+    depth = []
+    for parent in parents:
+        depth.append(0 if parent < 0 else depth[parent] + 1)
+    order = sorted(ranked, key=lambda index: (depth[index], rank[index]))
+    position = {index: new for new, index in enumerate(order)}
+    return DraftTree([tokens[i] for i in order], [position[parents[i]] if parents[i] >= 0 else -1 for i in order],
+                     [MODEL] * len(order))
 
 
 def action_logits(predicted: torch.Tensor, action_rows: torch.Tensor) -> torch.Tensor:
@@ -173,6 +204,12 @@ class EagleDraft(Draft):
         self.action_tokens_read = 0                  # action tokens in the committed state (a6 is never read)
         self.carried = None                          # (state, pending hidden, tokens) of the last action
         self.token_inputs: dict[int, torch.Tensor] = {}   # token id -> head.token_input of its embedding
+        self.action_token_inputs: torch.Tensor | None = None   # [256, H] head.token_input of every action token
+
+    @property
+    def early_source(self) -> str:
+        """Copied early guesses are the previous action's tokens (history); drafted ones the head's."""
+        return HISTORY if self.early_guesses == EARLY_COPY else MODEL
 
     def reset_episode(self) -> None:
         self.carried = None
@@ -223,6 +260,56 @@ class EagleDraft(Draft):
             proposals.append(token)
         self.state = state
         return proposals
+
+    @torch.inference_mode()
+    def propose_tree(self, next_token: int, shape: TreeShape) -> DraftTree:
+        """EAGLE-2's dynamic tree after `next_token` (see the module doc); a chain shape is `propose`."""
+        if shape.is_chain:
+            return DraftTree.chain(self.propose(next_token, shape.depth), MODEL)
+        tokens, parents, scores = self.tree_candidates(next_token, shape.depth, shape.top_k)
+        return best_candidates(tokens, parents, scores, shape.nodes)
+
+    @torch.inference_mode()
+    def tree_candidates(self, next_token: int, depth: int, top_k: int) -> tuple[list, list, torch.Tensor]:
+        """Every candidate of EAGLE-2's expansion, parents first: (action tokens, parent indices (-1:
+        a first proposal), cumulative log-probabilities [n]). Leaves the draft as `propose` does."""
+        core, head = self.head.core, self.head
+        self._rollback(0)
+        self.snapshots, self.drafted_after = [core.snapshot(self.state)], next_token
+        hidden, state = head.step(self.pending, self._token_input(next_token), self.state)
+        self.snapshots.append(core.snapshot(state))
+        self.state = state                            # rollback restores a snapshot of it
+        table = self._action_token_inputs()
+        log_probs = F.log_softmax(action_logits(hidden, self.action_rows).float(), dim=-1)     # [1, 256]
+        scores, bins = log_probs.topk(top_k, dim=-1)                                           # [1, k]
+        all_bins, all_parents, all_scores = [bins[0]], [[-1] * bins.shape[1]], [scores[0]]
+        level = list(range(bins.shape[1]))            # candidates of the newest level (indices into the lists)
+        level_rows = [0] * len(level)                 # ... and the row of their parent's output
+        branches, level_bins, level_scores, count = core.begin_branches(state), bins[0], scores[0], len(level)
+        for _ in range(depth - 1):
+            expand = level_scores.topk(min(top_k, len(level))).indices.tolist()
+            hidden, branches = head.step_branches(hidden[[level_rows[i] for i in expand]], table[level_bins[expand]],
+                                                  branches, [level_rows[i] for i in expand])
+            log_probs = F.log_softmax(action_logits(hidden, self.action_rows).float(), dim=-1)     # [e, 256]
+            scores, bins = log_probs.topk(top_k, dim=-1)
+            scores = scores + level_scores[expand][:, None]
+            parents = [level[i] for i in expand for _ in range(top_k)]
+            level_rows = [row for row in range(len(expand)) for _ in range(top_k)]
+            level_bins, level_scores = bins.reshape(-1), scores.reshape(-1)
+            level = list(range(count, count + len(parents)))
+            count += len(parents)
+            all_bins.append(level_bins)
+            all_parents.append(parents)
+            all_scores.append(level_scores)
+        tokens = (torch.cat(all_bins) + ACTION_TOKEN_MIN).tolist()
+        return tokens, [parent for level in all_parents for parent in level], torch.cat(all_scores)
+
+    def _action_token_inputs(self) -> torch.Tensor:
+        """[256, H] the head's fc share of every action token's embedding, computed once."""
+        if self.action_token_inputs is None:
+            tokens = list(range(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1))
+            self.action_token_inputs = self.head.token_input(self._embed(tokens)[0])
+        return self.action_token_inputs
 
     @torch.inference_mode()
     def accept(self, tokens: list[int], hidden: torch.Tensor) -> None:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from ..vla.constants import ACTION_DIM
 from .base import Draft
+from .tree import HISTORY
 
 
 class HistoryDraft(Draft):
+    """One branch in a tree: the previous action's remaining tokens (the default chain)."""
+
     name = "history"
+    source = early_source = HISTORY
 
     def __init__(self):
         self.previous: list[int] = []

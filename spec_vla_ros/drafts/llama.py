@@ -1,9 +1,14 @@
 """Llama sequence core for the EAGLE-style draft head: one transformers `LlamaDecoderLayer`.
 
 This is Spec-VLA's / EAGLE's draft. Its state is a KV cache; rollback truncates it. The layer
-takes the verifier's attention and MLP shapes, so the draft costs about one verifier layer.
+takes the verifier's attention and MLP shapes, so the draft costs about one verifier layer. A
+draft tree appends each level's rows to the cache under a tree attention mask (each row sees the
+committed positions, its drafted ancestors and itself, at position = depth), as EAGLE-2 drafts;
+rolling back to the committed length drops them.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +42,18 @@ class LlamaCore(nn.Module):
     def to_dict(self) -> dict:
         return dict(self.config)
 
-    def forward(self, hidden: torch.Tensor, state: DynamicCache | None = None):
-        """[b, l, hidden] after the cached positions (None: a new sequence) -> output, cache."""
+    def forward(self, hidden: torch.Tensor, state: DynamicCache | None = None, mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None):
+        """[b, l, hidden] after the cached positions (None: a new sequence) -> output, cache. By
+        default causal, at the positions after the cache; or under a boolean `mask` [1, 1, l, past
+        + l] at `positions` [1, l] (a draft tree's level)."""
         cache = DynamicCache() if state is None else state
         past, length = cache.get_seq_length(), hidden.shape[1]
-        positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
-        # Explicit causal mask: attention layers alone do not offset `is_causal` by the cache length.
-        mask = torch.ones(length, past + length, dtype=torch.bool, device=hidden.device).tril(past)[None, None]
+        if positions is None:
+            positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
+        if mask is None:
+            # Explicit causal mask: attention layers alone do not offset `is_causal` by the cache length.
+            mask = torch.ones(length, past + length, dtype=torch.bool, device=hidden.device).tril(past)[None, None]
         out = self.layer(hidden, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                          position_embeddings=self.rotary_emb(hidden, positions))
         return out, cache
@@ -90,6 +100,27 @@ class LlamaCore(nn.Module):
         return cache
 
     @staticmethod
+    def begin_branches(state: DynamicCache) -> "LlamaBranches":
+        """A draft tree's branches from the cache (its last position the tree's root)."""
+        length = state.get_seq_length()
+        return LlamaBranches(state, length, length, [[]])
+
+    def step_branches(self, hidden: torch.Tensor, branches: "LlamaBranches", rows: list[int]):
+        """One level of a draft tree: row i of `hidden` [n, hidden] continues branch `rows[i]` (a row
+        of the previous level) -> outputs [n, hidden] and the level's branches. The rows are
+        appended to the cache; each attends to the committed positions, its ancestors and itself."""
+        cache, base = branches.cache, branches.base
+        past, count = cache.get_seq_length(), hidden.shape[0]
+        ancestors = [branches.ancestors[row] + [past + index] for index, row in enumerate(rows)]
+        mask = torch.zeros(count, past + count, dtype=torch.bool)
+        mask[:, :base] = True
+        for index, slots in enumerate(ancestors):
+            mask[index, slots] = True
+        positions = torch.full((1, count), branches.position, dtype=torch.long, device=hidden.device)
+        out, cache = self(hidden[None], cache, mask.to(hidden.device)[None, None], positions)
+        return out[0], LlamaBranches(cache, base, branches.position + 1, ancestors)
+
+    @staticmethod
     def snapshot(state: DynamicCache) -> int:
         return state.get_seq_length()
 
@@ -98,3 +129,14 @@ class LlamaCore(nn.Module):
         if state.get_seq_length() > snapshot:
             state.crop(snapshot - state.get_seq_length())
         return state
+
+
+@dataclass(frozen=True)
+class LlamaBranches:
+    """A draft tree's branches in the Llama core's cache: `base` committed positions (the tree's
+    root last), the next level's `position`, and per branch the cache slots of its drafted
+    ancestors and itself."""
+    cache: DynamicCache
+    base: int
+    position: int
+    ancestors: list

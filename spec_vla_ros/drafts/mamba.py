@@ -10,7 +10,9 @@ A_log, D, out_proj), so one state dict serves both paths:
   zeros, `selective_state_update` for a step.
 
 States are immutable `(conv_state, ssm_state)` pairs: every call returns new tensors, so a
-snapshot for rollback is just a reference to an earlier state, and restoring it is exact.
+snapshot for rollback is just a reference to an earlier state, and restoring it is exact. A draft
+tree keeps one state per branch, batched: the rows of a state are branches, and the next level
+selects its parents' rows (`MambaCore.step_branches`).
 conv_state [B, d_inner, d_conv] holds the last d_conv pre-convolution inputs; ssm_state
 [B, d_inner, d_state] is the recurrence, kept in fp32 (bf16 drifts, fp16 overflows).
 """
@@ -230,6 +232,19 @@ class MambaCore(nn.Module):
             hidden = out[0] if outputs else None
             states.append(layer_state)
         return tuple(states)
+
+    @staticmethod
+    def begin_branches(state):
+        """A draft tree's branches from one state (batch 1): the state itself."""
+        return state
+
+    def step_branches(self, hidden: torch.Tensor, branches, rows: list[int]):
+        """One level of a draft tree: row i of `hidden` [n, d_model] continues branch `rows[i]` of
+        `branches` (one state per branch, batched) -> outputs [n, d_model] and the n new branches.
+        New tensors: the parents' states stay as they were."""
+        index = torch.tensor(rows, device=hidden.device)
+        parents = tuple((conv.index_select(0, index), ssm.index_select(0, index)) for conv, ssm in branches)
+        return self.step_rows(hidden, parents)
 
     @staticmethod
     def snapshot(state):
