@@ -39,6 +39,7 @@ setup(
             "spec-vla-harness = spec_vla_ros.commands.harness:main",
             "spec-vla-analyze = spec_vla_ros.commands.analyze:main",
             "spec-vla-bag-reindex = spec_vla_ros.commands.bag_reindex:main",
+            "spec-vla-keystore = spec_vla_ros.commands.keystore:main",
         ],
     },
 )

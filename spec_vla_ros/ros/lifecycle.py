@@ -72,8 +72,15 @@ class RateLimitedLog:
                 return
             self._last[key] = now
             suppressed = self._suppressed.pop(key, 0)
-        suffix = f" ({suppressed} more like it in the last {self.period_s:.0f} s)" if suppressed else ""
-        getattr(self.logger, level)(message + suffix)
+        text = message + (f" ({suppressed} more like it in the last {self.period_s:.0f} s)" if suppressed else "")
+        # One call site per severity: rclpy's logger refuses a call site whose severity changes
+        # ("Logger severity cannot be changed between calls").
+        if level == "error":
+            self.logger.error(text)
+        elif level == "warning":
+            self.logger.warning(text)
+        else:
+            self.logger.info(text)
 
 
 class GuardedSpin:

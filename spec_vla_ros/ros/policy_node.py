@@ -1,20 +1,18 @@
 """ROS 2 node `spec_vla_policy`: camera image + instruction -> 7-DoF action, through VLAPolicy.
 
-Three threads, so that the executor never waits on the model:
-- the executor (main thread) runs the callbacks. The camera callback converts and checks the
-  image, then keeps only the newest frame (a frame replaced before use counts as dropped);
-  parameter changes are validated in the on-set callback, nothing else happens there.
-- the inference thread takes the newest frame, skips it if it is older than
-  `stale_image_timeout_sec`, runs one action (never two at once) and publishes it.
-- the loader thread builds a new decoder after a draft / decoding parameter change. The old
-  decoder keeps serving meanwhile; VLAPolicy installs the new one between two actions.
-
-Camera frames come as sensor_msgs/Image on `camera/image_raw` (parameter image_transport raw) or
-as sensor_msgs/CompressedImage on `<camera/image_raw, remapped>/compressed` (image_transport
-compressed), the topic image_transport's compressed publisher writes; the parameter may change at
-run time. Decoding: ros_conversions.msg_to_image (encodings, padded rows, byte order, jpeg/png).
-When the camera topic has a publisher but no frame arrived for `no_frame_warning_sec`, the node
-warns (frames of 640x480 and more need Fast DDS's LARGE_DATA transports; see spec_vla_ros.ros.dds).
+This file is the wiring: parameters, publishers, subscriptions, the arming service and what is
+published per action. The parts it wires, each readable on its own:
+- policy_workers.py: the inference and loader threads, so that the executor never waits on the
+  model. The executor (main thread) runs the callbacks: the camera callback converts and checks
+  the image and hands over only the newest frame; parameter changes are validated in the on-set
+  callback, nothing else happens there.
+- camera_intake.py: the camera's message type and topic per image_transport (raw, or
+  `<camera/image_raw, remapped>/compressed`; the parameter may change at run time) and the watch
+  that warns when the camera topic has a publisher but no frame arrived for
+  `no_frame_warning_sec` (frames of 640x480 and more need Fast DDS's LARGE_DATA transports; see
+  dds.py). Decoding: conversions.msg_to_image (encodings, padded rows, byte order, jpeg/png).
+- lifecycle.py: the rate-limited log, the stop signals, the guarded spin loop and the bounded
+  teardown.
 
 Motion only when armed: `dry_run` may be switched on at any time, but off only at start
 (`dry_run:=false`) or through the arming service `~/arm` (std_srvs/SetBool, data true; logged);
@@ -43,7 +41,6 @@ Topic names, types and QoS: spec_vla_ros.ros.topics; parameters: spec_vla_ros.ro
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from dataclasses import fields
 
@@ -53,6 +50,7 @@ from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -62,27 +60,27 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool
 
 from . import topics
+from .camera_intake import (CAMERA_CHECK_PERIOD_S, IMAGE_TRANSPORTS, NO_PUBLISHER_WARNING_FACTOR, CameraWatch,
+                            camera_topic, check_image_transport)
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
-from .decode_report import COUNTER_KEYS, DecodeReport
+from .decode_report import DecodeReport
 from .lifecycle import GuardedSpin, RateLimitedLog, bounded_teardown, stop_event
 from ..errors import one_line
 from ..policy import PolicyConfig, VLAPolicy
 from .policy_parameters import POLICY_PARAMETERS
-from .conversions import COMPRESSED_SUFFIX, action_to_msg, msg_to_image
+from .conversions import action_to_msg, msg_to_image
+from .policy_workers import PolicyWorkers
 from ..vla.gripper import gripper_opening
 from ..vla.prompt import build_prompt
 from ..vla.threads import apply_threads, check_threads
 
 NODE_NAME = "spec_vla_policy"
+RCLError = _rclpy.RCLError
 POLICY_FIELDS = tuple(field.name for field in fields(PolicyConfig))
-
-IMAGE_TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 WARNING_PERIOD_S = 5.0
 STOP_WAIT_S = 5.0                   # for the action in flight at a stop, then the threads are left behind
 ARM_SERVICE = "~/arm"               # std_srvs/SetBool: the one way to turn motion on at run time
-CAMERA_CHECK_PERIOD_S = 1.0
-NO_PUBLISHER_WARNING_FACTOR = 6     # no publisher at all: warn after 6 x no_frame_warning_sec (a driver may start late)
 
 
 def check_node_settings(values: dict) -> None:
@@ -94,9 +92,7 @@ def check_node_settings(values: dict) -> None:
     if values["no_frame_warning_sec"] <= 0:
         raise ValueError(f"no_frame_warning_sec must be positive, got {values['no_frame_warning_sec']}")
     check_threads(values["threads"])
-    if values["image_transport"] not in IMAGE_TRANSPORTS:
-        raise ValueError(f"image_transport '{values['image_transport']}' is unknown; expected one of "
-                         f"{', '.join(IMAGE_TRANSPORTS)}")
+    check_image_transport(values["image_transport"])
 
 
 class PolicyNode(Node):
@@ -121,21 +117,10 @@ class PolicyNode(Node):
         self.policy = VLAPolicy(config, resolved)
         self.get_logger().info(f"policy ready in {time.monotonic() - started:.1f} s")
 
-        # Shared between the threads, guarded by _condition.
-        self._condition = threading.Condition()
-        self._frame = None              # newest unused frame: (image, time its age counts from, header stamp)
-        self._instruction = None
-        self._reset_requested = False
-        self._pending_config = None     # (PolicyConfig, its ResolvedDraft) waiting for the loader
+        self.workers = PolicyWorkers(self.policy, lambda: self.get_clock().now(), self.values, self._publish,
+                                     self.get_logger(), self.report)
         self._validated = None          # executor thread: (PolicyConfig, ResolvedDraft) of the last accepted change
-        self._stopping = False
-        self.counts = dict.fromkeys(COUNTER_KEYS, 0)
-        self._threads = [threading.Thread(target=self._serve, name="inference", daemon=True),
-                         threading.Thread(target=self._load, name="decoder_loader", daemon=True)]
-        # Executor thread only: when a frame last arrived, since when the camera has had (no) publisher.
-        self._last_frame_s = None
-        self._publisher_seen_s = None
-        self._no_publisher_since_s = time.monotonic()
+        self._camera_watch = CameraWatch()
 
         self._action_pub = self.create_publisher(Float64MultiArray, topics.ACTION.name, topics.ACTION.qos_profile())
         self._twist_pub = self.create_publisher(TwistStamped, topics.TWIST.name, topics.TWIST.qos_profile())
@@ -156,20 +141,13 @@ class PolicyNode(Node):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._guarded(self._apply_parameters, "parameter change", count=False))
 
-    def camera_topic(self, transport: str) -> str:
-        """The camera topic for a transport: `camera/image_raw` after remapping, + '/compressed'."""
-        if transport == "raw":
-            return topics.CAMERA.name
-        return f"{self.resolve_topic_name(topics.CAMERA.name)}/{COMPRESSED_SUFFIX}"
-
     def _subscribe_camera(self, transport: str) -> None:
         if self._camera is not None:
             self.destroy_subscription(self._camera)
-        self._camera = self.create_subscription(IMAGE_TRANSPORTS[transport], self.camera_topic(transport),
+        self._camera = self.create_subscription(IMAGE_TRANSPORTS[transport], camera_topic(self, transport),
                                                 self._guarded(self._on_image, "camera frame"),
                                                 topics.CAMERA.qos_profile())
-        self._last_frame_s = self._publisher_seen_s = None
-        self._no_publisher_since_s = time.monotonic()
+        self._camera_watch.restart()
         self.get_logger().info(f"camera: {IMAGE_TRANSPORTS[transport].__name__} on {self._camera.topic_name}")
 
     def _guarded(self, callback, what: str, count: bool = True):
@@ -186,21 +164,15 @@ class PolicyNode(Node):
         return guarded
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        self.workers.start()
 
     def stop(self, timeout_s: float = STOP_WAIT_S) -> None:
         """Let the action in flight finish and reach its subscribers, then end the threads."""
-        with self._condition:
-            self._stopping = True
-            self._condition.notify_all()
-        for thread in self._threads:
-            thread.join(timeout_s)
+        self.workers.stop(timeout_s)
         self._action_pub.wait_for_all_acked(Duration(seconds=1))
 
     def _count(self, name: str) -> None:
-        with self._condition:
-            self.counts[name] += 1
+        self.workers.count(name)
 
     @staticmethod
     def _policy_config(values: dict) -> PolicyConfig:
@@ -233,9 +205,7 @@ class PolicyNode(Node):
         if any(parameter.name in POLICY_FIELDS for parameter in parameters):
             config = self._policy_config(self.values)
             validated_config, resolved = self._validated or (None, None)
-            with self._condition:
-                self._pending_config = (config, resolved if validated_config == config else None)
-                self._condition.notify_all()
+            self.workers.request_decoder(config, resolved if validated_config == config else None)
 
     def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         """Arm (data true: dry_run off, motion published from the next action) or disarm (data
@@ -261,18 +231,14 @@ class PolicyNode(Node):
             instruction = None
             self._count("inputs_rejected")
             self.report("warning", f"ignoring instruction: {one_line(error)}; no actions until a valid one arrives")
-        with self._condition:
-            if instruction != self._instruction:
-                self._reset_requested = True
-            self._instruction = instruction
+        self.workers.set_instruction(instruction)
 
     def _on_episode_result(self, _msg: String) -> None:
-        with self._condition:
-            self._reset_requested = True
+        self.workers.request_reset()
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         received = self.get_clock().now()
-        self._last_frame_s = time.monotonic()
+        self._camera_watch.frame_arrived()
         self._count("frames_received")
         try:
             image = msg_to_image(msg)
@@ -281,79 +247,27 @@ class PolicyNode(Node):
             self.report("warning", f"ignoring camera frame: {one_line(error)}")
             return
         stamp = Time.from_msg(msg.header.stamp)
-        with self._condition:
-            if self._frame is not None:
-                self.counts["frames_dropped"] += 1      # replaced before the inference thread took it
-            # A camera that leaves the stamp unset: the frame's age counts from its receipt.
-            self._frame = (image, stamp if stamp.nanoseconds else received, msg.header.stamp)
-            self._condition.notify_all()
+        # A camera that leaves the stamp unset: the frame's age counts from its receipt.
+        self.workers.offer_frame(image, stamp if stamp.nanoseconds else received, msg.header.stamp)
 
     def _check_camera(self) -> None:
         """Warn while the camera topic has a publisher but no frame has arrived for a while, and
         (less urgently) while it has had no publisher at all for a longer while."""
-        now = time.monotonic()
         publishers = self.count_publishers(self._camera.topic_name)
-        if publishers == 0:
-            self._publisher_seen_s = None
-            silent_s = now - max(self._no_publisher_since_s, self._last_frame_s or 0.0)
-            if silent_s >= NO_PUBLISHER_WARNING_FACTOR * self.values["no_frame_warning_sec"]:
-                self.get_logger().warning(f"no publisher on camera topic {self._camera.topic_name} for "
-                                          f"{silent_s:.0f} s; {no_publisher_hint()}",
-                                          throttle_duration_sec=NO_PUBLISHER_WARNING_FACTOR * WARNING_PERIOD_S)
+        finding = self._camera_watch.check(publishers, self.values["no_frame_warning_sec"])
+        if finding is None:
             return
-        self._no_publisher_since_s = now
-        if self._publisher_seen_s is None:
-            self._publisher_seen_s = now
-        silent_s = now - max(self._publisher_seen_s, self._last_frame_s or 0.0)
-        if silent_s >= self.values["no_frame_warning_sec"]:
+        kind, silent_s = finding
+        if kind == "no_publisher":
+            self.get_logger().warning(f"no publisher on camera topic {self._camera.topic_name} for "
+                                      f"{silent_s:.0f} s; {no_publisher_hint()}",
+                                      throttle_duration_sec=NO_PUBLISHER_WARNING_FACTOR * WARNING_PERIOD_S)
+        else:
             self.get_logger().warning(
                 f"camera topic {self._camera.topic_name} has {publishers} publisher(s) but no frame arrived for "
                 f"{silent_s:.0f} s; likely cause: {NO_FRAME_HINT}", throttle_duration_sec=WARNING_PERIOD_S)
 
-    # --- inference thread -----------------------------------------------------------------
-
-    def _serve(self) -> None:
-        while True:
-            with self._condition:
-                self._condition.wait_for(lambda: self._stopping or self._frame is not None)
-                if self._stopping:
-                    return
-                (image, since, stamp_msg), self._frame = self._frame, None
-                instruction, reset = self._instruction, self._reset_requested
-                self._reset_requested = False
-            age_s = (self.get_clock().now() - since).nanoseconds * 1e-9
-            if age_s > self.values["stale_image_timeout_sec"]:
-                self._count("frames_stale")
-                self.get_logger().warning(f"skipping a frame {age_s:.2f} s old (stale_image_timeout_sec="
-                                          f"{self.values['stale_image_timeout_sec']})",
-                                          throttle_duration_sec=WARNING_PERIOD_S)
-                continue
-            if instruction is None:
-                self.get_logger().warning(f"no valid instruction yet; publish one on '{topics.INSTRUCTION.name}'",
-                                          throttle_duration_sec=WARNING_PERIOD_S)
-                continue
-            if reset:
-                try:
-                    self.policy.reset_episode()
-                except Exception as error:  # noqa: BLE001
-                    self._count("inference_errors")
-                    self.report("error", f"could not reset the episode: {type(error).__name__}: {one_line(error)}")
-            started = time.perf_counter()
-            try:
-                action, stats = self.policy.act(image, instruction)
-            except ValueError as error:
-                self._count("inputs_rejected")
-                self.report("warning", f"no action for this frame: {one_line(error)}")
-                continue
-            except Exception as error:  # noqa: BLE001 -- the node keeps serving the next frame
-                self._count("inference_errors")
-                self.report("error", f"no action for this frame: {type(error).__name__}: {one_line(error)}")
-                continue
-            try:
-                self._publish(action, stats, stamp_msg, since, (time.perf_counter() - started) * 1e3)
-            except Exception as error:  # noqa: BLE001 -- e.g. the context shut down mid-publish
-                self._count("inference_errors")
-                self.report("error", f"could not publish the action: {type(error).__name__}: {one_line(error)}")
+    # --- publishing (called by the inference thread) ---------------------------------------
 
     def _publish(self, action, stats, stamp_msg, since: Time, policy_ms: float) -> None:
         dry_run = self.values["dry_run"]
@@ -363,8 +277,7 @@ class PolicyNode(Node):
         if not dry_run:
             self._publish_commands(action)
         self._count("actions")
-        with self._condition:
-            counts = dict(self.counts)
+        counts = self.workers.counts_now()
         report = DecodeReport(stats, verifier=self.policy.config.verifier, policy_ms=policy_ms,
                               image_to_action_ms=image_to_action_ms, action=[float(v) for v in action],
                               dry_run=dry_run, **counts)
@@ -392,31 +305,6 @@ class PolicyNode(Node):
         self._twist_pub.publish(twist)
         self._gripper_pub.publish(Float64(data=gripper_opening(action)))
 
-    # --- loader thread --------------------------------------------------------------------
-
-    def _load(self) -> None:
-        while True:
-            with self._condition:
-                self._condition.wait_for(lambda: self._stopping or self._pending_config is not None)
-                if self._stopping:
-                    return
-                (config, resolved), self._pending_config = self._pending_config, None
-            started = time.monotonic()
-            try:
-                decoder = self.policy.build_decoder(config, resolved)
-            except Exception as error:  # noqa: BLE001 -- the old decoder keeps serving
-                self.get_logger().error(f"could not build the decoder for draft '{config.draft}': "
-                                        f"{type(error).__name__}: {one_line(error)}; "
-                                        f"draft '{self.policy.config.draft}' keeps serving")
-                continue
-            with self._condition:
-                if self._pending_config is not None:
-                    continue                     # superseded while loading: build the newer one
-            self.policy.set_decoder(decoder, config)
-            self.get_logger().info(f"draft '{config.draft}' ({config.acceptance} acceptance, "
-                                   f"{config.num_draft_tokens} tokens) ready in {time.monotonic() - started:.1f} s; "
-                                   "it serves from the next action")
-
 
 def main(args=None) -> int:
     """Serve until SIGINT/SIGTERM (exit 0); an invalid configuration exits 2 with one line."""
@@ -431,6 +319,9 @@ def main(args=None) -> int:
             node = PolicyNode()
         except (ValueError, ParameterException) as error:
             return invalid_configuration(error)
+        except RCLError as error:      # rcl cannot create the node, e.g. ROS_SECURITY_ENABLE without the plugins
+            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start the node: {one_line(error)}")
+            return 2
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         spin = GuardedSpin(executor, node.get_logger(), on_error=lambda: node._count("inputs_rejected"))

@@ -1,0 +1,62 @@
+"""The node processes' lifecycle helpers without DDS: the rate-limited log with rclpy's real
+logger, the spin step that no exception ends, and the bounded teardown."""
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy is not installed")
+
+import rclpy.logging  # noqa: E402
+
+from spec_vla_ros.ros.lifecycle import GuardedSpin, RateLimitedLog  # noqa: E402
+
+
+def test_one_log_reports_several_severities_with_rclpys_logger():
+    """rclpy refuses a call site whose severity changes; an error then a warning through the same
+    RateLimitedLog raised 'Logger severity cannot be changed between calls' inside a callback."""
+    report = RateLimitedLog(rclpy.logging.get_logger("lifecycle_test"))
+    for level in ("error", "warning", "info", "error", "warning"):
+        report(level, f"a {level} message")
+
+
+class RaisingExecutor:
+    def __init__(self, failures: int):
+        self.failures, self.calls = failures, 0
+
+    def spin_once(self, timeout_sec):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise TypeError("'99' is not a valid Parameter.Type")
+
+
+class Recorder:
+    def __init__(self):
+        self.lines = []
+
+    def error(self, text):
+        self.lines.append(text)
+
+    warning = info = error
+
+
+def test_guarded_spin_counts_and_logs_what_the_executor_raises_and_goes_on():
+    logger, counted = Recorder(), []
+    spin = GuardedSpin(RaisingExecutor(failures=3), logger, on_error=lambda: counted.append(1))
+    for _ in range(5):
+        spin.spin_once(timeout_sec=0.0)
+    assert spin.errors == 3 and len(counted) == 3 and spin.executor.calls == 5
+    assert len(logger.lines) == 1 and "TypeError" in logger.lines[0] and "(1 so far)" in logger.lines[0]
+
+
+def test_bounded_teardown_ends_a_blocked_process():
+    """A teardown that blocks for good (here: a sleep standing in for Fast DDS's TCP disconnect)
+    ends after the limit with the stacks on stderr and exit 1; a quick one exits normally."""
+    code = ("import time\nfrom spec_vla_ros.ros.lifecycle import bounded_teardown\n"
+            "with bounded_teardown({limit}):\n    time.sleep({sleep})\nprint('done')\n")
+    blocked = subprocess.run([sys.executable, "-c", code.format(limit=1.0, sleep=60)], capture_output=True,
+                             text=True, timeout=30)
+    assert blocked.returncode == 1 and "Timeout" in blocked.stderr and "done" not in blocked.stdout
+    quick = subprocess.run([sys.executable, "-c", code.format(limit=5.0, sleep=0)], capture_output=True, text=True,
+                           timeout=30)
+    assert quick.returncode == 0 and quick.stdout.strip() == "done"
