@@ -21,10 +21,9 @@ import sys
 import threading
 from pathlib import Path
 
-import yaml
-
 from .dds import describe as describe_dds
 from .launch_config import ResolvedNode, node_environment
+from .node_arguments import read_parameters_file
 
 SIGINT_TIMEOUT_S = 15.0       # the bridge may be in a ~10 s environment reset
 SIGTERM_TIMEOUT_S = 5.0
@@ -161,33 +160,7 @@ def node_settings(node: ResolvedNode) -> dict:
     """The parameters a node will start with: its section of the parameters file, then the
     launch arguments' values on top (what rcl does with --params-file and -p). ValueError (one
     line, naming the file, the place and the layout expected) for a file rcl would refuse."""
-    layout = f"a YAML mapping '{node.name}: {{ros__parameters: {{name: value, ...}}}}'"
-    try:
-        document = yaml.safe_load(Path(node.params_file).read_text())
-    except OSError as error:
-        raise ValueError(f"parameters file {node.params_file} cannot be read ({error.strerror or error}); "
-                         f"expected {layout}") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"parameters file {node.params_file} is not valid YAML ({yaml_problem(error)}); "
-                         f"expected {layout}") from None
-    document = {} if document is None else document
-    section = document.get(node.name, {}) if isinstance(document, dict) else None
-    parameters = section.get("ros__parameters", {}) if isinstance(section, dict) else None
-    if not isinstance(parameters, dict):
-        raise ValueError(f"parameters file {node.params_file} does not hold {layout}")
-    return {**parameters, **node.parameters}
-
-
-def yaml_problem(error: yaml.YAMLError) -> str:
-    """PyYAML's error as one line: what, and where (1-based lines and columns)."""
-    def at(mark) -> str:
-        return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    problem = getattr(error, "problem", None)
-    if problem is None:
-        return " ".join(str(error).split())
-    context = getattr(error, "context", None)
-    text = f"{context}{at(error.context_mark)}: " if context else ""
-    return " ".join(f"{text}{problem}{at(error.problem_mark)}".split())
+    return {**read_parameters_file(node.params_file, node.name), **node.parameters}
 
 
 def check_nodes(nodes: list[ResolvedNode]) -> None:
