@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import yaml
 
 from spec_vla_ros.analysis.bags import read_bag, reindex_bag, unfinished_bag, unfinished_mcap_files
@@ -311,3 +312,39 @@ def test_damaged_bytes_never_come_out_as_messages(tmp_path):
         assert recovered == as_written(messages[:len(recovered)]) and len(recovered) <= damaged
         [notice] = run.notices
         assert f"reading {name} ended at byte" in notice and "CRC" in notice and f"after {len(recovered)} of" in notice
+
+
+def test_a_compressed_split_damaged_after_closing_is_recovered_with_one_line(tmp_path, capsys):
+    """A closed file-compressed bag (metadata.yaml written by rosbags' Writer) whose compressed split
+    was cut short afterwards (a copy that stopped): rosbags' reader cannot decompress it, so it is
+    recovered like an unfinished bag, in one line naming the file; reindex writes what was read."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    rng, _ = fresh_rng()
+    messages = source_messages(tmp_path)
+    store = get_typestore(Stores.ROS2_KILTED)
+    bag = tmp_path / "bag"
+    writer = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.FILE, CompressionFormat.ZSTD)
+    with writer:
+        connections = {}
+        for topic, msgtype, timestamp, raw in messages:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(connections[topic], timestamp, raw)
+    [split] = bag.glob("*.mcap.zstd")
+    assert read_bag(bag).notices == [] and unfinished_bag(bag) is None
+    with pytest.raises(ValueError, match="nothing to reindex"):
+        reindex_bag(bag, tmp_path / "not_needed")
+    data = split.read_bytes()
+    split.write_bytes(data[:int(rng.integers(1, len(data)))])
+
+    assert analyze.main([str(bag), "--output", str(tmp_path / "report")]) in (0, 2)   # 2: nothing usable left
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [notice] = [line for line in err.splitlines() if line.startswith("spec-vla-analyze: recovered")]
+    recovered = reindexed(bag, tmp_path / "complete")
+    assert recovered == as_written(messages[:len(recovered)]) and len(recovered) < len(messages)
+    assert f"from a damaged bag {bag} (a compressed split does not decompress whole: EOFError" in notice
+    assert f"reading {split.name} ended at byte" in notice and f"after {len(recovered)} of its messages" in notice

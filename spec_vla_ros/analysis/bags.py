@@ -67,16 +67,18 @@ class Recovery:
     bag counts as unfinished."""
     files: list[Path]
     reason: str = "no metadata.yaml: the recorder did not close it"
+    state: str = "unfinished"                     # or "damaged": closed, then a compressed split was cut or damaged
     messages: int = 0
     cut_off: list = field(default_factory=list)   # per file read only in part: where reading ended, and why
 
     def notice(self, path: Path) -> str:
         """One line: how many messages, from which files, and every file a crash or damage cut short."""
         compressed = sum(file.name.endswith(COMPRESSED_SUFFIX) for file in self.files)
-        files = (f" in {len(self.files)} split files ({compressed} zstd-compressed)"
+        files = (f" in {len(self.files)} split file{'s' if len(self.files) > 1 else ''} ({compressed} zstd-compressed)"
                  if len(self.files) > 1 or compressed else "")
         tail = "".join(f"; {cut}" for cut in self.cut_off)
-        return (f"recovered {self.messages} messages from an unfinished bag {path} ({self.reason}){files}{tail}; "
+        return (f"recovered {self.messages} messages from {'an' if self.state[0] in 'aeiou' else 'a'} {self.state} "
+                f"bag {path} ({self.reason}){files}{tail}; "
                 f"`spec-vla-bag-reindex {path}` writes a complete copy")
 
 
@@ -162,6 +164,30 @@ def unfinished_bag(path) -> Recovery | None:
     return Recovery([split.source for split in splits], reason) if reason else None
 
 
+def damaged_after_closing(path) -> Recovery | None:
+    """What to recover from a bag its metadata.yaml calls complete but whose zstd-compressed split
+    does not decompress whole (cut short or damaged after the recorder closed it: a copy that
+    stopped, a full disk); None when every split decompresses (rosbags' reader tries them all).
+    ValueError: rosbags cannot read the bag for another reason (it says which)."""
+    from rosbags.highlevel import AnyReader, AnyReaderError
+
+    path = Path(path)
+    if not path.is_dir() or not any(split.compressed for split in bag_splits(path)):
+        return None
+    try:
+        with AnyReader([path]):
+            return None
+    except (_zstd().ZstdError, EOFError) as error:
+        return _damaged_after_closing(path, error)
+    except AnyReaderError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def _damaged_after_closing(path: Path, error: Exception) -> Recovery:
+    return Recovery([split.source for split in bag_splits(path)],
+                    f"a compressed split does not decompress whole: {_error_text(error)}", state="damaged")
+
+
 def unfinished_mcap_files(path) -> list[Path]:
     """The files to read (one per split, in recording order) of a bag directory that was not
     closed; [] for a complete bag and for anything that is not an MCAP bag directory."""
@@ -229,13 +255,16 @@ def recovered_records(recovery: Recovery) -> Iterator[tuple]:
 
 def _open_split(file: Path):
     """A split file as a stream of MCAP bytes: a compressed one is decompressed as it is read."""
-    if not file.name.endswith(COMPRESSED_SUFFIX):
-        return file.open("rb")
+    return _zstd().open(file, "rb") if file.name.endswith(COMPRESSED_SUFFIX) else file.open("rb")
+
+
+def _zstd():
+    """The zstd module rosbags reads compressed bags with: cut-short streams raise EOFError."""
     try:
         from compression import zstd           # Python 3.14's standard library
     except ImportError:
-        from backports import zstd             # the same module before 3.14 (rosbags reads with it too)
-    return zstd.open(file, "rb")
+        from backports import zstd             # the same module before 3.14
+    return zstd
 
 
 class _Undecodable:
@@ -267,13 +296,23 @@ class BagReader:
     def _indexed(self, wanted):
         from rosbags.highlevel import AnyReader
 
-        with AnyReader([self.path]) as reader:
+        reader = AnyReader([self.path])
+        try:
+            reader.open()                    # decompresses every compressed split, before any message
+        except (_zstd().ZstdError, EOFError) as error:
+            self.recovery = _damaged_after_closing(self.path, error)
+            self.message_counts = {}
+            yield from self._recovered(wanted)
+            return
+        try:
             self.message_counts = {connection.topic: connection.msgcount for connection in reader.connections}
             connections = [connection for connection in reader.connections if wanted(connection.topic)]
             if not connections:              # rosbags reads every connection when given none
                 return
             for connection, timestamp, raw in reader.messages(connections=connections):
                 yield connection.topic, timestamp, _deserialize(reader.deserialize, raw, connection.msgtype)
+        finally:
+            reader.close()
 
     def _recovered(self, wanted):
         from rosbags.typesys import Stores, get_typestore
@@ -458,9 +497,9 @@ def summarize_decoding(reports: list[DecodeReport]) -> list[dict]:
 # --- making an unfinished bag complete ---------------------------------------------------------
 
 def reindex_bag(path, output=None) -> tuple[Path, int, Recovery]:
-    """Rewrite an unfinished MCAP bag into a complete one (MCAP summary and metadata.yaml), as
-    `ros2 bag reindex` does, at `output` (default `<bag>_reindexed`, which must not exist); the
-    unfinished bag is left as it is. Every recovered message keeps its topic, type, definition,
+    """Rewrite an unfinished MCAP bag (or one whose compressed split was damaged after it was
+    closed) into a complete one (MCAP summary and metadata.yaml), as `ros2 bag reindex` does, at
+    `output` (default `<bag>_reindexed`, which must not exist); the unfinished bag is left as it is. Every recovered message keeps its topic, type, definition,
     offered QoS, receive time and bytes. Returns (output, messages written, recovery).
 
     ValueError: the bag is complete, or not an MCAP bag; rosbags' WriterError: output exists."""
@@ -470,7 +509,7 @@ def reindex_bag(path, output=None) -> tuple[Path, int, Recovery]:
 
     source = Path(path)
     output = Path(output) if output is not None else source.with_name(source.name + "_reindexed")
-    recovery = unfinished_bag(source)
+    recovery = unfinished_bag(source) or damaged_after_closing(source)
     if recovery is None:
         raise ValueError(f"{source} is not an unfinished MCAP bag (its metadata.yaml lists its complete MCAP "
                          "files, or it has no MCAP file): nothing to reindex")
