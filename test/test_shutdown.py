@@ -78,3 +78,39 @@ def test_nodes_stop_in_bounded_time_after_peers_were_killed(tmp_path):
     print(f"policy stopped in {policy_s:.1f} s (exit {policy_code}), recorder in {recorder_s:.1f} s "
           f"(exit {recorder_code}) after {KILLS} killed camera peers")
     assert (tmp_path / "bag" / "metadata.yaml").exists(), recorder.log[-2000:]    # closed cleanly first
+
+
+def test_a_malformed_request_does_not_end_the_recorder(tmp_path):
+    """The recorder's spin loop catches what rclpy raises for a SetParameters request of type 99
+    (as the policy node's does, test_policy_node) and goes on recording."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from std_msgs.msg import String
+
+    from ros_helpers import Client
+    from spec_vla_ros.ros import topics
+    from spec_vla_ros.ros.recorder_node import NODE_NAME as RECORDER
+
+    recorder = NodeProcess("bag_recorder", RECORDER, {"output": str(tmp_path / "bag")}, tmp_path / "recorder.log",
+                           tmp_path)
+    client = Client("malformed_requester")
+    client.watched.append(recorder)
+    try:
+        service = client.node.create_client(SetParameters, f"/{RECORDER}/set_parameters")
+        client.spin_until(service.service_is_ready, 60, "the recorder's parameter service")
+        service.call_async(SetParameters.Request(parameters=[ParameterMsg(name="topics",
+                                                                          value=ParameterValue(type=99))]))
+        client.spin_until(lambda: "ignored an exception" in recorder.log, 30, "the ignored request's log line")
+        instruction = client.node.create_publisher(String, topics.INSTRUCTION.name, topics.INSTRUCTION.qos_profile())
+        client.wait_for_subscribers(instruction, timeout_s=60)
+        client.spin_for(0.5)
+        instruction.publish(String(data="still recording"))
+        client.spin_for(1.0)
+        code, _ = stop_within_bound(recorder)
+    finally:
+        client.close()
+        recorder.stop()
+    assert code == 0, recorder.log[-2000:]
+    from spec_vla_ros.analysis.bags import read_bag
+    run = read_bag(tmp_path / "bag")
+    assert run.message_counts.get("/instruction") == 1, (run.message_counts, recorder.log[-2000:])
