@@ -250,7 +250,8 @@ def test_a_closed_split_compressed_bag_is_read_whole_and_not_recovered(tmp_path)
         "duration": {"nanoseconds": messages[-1][2] - messages[0][2]},
         "starting_time": {"nanoseconds_since_epoch": messages[0][2]},
         "files": [{"path": file, "message_count": len(part), "duration": {"nanoseconds": part[-1][2] - part[0][2]},
-                   "starting_time": {"nanoseconds_since_epoch": part[0][2]}} for file, part in zip(files, killed.parts)],
+                   "starting_time": {"nanoseconds_since_epoch": part[0][2]}}
+                  for file, part in zip(files, killed.parts)],
         "topics_with_message_count": [
             {"message_count": sum(1 for t, *_ in messages if t == topic),
              "topic_metadata": {"name": topic, "type": msgtype, "serialization_format": "cdr",
@@ -284,7 +285,8 @@ def mcap_split(path, messages, chunk_size) -> bytes:
         channels = {}
         for topic, msgtype, timestamp, raw in messages:
             if topic not in channels:
-                schema = writer.register_schema(msgtype, "ros2msg", store.generate_msgdef(msgtype, ros_version=2)[0].encode())
+                definition = store.generate_msgdef(msgtype, ros_version=2)[0]
+                schema = writer.register_schema(msgtype, "ros2msg", definition.encode())
                 channels[topic] = writer.register_channel(topic, "cdr", schema, {"offered_qos_profiles": ""})
             writer.add_message(channels[topic], log_time=timestamp, data=raw, publish_time=timestamp)
         writer.finish()

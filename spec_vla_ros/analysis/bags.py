@@ -499,8 +499,9 @@ def summarize_decoding(reports: list[DecodeReport]) -> list[dict]:
 def reindex_bag(path, output=None) -> tuple[Path, int, Recovery]:
     """Rewrite an unfinished MCAP bag (or one whose compressed split was damaged after it was
     closed) into a complete one (MCAP summary and metadata.yaml), as `ros2 bag reindex` does, at
-    `output` (default `<bag>_reindexed`, which must not exist); the unfinished bag is left as it is. Every recovered message keeps its topic, type, definition,
-    offered QoS, receive time and bytes. Returns (output, messages written, recovery).
+    `output` (default `<bag>_reindexed`, which must not exist); the unfinished bag is left as it is.
+    Every recovered message keeps its topic, type, definition, offered QoS, receive time and bytes.
+    Returns (output, messages written, recovery).
 
     ValueError: the bag is complete, or not an MCAP bag; rosbags' WriterError: output exists."""
     from rosbags.rosbag2 import StoragePlugin, Writer
