@@ -17,7 +17,10 @@ traceback.
 
 This module loads no model stack (torch, timm, transformers): every command parses and checks its
 arguments before it imports the library that runs it, so `--help` and a bad argument answer at
-once. The names it needs come from the light modules (vla/constants.py, drafts/kinds.py).
+once. The names it needs come from the light modules (vla/constants.py, drafts/kinds.py); what a
+command shows of a library module that loads the model stack (its docstring as the description,
+a default) is read from that module's source without running it (`library_doc`,
+`library_constant`), so it stays defined in one place.
 
 Library modules never import this one; what they need of it (CommandError, absolute_path,
 DTYPES, the runtime and output-directory checks) is in training/arguments.py.
@@ -25,8 +28,12 @@ DTYPES, the runtime and output-directory checks) is in training/arguments.py.
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
+import importlib.util
 import re
 import sys
+from pathlib import Path
 
 from ..drafts.kinds import CHECKPOINT_KINDS
 from ..errors import one_line
@@ -48,6 +55,33 @@ def expected_errors() -> tuple[type[Exception], ...]:
     loaded = [sys.modules.get(module) for module, _ in CHECKPOINT_ERRORS]
     return (CommandError, *(getattr(module, name) for module, (_, name) in zip(loaded, CHECKPOINT_ERRORS)
                             if module is not None))
+
+
+@functools.lru_cache(maxsize=None)
+def _library_source(module: str) -> ast.Module:
+    """The parsed source of `module` (a dotted name), found without importing it (its packages'
+    light __init__ modules load)."""
+    return ast.parse(Path(importlib.util.find_spec(module).origin).read_text(), module)
+
+
+def library_doc(module: str) -> str:
+    """`module.__doc__`, read from its source without running it: a command's description in --help."""
+    return ast.get_docstring(_library_source(module), clean=False) or ""
+
+
+def library_constant(module: str, name: str):
+    """The value of `module`'s top-level `NAME = <literal>`, read from its source without running it
+    (a default a command shows in --help, defined once in the library). LookupError if the module
+    assigns no literal to `name`."""
+    for node in _library_source(module).body:
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets) and node.value is not None:
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                break
+    raise LookupError(f"{module} assigns no literal to {name} (library_constant reads only literals)")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -8,21 +8,21 @@ metadata.yaml), as `ros2 bag reindex` does. The unfinished bag is left as it is.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from rosbags.rosbag2 import WriterError
-
-from ..analysis.bags import reindex_bag
+from .arguments import ArgumentParser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spec-vla-bag-reindex", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="spec-vla-bag-reindex", description=__doc__)
     parser.add_argument("bag", type=Path, help="unfinished bag directory (rosbag2, MCAP)")
     parser.add_argument("--output", type=Path, help="new bag directory (default: <bag>_reindexed; must not exist)")
     args = parser.parse_args(argv)
+    from rosbags.rosbag2 import WriterError
+
+    from ..analysis.bags import reindex_bag
+
     try:
         output, written, recovery = reindex_bag(args.bag, args.output)
     except (ValueError, OSError, WriterError) as error:

@@ -1,23 +1,21 @@
 """`spec-vla-collect`: the command line of trace collection (training/collect.py, whose
 docstring is this command's --help description): options, checks before the verifier loads,
 and the choice of source (synthetic scenes, image folders, a recorded bag, LIBERO rollouts).
-A bad argument or an expected failure is one line on stderr and exit status 2."""
+A bad argument or an expected failure (a LIBERO renderer that cannot start included) is one line
+on stderr and exit status 2. The library loads only once the arguments are checked."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from tqdm import tqdm
+from ..training.arguments import (DTYPES, CommandError, absolute_path, apply_runtime_arguments, check_counts,
+                                  check_new_directory)
+from ..vla.constants import MINIATURE
+from .arguments import OneLineParser, add_runtime_arguments, library_constant, library_doc, run, verifier_argument
 
-from ..drafts.eagle_head import DEFAULT_CONTEXT
-from ..training import collect as traces
-from ..training.arguments import CommandError, absolute_path, apply_runtime_arguments, check_counts, check_new_directory
-from ..training.collect import (STORAGE_DTYPES, Collector, TraceWriter, collect_episodes, collect_libero,
-                                image_episodes, synthetic_episode, verifier_location)
-from ..vla.miniature import MINIATURE
-from ..vla.verifiers import load_verifier
-from .arguments import OneLineParser, add_runtime_arguments, run, verifier_argument
+DEFAULT_CONTEXT = library_constant("spec_vla_ros.drafts.eagle_head", "DEFAULT_CONTEXT")
+STORAGE_CHOICES = ("auto", *sorted(name for name in DTYPES if name != "auto"))   # training.collect.STORAGE_DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,22 +42,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt positions kept per step, the last ones: the largest spec-vla-train-draft "
                              f"--context these traces serve (default {DEFAULT_CONTEXT}); 0: the whole prompt")
     parser.add_argument("--shard-steps", type=int, default=64)
-    parser.add_argument("--storage-dtype", choices=["auto", *sorted(STORAGE_DTYPES)], default="auto",
+    parser.add_argument("--storage-dtype", choices=STORAGE_CHOICES, default="auto",
                         help="auto: a bf16/fp16 verifier's own dtype, float16 for an fp32 one")
 
 
 def check_arguments(args) -> None:
-    """Everything that can be checked before the verifier loads."""
+    """Everything that can be checked before the verifier loads, LIBERO's renderer included."""
     check_new_directory(args.out, "output directory")
     check_counts(args, ("episodes", "steps_per_episode", "shard_steps", "episodes_per_task", "max_steps"))
     if args.source == "images" and (args.images is None or not args.images.is_dir()):
         raise CommandError(f"--source images needs --images DIR, an existing directory (got {args.images})")
     if args.source == "bag" and (args.bag is None or not args.bag.exists()):
         raise CommandError(f"--source bag needs --bag BAG, an existing bag (got {args.bag})")
+    if args.source == "libero":
+        from sim_bridge.libero_goal import check_headless_rendering
+        try:
+            check_headless_rendering()
+        except RuntimeError as error:
+            raise CommandError(str(error)) from None
 
 
 def collect(args) -> Path:
     check_arguments(args)
+    from tqdm import tqdm
+
+    from ..training.collect import (Collector, TraceWriter, collect_episodes, collect_libero, image_episodes,
+                                    synthetic_episode, verifier_location)
+    from ..vla.verifiers import load_verifier
+
     apply_runtime_arguments(args)
     verifier = load_verifier(args.verifier, args.device, args.dtype)
     source = {key: value for key, value in vars(args).items() if key != "out"}
@@ -83,7 +93,7 @@ def collect(args) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = OneLineParser(prog="spec-vla-collect", description=traces.__doc__,
+    parser = OneLineParser(prog="spec-vla-collect", description=library_doc("spec_vla_ros.training.collect"),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     run(parser.prog, collect, parser.parse_args(argv))

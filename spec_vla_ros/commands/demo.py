@@ -24,12 +24,10 @@ from pathlib import Path
 from sim_bridge.constants import LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS
 
 from ..ros import topics
-from ..analysis.bags import read_bag, summarize_decoding
 from ..ros.decode_report import DecodeReport
 from ..ros.launch_config import node_environment, resolve
 from ..ros.launcher import Launcher
-from ..vla.constants import ACTION_DIM
-from ..vla.miniature import MINIATURE
+from ..vla.constants import ACTION_DIM, MINIATURE, MINIATURE_NAME
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, check_threads
 from .arguments import ArgumentParser, fail
 
@@ -104,6 +102,8 @@ class Progress:
 
 
 def print_report(bag: Path) -> None:
+    from ..analysis.bags import read_bag, summarize_decoding
+
     run = read_bag(bag)
     print(f"\nRead back from the bag {bag}:")
     print("  messages: " + ", ".join(f"{topic} {count}" for topic, count in run.message_counts.items()))
@@ -141,7 +141,6 @@ def policy_arguments(args) -> tuple[dict, str | None]:
     with NO_DRAFT_NOTE. Raises ValueError (one line) for a setting the policy node would refuse."""
     from ..drafts.registry import verifier_identity
     from ..policy import PolicyConfig, validate_config
-    from ..vla.miniature import MINIATURE_NAME
 
     verifier = args.verifier if args.verifier == MINIATURE else absolute(args.verifier)
     draft_checkpoint = absolute(args.draft_checkpoint) if args.draft_checkpoint else ""
@@ -198,8 +197,8 @@ def main(argv=None) -> int:
     from sim_bridge.libero_goal import check_headless_rendering
     try:                                              # before anything starts: exit 2 with one line
         check_episode_arguments(args)
+        check_headless_rendering()                    # RuntimeError; before the policy's checks load the model stack
         policy, note = policy_arguments(args)
-        check_headless_rendering()
     except (RuntimeError, ValueError) as error:
         return fail("spec-vla-demo", error)
     if note:

@@ -1,8 +1,9 @@
 """`spec-vla-eval`: the command line of the LIBERO-GOAL evaluation (analysis/evaluate.py, whose
 docstring is this command's --help description; `--ray` runs it through analysis/ray_eval.py).
 Checks everything it can before the verifier and the simulator start: a bad argument, an unfit
-checkpoint or an output directory of other settings is one line on stderr and exit status 2;
-Ctrl-C keeps the finished episodes and exits 130."""
+checkpoint, a renderer that cannot start or an output directory of other settings is one line on
+stderr and exit status 2; Ctrl-C keeps the finished episodes and exits 130. The order: the
+arguments, the renderer, then the policy's checks (the model stack loads from there on)."""
 from __future__ import annotations
 
 import json
@@ -11,19 +12,19 @@ from pathlib import Path
 
 from sim_bridge.constants import (LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_MAX_STEPS, LIBERO_GOAL_NUM_TASKS,
                                   LIBERO_RENDER_SIZE)
-from sim_bridge.libero_goal import LiberoGoalEnv
+from sim_bridge.libero_goal import LiberoGoalEnv, check_headless_rendering
 
-from ..analysis import evaluate, ray_eval
-from ..analysis.evaluate import EPISODES_FILE, REPORT_STEM, SETTINGS_FILE, check_settings, run_evaluation
-from ..decoding.spec import DecoderSpec, check_num_draft_tokens
-from ..drafts.kinds import AR
-from ..drafts.registry import DRAFT_NAMES
-from ..policy import PolicyConfig, VLAPolicy
-from ..vla.miniature import MINIATURE
+from ..decoding.spec import DEFAULT_NUM_DRAFT_TOKENS, DecoderSpec, check_num_draft_tokens
+from ..drafts.kinds import AR, DRAFT_NAMES
+from ..vla.constants import MINIATURE
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads, check_threads
-from .arguments import ArgumentParser, fail, parse_checkpoints
+from .arguments import ArgumentParser, fail, library_constant, library_doc, parse_checkpoints
 
 DEFAULT_CONFIGURATIONS = DRAFT_NAMES                  # ar, mamba, llama, history
+EVALUATION, RAY_EVALUATION = "spec_vla_ros.analysis.evaluate", "spec_vla_ros.analysis.ray_eval"
+RAY_LOCAL = library_constant(RAY_EVALUATION, "LOCAL")                    # --ray without an address
+RAY_SEEDING = library_constant(RAY_EVALUATION, "PER_EPISODE_SEEDING")    # the only seeding --ray runs
+VLAPolicy = None                 # spec_vla_ros.policy.VLAPolicy, imported by policy_class() (the model stack)
 
 SEEDINGS = {
     "openvla": "OpenVLA's harness: the env is seeded once per task (env.seed(0)) and reset in sequence, "
@@ -31,6 +32,14 @@ SEEDINGS = {
     "per_episode": "seed + episode before every reset: each (task, episode) looks the same whatever ran "
                    "before it (sharded or resumed evaluations)",
 }
+
+
+def policy_class():
+    """VLAPolicy, imported on first use: it loads the model stack."""
+    global VLAPolicy
+    if VLAPolicy is None:
+        from ..policy import VLAPolicy
+    return VLAPolicy
 
 
 def check_run_arguments(args) -> None:
@@ -56,6 +65,8 @@ def known_settings(args, checkpoints: dict[str, str]) -> dict:
 def precheck_settings(output_dir: Path, settings: dict) -> None:
     """check_settings() on what is known before loading, so a mismatched output directory is
     refused in a second, not after the verifier and the simulator have started."""
+    from ..analysis.evaluate import SETTINGS_FILE, check_settings
+
     path = Path(output_dir) / SETTINGS_FILE
     if path.exists():
         recorded = json.loads(path.read_text())
@@ -64,7 +75,7 @@ def precheck_settings(output_dir: Path, settings: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(prog="spec-vla-eval", description=evaluate.__doc__)
+    parser = ArgumentParser(prog="spec-vla-eval", description=library_doc(EVALUATION))
     parser.add_argument("--configurations", nargs="+", default=list(DEFAULT_CONFIGURATIONS),
                         help="ar | mamba | llama | history, each optionally :strict, :relaxed[:T] (Spec-VLA's "
                              "exact rule, |draft id - verifier id| <= T, default T 9) or :relaxed-guarded[:T] "
@@ -83,7 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
     parser.add_argument("--dtype", default="auto",
                         help="auto (the checkpoint's own dtype) | float32 | bfloat16 | float16")
-    parser.add_argument("--num-draft-tokens", type=int, default=PolicyConfig.num_draft_tokens,
+    parser.add_argument("--num-draft-tokens", type=int, default=DEFAULT_NUM_DRAFT_TOKENS,
                         help="tokens a draft proposes per verifier pass (1-7)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
                         help="draft checkpoint for mamba or llama, repeatable ([] = the packaged ones, trained "
@@ -94,7 +105,7 @@ def main(argv=None) -> int:
                         help="; ".join(f"{name}: {text}" for name, text in SEEDINGS.items())
                         + " (default: openvla; per_episode with --ray)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
-    parser.add_argument("--ray", nargs="?", const=ray_eval.LOCAL, metavar="ADDRESS",
+    parser.add_argument("--ray", nargs="?", const=RAY_LOCAL, metavar="ADDRESS",
                         help="spread the episodes over Ray actors (one per GPU with --device cuda, else per CPU "
                              "slot): no ADDRESS starts a local instance, 'auto' joins the running cluster; "
                              "always per-episode seeding")
@@ -102,22 +113,32 @@ def main(argv=None) -> int:
                         help="with --ray: at most this many actors (0: one per GPU / CPU slot of the cluster)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:                                          # cheap checks (checkpoints included) before anything loads
+    if args.ray and args.seeding not in (None, RAY_SEEDING):
+        parser.error(f"--ray needs --seeding {RAY_SEEDING}: an episode runs wherever an actor is free, so it must "
+                     "be determined by (task, episode) alone")
+    try:                                          # the arguments themselves
         check_run_arguments(args)
         check_num_draft_tokens(args.num_draft_tokens, "--num-draft-tokens")
-        base = PolicyConfig(verifier=args.verifier, device=args.device, dtype=args.dtype, draft=AR,
-                            num_draft_tokens=args.num_draft_tokens)
         checkpoints = parse_checkpoints(args.checkpoint)
         configurations = [DecoderSpec.parse(text, checkpoints, args.num_draft_tokens) for text in args.configurations]
+    except ValueError as error:
+        return fail("spec-vla-eval", error)
+    if args.ray in (None, RAY_LOCAL):             # the episodes render here (a cluster's actors render elsewhere)
+        try:
+            check_headless_rendering()
+        except RuntimeError as error:
+            return fail("spec-vla-eval", error)
+    from ..policy import PolicyConfig
+
+    try:                                          # the policy's cheap checks (checkpoints included)
+        base = PolicyConfig(verifier=args.verifier, device=args.device, dtype=args.dtype, draft=AR,
+                            num_draft_tokens=args.num_draft_tokens)
         for configuration in configurations:
-            VLAPolicy.validate(base.with_spec(configuration))
+            policy_class().validate(base.with_spec(configuration))
     except ValueError as error:
         return fail("spec-vla-eval", error)
 
     if args.ray:
-        if args.seeding not in (None, ray_eval.PER_EPISODE_SEEDING):
-            parser.error(f"--ray needs --seeding {ray_eval.PER_EPISODE_SEEDING}: an episode runs wherever an "
-                         "actor is free, so it must be determined by (task, episode) alone")
         return evaluate_with_ray(args, base, configurations, checkpoints)
     args.seeding = args.seeding or "openvla"
     try:
@@ -125,8 +146,10 @@ def main(argv=None) -> int:
     except ValueError as error:                   # an output directory of a run with other settings
         return fail("spec-vla-eval", error)
     apply_threads(args.threads)
+    from ..analysis.evaluate import EPISODES_FILE, REPORT_STEM, run_evaluation
+
     try:
-        policy = VLAPolicy(base)
+        policy = policy_class()(base)
     except ValueError as error:                   # a checkpoint that does not load as it is
         return fail("spec-vla-eval", error)
     try:
@@ -145,8 +168,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def evaluate_with_ray(args, base: PolicyConfig, configurations: list[DecoderSpec], checkpoints: dict) -> int:
-    """`spec-vla-eval --ray`: the same log and report, the episodes run by Ray actors (ray_eval.py)."""
+def evaluate_with_ray(args, base, configurations: list[DecoderSpec], checkpoints: dict) -> int:
+    """`spec-vla-eval --ray`: the same log and report, the episodes run by Ray actors (ray_eval.py);
+    `base`: the PolicyConfig of every configuration."""
+    from ..analysis import ray_eval
+    from ..analysis.evaluate import EPISODES_FILE, REPORT_STEM
+
     spec = ray_eval.WorkerSpec(base, checkpoints, {"image_size": args.image_size, "max_steps": args.max_steps,
                                                    "seed": args.seed}, threads=args.threads or 1)   # 0: 1 per actor
     try:

@@ -1,27 +1,20 @@
 """`spec-vla-harness`: the command line of the offline draft harness (analysis/harness.py, whose
 docstring is this command's --help description): options, which drafts to measure (checked
 without loading weights), then load, replay and write the report. Expected failures end with one
-line on stderr and exit status 2."""
+line on stderr and exit status 2. The harness (and the model stack) loads once the arguments are
+parsed."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from rosbags.highlevel import AnyReaderError
-
-from ..analysis import harness as replay_harness
-from ..analysis.harness import (REPORT_STEM, DraftUnderTest, bag_episodes, bag_verifier, build_report, describe,
-                                measure, trace_episodes, traces_verifier, verifier_name)
-from ..analysis.report import draft_train_accuracy, provenance
 from ..decoding.spec import check_num_draft_tokens, parse_acceptance
-from ..drafts.registry import DRAFT_KINDS, SPECULATIVE_KINDS, ResolvedDraft, load, resolve
+from ..drafts.kinds import CHECKPOINT_KINDS, SPECULATIVE_KINDS
 from ..training.arguments import DTYPES, CommandError, absolute_path, apply_runtime_arguments
-from ..vla.constants import ACTION_DIM
-from ..vla.miniature import MINIATURE_NAME
+from ..vla.constants import ACTION_DIM, MINIATURE_NAME
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
-from ..vla.verifiers import load_verifier
-from .arguments import (ArgumentParser, device_argument, expected_errors, fail, parse_checkpoints, split_checkpoint,
-                        verifier_argument)
+from .arguments import (ArgumentParser, device_argument, expected_errors, fail, library_doc, parse_checkpoints,
+                        split_checkpoint, verifier_argument)
 
 DEFAULT_DRAFTS = SPECULATIVE_KINDS             # mamba, llama, history
 DEFAULT_RULES = ("strict", "relaxed")         # relaxed: Spec-VLA's exact rule at its threshold (9)
@@ -32,22 +25,26 @@ def parse_draft(item: str) -> tuple[str, str]:
     kind, checkpoint = split_checkpoint(item)
     if kind not in SPECULATIVE_KINDS:
         raise CommandError(f"draft '{item}': expected {', '.join(SPECULATIVE_KINDS)}, optionally KIND=CHECKPOINT_DIR")
-    if checkpoint and not DRAFT_KINDS[kind].needs_checkpoint:
+    if checkpoint and kind not in CHECKPOINT_KINDS:
         raise CommandError(f"the {kind} draft has no checkpoint")
     return kind, checkpoint
 
 
-def drafts_to_measure(args, verifier: str) -> list[ResolvedDraft]:
-    """Each draft to measure, resolved (checked without loading weights) against `verifier`. Left
-    at the default, a draft head with no checkpoint for a verifier other than the miniature is
-    skipped, with a line saying how to add it; asked for by name, it is refused."""
+def drafts_to_measure(args, verifier: str) -> list:
+    """Each draft to measure, resolved (drafts.registry.ResolvedDraft: checked without loading
+    weights) against `verifier`. Left at the default, a draft head with no checkpoint for a verifier
+    other than the miniature is skipped, with a line saying how to add it; asked for by name, it is
+    refused."""
+    from ..analysis.harness import describe, verifier_name
+    from ..drafts.registry import resolve
+
     checkpoints = parse_checkpoints(args.checkpoint)
     entries = [parse_draft(item) for item in (args.drafts or DEFAULT_DRAFTS)]
     entries = [(kind, checkpoint or checkpoints.get(kind, "")) for kind, checkpoint in entries]
     packaged_fits = verifier_name(verifier) == MINIATURE_NAME
     kept = []
     for kind, checkpoint in entries:
-        if DRAFT_KINDS[kind].needs_checkpoint and not checkpoint and not packaged_fits:
+        if kind in CHECKPOINT_KINDS and not checkpoint and not packaged_fits:
             advice = f"pass --checkpoint {kind}=DIR from spec-vla-train-draft"
             if args.drafts is None:
                 print(f"spec-vla-harness: skipping draft {kind}: no checkpoint for verifier {describe(verifier)} "
@@ -63,7 +60,7 @@ def drafts_to_measure(args, verifier: str) -> list[ResolvedDraft]:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="spec-vla-harness", description=replay_harness.__doc__)
+    parser = ArgumentParser(prog="spec-vla-harness", description=library_doc("spec_vla_ros.analysis.harness"))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--traces", type=absolute_path, help="trace directory from spec-vla-collect "
                                                              "(default: none; give --traces or --bag)")
@@ -107,6 +104,14 @@ def harness(args) -> int:
         raise CommandError(str(error)) from None
     if args.ignore_recorded_verifier and not (args.bag and args.verifier):
         raise CommandError("--ignore-recorded-verifier goes with --bag and --verifier")
+    from rosbags.highlevel import AnyReaderError
+
+    from ..analysis.harness import (REPORT_STEM, DraftUnderTest, bag_episodes, bag_verifier, build_report, measure,
+                                    trace_episodes, traces_verifier)
+    from ..analysis.report import draft_train_accuracy, provenance
+    from ..drafts.registry import load
+    from ..vla.verifiers import load_verifier
+
     verifier_path = (traces_verifier(args.traces, args.verifier) if args.traces
                      else bag_verifier(args.bag, args.verifier, args.ignore_recorded_verifier))
     resolved = drafts_to_measure(args, verifier_path)  # cheap checks before anything loads

@@ -1,17 +1,20 @@
 """`spec-vla-train-draft`: the command line of draft training (training/train.py, whose
 docstring is this command's --help description and whose `train(args)` it runs). A bad
-argument or an expected failure is one line on stderr and exit status 2."""
+argument or an expected failure is one line on stderr and exit status 2. The trainer (and the
+model stack) loads only once the arguments are parsed."""
 from __future__ import annotations
 
 import argparse
 
-from ..drafts.eagle_head import DEFAULT_CONTEXT
-from ..drafts.mamba import MAMBA_D_STATE, MAMBA_EXPAND
-from ..drafts.registry import CHECKPOINT_KINDS
-from ..training import train as training
+from ..drafts.kinds import CHECKPOINT_KINDS
 from ..training.arguments import absolute_path
-from ..training.train import TRAIN_STATE
-from .arguments import OneLineParser, add_runtime_arguments, run, verifier_argument
+from .arguments import OneLineParser, add_runtime_arguments, library_constant, library_doc, run, verifier_argument
+
+TRAINER = "spec_vla_ros.training.train"
+DEFAULT_CONTEXT = library_constant("spec_vla_ros.drafts.eagle_head", "DEFAULT_CONTEXT")
+MAMBA_D_STATE = library_constant("spec_vla_ros.drafts.mamba", "MAMBA_D_STATE")
+MAMBA_EXPAND = library_constant("spec_vla_ros.drafts.mamba", "MAMBA_EXPAND")
+TRAIN_STATE = library_constant(TRAINER, "TRAIN_STATE")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,11 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help=f"continue from --out's {TRAIN_STATE}")
 
 
+def train(args):
+    """training.train.train(args), imported here: it loads the model stack."""
+    from ..training.train import train as train_draft
+
+    return train_draft(args)
+
+
 def main(argv=None) -> None:
-    parser = OneLineParser(prog="spec-vla-train-draft", description=training.__doc__,
+    parser = OneLineParser(prog="spec-vla-train-draft", description=library_doc(TRAINER),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    run(parser.prog, training.train, parser.parse_args(argv))
+    run(parser.prog, train, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

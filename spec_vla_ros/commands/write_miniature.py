@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..vla.checkpoint import DTYPES, write_checkpoint
-from ..vla.miniature import MINIATURE_SEED, build_miniature
+from ..vla.constants import MINIATURE_SEED
 from .arguments import ArgumentParser
 
 
@@ -26,6 +25,9 @@ def main(argv=None) -> None:
     if args.directory.exists() and (not args.directory.is_dir() or any(args.directory.iterdir())):
         parser.error(f"{args.directory} exists and is not empty; name a new directory (a checkpoint written over "
                      "another would mix their files)")
+    from ..vla.checkpoint import DTYPES, write_checkpoint
+    from ..vla.miniature import build_miniature
+
     path = write_checkpoint(build_miniature(args.seed), args.directory, args.max_shard_size, DTYPES[args.dtype],
                             args.as_openvla)
     kind = "a real-format stand-in (config.json does not name the miniature)" if args.as_openvla else "the miniature"

@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sim_bridge.libero_goal import RenderingError, check_headless_rendering
+    from sim_bridge.libero_goal import check_headless_rendering
 
     try:
         check_headless_rendering()
-    except RenderingError as error:
+    except RuntimeError as error:                # what it found, and what to do, in one line
         raise SystemExit(fail(PROG, error)) from None
     from ...benchmarks.sim import sim_benchmark
 
