@@ -1,8 +1,13 @@
-"""Imports run downward: the LIBERO bridge loads none of the model stack, the ROS-free core
-(vla, drafts, decoding, training, policy, the LIBERO wrapper) loads no ROS, and no library module
-imports the command lines (spec_vla_ros.commands). The import checks run in a fresh interpreter,
-so modules other tests imported do not hide a violation; the commands check reads the source, so
-an import inside a function counts too."""
+"""Imports run downward, and the folders show the layers:
+
+- the core: vla/, drafts/, decoding/, training/, policy.py, errors.py. It imports neither ROS
+  (rclpy, message packages) nor the ROS layer (ros/), nor analysis/, benchmarks/ or commands/;
+- ros/: everything that touches ROS; analysis/ and benchmarks/: libraries over the core;
+- commands/: the command lines, which no other module imports (benchmarks/ included);
+- the LIBERO bridge loads none of the model stack, and its wrapper (libero_goal.py) no ROS.
+
+The load checks run in a fresh interpreter, so modules other tests imported do not hide a
+violation; the layer checks read the source, so an import inside a function counts too."""
 import ast
 import pkgutil
 import subprocess
@@ -15,7 +20,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_STACK = ("torch", "timm", "transformers")
 ROS = ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "diagnostic_msgs", "std_srvs", "rcl_interfaces")
 CORE_PACKAGES = ("spec_vla_ros.vla", "spec_vla_ros.drafts", "spec_vla_ros.decoding", "spec_vla_ros.training")
+CORE_MODULES = ("spec_vla_ros.policy", "spec_vla_ros.errors")
 COMMANDS = "spec_vla_ros.commands"
+ROS_LAYER = "spec_vla_ros.ros"
+# What each layer, named by its folders (packages) or modules, must not import, lazily or not.
+LAYERS = {
+    CORE_PACKAGES + CORE_MODULES: ROS + (ROS_LAYER, "spec_vla_ros.analysis", "spec_vla_ros.benchmarks", COMMANDS),
+    ("spec_vla_ros.benchmarks",): (COMMANDS,),
+}
 
 
 def loaded_after_importing(modules: list[str], watched: tuple[str, ...]) -> list[str]:
@@ -95,6 +107,35 @@ def test_no_library_module_imports_the_commands():
                                 if name == COMMANDS or name.startswith(COMMANDS + "."))
                  for module, path in sources.items()}
     assert {module: names for module, names in offenders.items() if names} == {}
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    """`name` is one of `prefixes` or a module inside one."""
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def layer_offenders(sources: dict[str, Path], layer: tuple[str, ...], forbidden: tuple[str, ...]) -> dict:
+    """{module of `layer`: the `forbidden` modules its source imports} for each that imports any."""
+    offenders = {module: sorted(name for name in imported_modules(path, module) if within(name, forbidden))
+                 for module, path in sources.items() if within(module, layer)}
+    return {module: names for module, names in offenders.items() if names}
+
+
+@pytest.mark.parametrize("layer", list(LAYERS), ids=lambda layer: " ".join(name.split(".")[-1] for name in layer))
+def test_each_layer_imports_nothing_above_it(layer):
+    sources = library_sources()
+    assert sum(within(module, layer) for module in sources) >= len(layer)     # the walk found the layer's modules
+    assert layer_offenders(sources, layer, LAYERS[layer]) == {}
+
+
+def test_the_layer_check_finds_a_lazy_ros_import_in_the_core(tmp_path):
+    source = tmp_path / "example.py"
+    source.write_text("from ..vla.constants import ACTION_DIM\n"
+                      "def publish():\n    import rclpy\n    from ..ros import topics\n")
+    core = CORE_PACKAGES + CORE_MODULES
+    assert layer_offenders({"spec_vla_ros.drafts.example": source}, core, LAYERS[core]) == {
+        "spec_vla_ros.drafts.example": ["rclpy", "spec_vla_ros.ros", "spec_vla_ros.ros.topics"]}
+    assert layer_offenders({"spec_vla_ros.ros.example": source}, core, LAYERS[core]) == {}   # ros/ may
 
 
 def test_the_import_check_resolves_relative_imports(tmp_path):
