@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 from matplotlib.colors import to_hex
+from matplotlib.container import ErrorbarContainer
 
 from spec_vla_ros.analysis import plots
 from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_NAMES
@@ -43,7 +44,7 @@ def test_wilson_interval_matches_a_hand_computed_case():
 def test_bootstrap_intervals_contain_the_point_estimate():
     rng = _rng()
     for _ in range(5):
-        n = int(rng.integers(2, 30))
+        n = int(rng.integers(plots.MIN_BOOTSTRAP_UNITS, 30))
         ar = [(float(rng.uniform(50, 500)) * actions, actions) for actions in rng.integers(1, 40, n).tolist()]
         mine = [(total / float(rng.uniform(0.5, 3.0)), actions) for total, actions in ar]
         interval = plots.ratio_of_means_interval(ar, mine, seed=SEED)
@@ -52,6 +53,17 @@ def test_bootstrap_intervals_contain_the_point_estimate():
         assert interval.low <= interval.estimate <= interval.high, SEED
     one = plots.ratio_of_means_interval([(10.0, 1.0)], [(5.0, 1.0)])
     assert one.estimate == 2.0 and math.isnan(one.low) and math.isnan(one.high)     # one episode: no interval
+
+
+@pytest.mark.parametrize("n", range(1, 7))
+def test_an_interval_needs_min_bootstrap_units(n):
+    """Below MIN_BOOTSTRAP_UNITS (5) units: the estimate, no bounds; from it on: finite bounds."""
+    rng = _rng()
+    ar = [(float(rng.uniform(50, 500)), 1.0) for _ in range(n)]
+    mine = [(total / float(rng.uniform(0.5, 3.0)), count) for total, count in ar]
+    for interval in (plots.ratio_of_means_interval(ar, mine, seed=SEED), plots.mean_interval([t for t, _ in ar])):
+        assert interval.n == n and math.isfinite(interval.estimate)
+        assert math.isfinite(interval.low) == math.isfinite(interval.high) == (n >= plots.MIN_BOOTSTRAP_UNITS == 5)
 
 
 def test_speedup_figure_has_three_panels_with_intervals_and_n():
@@ -73,7 +85,36 @@ def test_speedup_figure_has_three_panels_with_intervals_and_n():
     heights = [bar.get_height() for bar in figure.axes[0].patches]
     assert heights == pytest.approx([row.decode_speedup.estimate for row in rows])
     caption = figure.texts[-1].get_text().replace("\n", " ")
-    assert "PROVENANCE" in caption and "mamba n=6" in caption and "bootstrap over episodes" in caption
+    assert "PROVENANCE" in caption and "mamba n=6" in caption and "bootstrap intervals over episodes" in caption
+    assert "No interval" not in caption and all(whisker_drawn(axes) == [True] * 3 for axes in figure.axes)
+
+
+def whisker_drawn(axes) -> list[bool]:
+    """Per bar of a panel: whether its error bar has a finite whisker."""
+    segments = [np.asarray(container.lines[2][0].get_segments(), dtype=float)
+                for container in axes.containers if isinstance(container, ErrorbarContainer)]
+    return [bool(segment.size and np.isfinite(segment).all()) for segment in segments]
+
+
+def test_speedup_figure_draws_no_interval_below_min_bootstrap_units():
+    """Two episodes per configuration (the README's miniature run): bars and n, no whiskers, and the
+    caption says why; a row with enough episodes beside them keeps its whiskers."""
+    rng = _rng()
+
+    def row(name, n):
+        ar = [(float(rng.uniform(100, 200)) * 10, 10.0) for _ in range(n)]
+        mine = [(total / float(rng.uniform(1, 2)), count) for total, count in ar]
+        return plots.SpeedupRow(name, plots.ratio_of_means_interval(ar, mine), plots.ratio_of_means_interval(ar, mine),
+                                plots.ratio_of_means_interval([(float(rng.uniform(7, 21)), 7.0) for _ in range(n)],
+                                                              [(1.0, 1.0)] * n))
+    few = plots.draw_speedup([row("ar", 2), row("mamba", 2)], "PROVENANCE")
+    caption = few.texts[-1].get_text().replace("\n", " ")
+    assert caption.startswith("No intervals: fewer than 5 episodes to resample.") and "mamba n=2" in caption
+    assert all(whisker_drawn(axes) == [False, False] for axes in few.axes)
+    assert [bar.get_height() for bar in few.axes[0].patches] == pytest.approx([1.0, 1.0], abs=1.0)   # bars drawn
+    mixed = plots.draw_speedup([row("history", 2), row("llama", 8)], "PROVENANCE")
+    assert mixed.texts[-1].get_text().replace("\n", " ").startswith("No interval for history: fewer than 5 episodes")
+    assert all(whisker_drawn(axes) == [False, True] for axes in mixed.axes)
 
 
 def test_acceptance_by_position_marks_never_judged_positions_and_explains_beyond_k():

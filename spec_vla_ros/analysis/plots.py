@@ -12,7 +12,8 @@ returns the PNG's path. Conventions:
   as "n=0" and never drawn as a bar at 0;
 - intervals are 95 %: Wilson score intervals for rates (scipy's binomtest), percentile
   bootstrap intervals for ratios of means (scipy's bootstrap, resampling episodes or actions as
-  the caller says).
+  the caller says) from MIN_BOOTSTRAP_UNITS units on; with fewer, no interval is drawn and the
+  caption says so.
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ CAPTION_FONT_SIZE = 7
 CAPTION_CHARS_PER_LINE = 175              # at CAPTION_FONT_SIZE across FIGURE_SIZE_IN's width
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
+# Fewer units than this get no bootstrap interval: n units give at most C(2n-1, n) distinct
+# resamples (3 for n = 2, 35 for 4, 126 for 5), and a percentile interval over so few values
+# of so few units says little about the spread of the mean.
+MIN_BOOTSTRAP_UNITS = 5
 NOT_MEASURED_HATCH = "//"
 MEDIAN_LINE_WIDTH = 2.0
 
@@ -74,7 +79,8 @@ def ratio_of_means_interval(numerator: list[tuple[float, float]], denominator: l
     """(sum a / sum b of the numerator) / (sum a / sum b of the denominator), with a percentile
     bootstrap interval that resamples the paired units (episodes: each pair is one task and
     initial state under both configurations). Items are (total, count) per unit, e.g. (decode ms,
-    actions) of an episode, so a unit weighs by its count. With fewer than 2 units the bounds are NaN.
+    actions) of an episode, so a unit weighs by its count. With fewer than MIN_BOOTSTRAP_UNITS
+    units the bounds are NaN (no interval).
 
     Speedup of B over A: ratio_of_means_interval(A's units, B's units)."""
     a = np.asarray(numerator, dtype=float).reshape(-1, 2)
@@ -86,7 +92,7 @@ def ratio_of_means_interval(numerator: list[tuple[float, float]], denominator: l
         return ((num_total.sum(axis) / num_count.sum(axis)) / (den_total.sum(axis) / den_count.sum(axis)))
 
     estimate = float(statistic(a[:, 0], a[:, 1], b[:, 0], b[:, 1])) if len(a) and b[:, 0].sum() else float("nan")
-    if len(a) < 2 or not np.isfinite(estimate):
+    if len(a) < MIN_BOOTSTRAP_UNITS or not np.isfinite(estimate):
         return Interval(estimate, float("nan"), float("nan"), len(a))
     result = scipy_stats.bootstrap((a[:, 0], a[:, 1], b[:, 0], b[:, 1]), statistic, paired=True, vectorized=True,
                                    n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=confidence,
@@ -96,7 +102,7 @@ def ratio_of_means_interval(numerator: list[tuple[float, float]], denominator: l
 
 
 def mean_interval(values: list[float], seed: int = 0, confidence: float = CONFIDENCE) -> Interval:
-    """Mean with a percentile bootstrap interval (NaN bounds with fewer than 2 values)."""
+    """Mean with a percentile bootstrap interval (NaN bounds with fewer than MIN_BOOTSTRAP_UNITS values)."""
     pairs = [(value, 1.0) for value in values]
     ones = [(1.0, 1.0)] * len(values)
     return ratio_of_means_interval(pairs, ones, seed, confidence)
@@ -292,8 +298,9 @@ class SpeedupRow:
 
 
 def draw_speedup(rows: list[SpeedupRow], caption: str, resampled: str = "episodes"):
-    """Three panels: decode speedup vs AR, episode speedup vs AR, verifier passes per action."""
-    figure, axes = _figure("Speculative decoding vs autoregressive (AR), 95 % bootstrap intervals", 1, 3)
+    """Three panels: decode speedup vs AR, episode speedup vs AR, verifier passes per action; a
+    whisker where the row has MIN_BOOTSTRAP_UNITS units or more (the caption names the rest)."""
+    figure, axes = _figure("Speculative decoding vs autoregressive (AR)", 1, 3)
     palette = colours(len(rows))
     panels = (("decode speedup vs AR\n(AR ms per action / ms per action)", "decode_speedup", 1.0),
               ("episode speedup vs AR\n(AR s per episode / s per episode)", "episode_speedup", 1.0),
@@ -317,8 +324,13 @@ def draw_speedup(rows: list[SpeedupRow], caption: str, resampled: str = "episode
         top = np.nanmax(np.concatenate([values, [i.high for i in intervals], [reference]]))
         panel.set_ylim(0, 1.15 * top if np.isfinite(top) else 1)
     n = ", ".join(f"{row.configuration} n={row.decode_speedup.n}" for row in rows)
-    _finish(figure, f"Intervals: percentile bootstrap over {resampled} ({n}), each resampled unit paired with "
-                    f"AR's on the same task and initial state; dashed: AR. " + caption)
+    few = [row.configuration for row in rows if row.decode_speedup.n < MIN_BOOTSTRAP_UNITS]
+    whiskers = ("No intervals: " if len(few) == len(rows) else
+                f"No interval for {', '.join(few)}: " if few else "")
+    whiskers += f"fewer than {MIN_BOOTSTRAP_UNITS} {resampled} to resample. " if few else ""
+    _finish(figure, f"{whiskers}Whiskers: 95 % percentile bootstrap intervals over {resampled} ({n}), drawn from "
+                    f"n >= {MIN_BOOTSTRAP_UNITS}, each resampled unit paired with AR's on the same task and initial "
+                    f"state; dashed: AR. " + caption)
     return figure
 
 
