@@ -241,7 +241,9 @@ class ScriptedExpert:
     def _command(self, waypoint: Waypoint) -> np.ndarray:
         scene, settings = self.scene, self.settings
         error = waypoint.target(scene) - scene.eef_pos
-        move = soft_cap(settings.position_gain * error / LIBERO_MAX_DELTA_POS_M, settings.max_speed * waypoint.speed)
+        move = settings.position_gain * error / LIBERO_MAX_DELTA_POS_M
+        limit = settings.max_speed * waypoint.speed       # horizontal and vertical capped apart: a long
+        move = np.append(soft_cap(move[:2], limit), soft_cap(move[2:], limit))   # reach keeps its height
         rotation_error = rotation_vector(hand_rotation(waypoint.yaw) @ scene.eef_rot.T)
         turn = soft_cap(settings.yaw_gain * rotation_error / LIBERO_MAX_DELTA_ROT_RAD, settings.max_turn)
         return np.concatenate([move, turn, [waypoint.gripper]])
@@ -278,14 +280,16 @@ def carrying(body: str, goal: Target) -> Target:
     return lambda scene: goal(scene) + (scene.eef_pos - scene.body_pos(body))
 
 
-def pick(body: str, grasp: np.ndarray, lift_z: float, yaw: float = 0.0, approach: float = 0.08) -> list[Waypoint]:
-    """Approach from above, close on `body` + `grasp`, lift to `lift_z`."""
+def pick(body: str, grasp: np.ndarray, lift_z: float | None, yaw: float = 0.0, approach: float = 0.08) -> list[Waypoint]:
+    """Approach from above, close on `body` + `grasp`, lift to `lift_z` (None: stay)."""
     grasp_point = offset(body, grasp)
+    lift = [] if lift_z is None else [
+        Waypoint("lift", lambda scene: np.append(scene.eef_pos[:2], lift_z), CLOSED, yaw, tolerance=0.02)]
     return [
         Waypoint("over the grasp", above(grasp_point, approach), OPEN, yaw, tolerance=0.02),
         Waypoint("down to the grasp", grasp_point, OPEN, yaw, tolerance=0.006, speed=0.6),
         Waypoint("close", grasp_point, CLOSED, yaw, tolerance=0.02, settle=GRIP_SETTLE),
-        Waypoint("lift", lambda scene: np.append(scene.eef_pos[:2], lift_z), CLOSED, yaw, tolerance=0.02),
+        *lift,
     ]
 
 
@@ -319,9 +323,46 @@ def turn_on_stove(scene: Scene) -> list[Waypoint]:
     ]
 
 
+PLATE_DRAG_Z = 0.913                    # grip-site height that keeps the closed fingers on the plate's floor
+PLATE_FLOOR_RADIUS = 0.035
+PLATE_YAW = np.pi / 4                   # the hand diagonal: at yaw 0 it reaches the cabinet's handles, at
+                                        # a quarter turn the bowl
+
+
+def drag(goal: Callable[[Scene], np.ndarray], name: str, timeout: int = 80) -> Waypoint:
+    """Drag the plate (closed fingers inside it) until its centre is within 1 cm of `goal(scene)` (x, y)."""
+    def dragging(s: Scene) -> np.ndarray:
+        """The fingers lead the plate's centre by up to its floor's radius: aim that far past the goal
+        (bounded, so fingers that slip out of the plate do not chase it)."""
+        lead = s.eef_pos[:2] - s.body_pos(PLATE)[:2]
+        lead *= min(1.0, PLATE_FLOOR_RADIUS / max(np.linalg.norm(lead), 1e-9))
+        return np.append(goal(s) + lead, PLATE_DRAG_Z)
+    arrived = lambda s: np.linalg.norm(s.body_pos(PLATE)[:2] - goal(s)) < 0.01
+    return Waypoint(name, dragging, CLOSED, PLATE_YAW, tolerance=0.006, timeout=timeout, until=arrived)
+
+
+def push_plate_to_stove_front(scene: Scene) -> list[Waypoint]:
+    """Put the closed fingers inside the plate and drag it into the region in front of the stove: first
+    along +y (the bowl is beside it), then along -x. The goal is near the region's corner closest to the
+    plate's start and clear of the cream cheese behind it (a plate pushed onto the cheese climbs it)."""
+    region = scene.site_pos("main_table_stove_front_region")[:2]
+    goal = region + np.array([0.025, 0.027])
+    start = scene.body_pos(PLATE)[:2]
+    fingers = lambda s: np.append(s.body_pos(PLATE)[:2], PLATE_DRAG_Z)
+    return [
+        Waypoint("over the plate", above(fingers, 0.06), CLOSED, PLATE_YAW, tolerance=0.015),
+        Waypoint("into the plate", fingers, CLOSED, PLATE_YAW, tolerance=0.006, speed=0.6),
+        drag(lambda s: np.array([start[0], goal[1]]), "drag along +y"),
+        Waypoint("to the plate's centre", fingers, CLOSED, PLATE_YAW, tolerance=0.01),
+        drag(lambda s: goal, "drag along -x"),
+        Waypoint("retreat", lambda s: np.append(s.eef_pos[:2], CARRY_Z), CLOSED, PLATE_YAW, tolerance=0.03),
+    ]
+
+
 PLANS: dict[int, Callable[[Scene], list[Waypoint]]] = {
     1: bowl_to(lambda s: s.site_pos("flat_stove_1_cook_region") + np.array([0.0, 0.0, 0.025])),
     4: bowl_to(lambda s: s.site_pos("wooden_cabinet_1_top_side"), carry_z=CARRY_Z_HIGH),
+    5: push_plate_to_stove_front,
     7: turn_on_stove,
     8: bowl_to(lambda s: s.body_pos(PLATE) + np.array([0.0, 0.0, 0.01])),
 }
