@@ -378,9 +378,9 @@ def finetune(args, stop_at_step: int | None = None) -> dict:
         scaler.load_state_dict(saved["scaler"])
         del saved
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"fine-tuning '{verifier.name}' from {args.init} ({trained / 1e6:.2f} M of "
+    print(f"fine-tuning {args.init} into {args.out} ({trained / 1e6:.2f} M of "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters trained: {', '.join(parts)}) on "
-          f"{len(frames.train)} frames of {frames.statistics.num_trajectories - frames.val_episodes} episodes "
+          f"{len(frames.train)} frames of {frames.statistics.num_trajectories - frames.val_episodes} episode(s) "
           f"({frames.val_episodes} held out, {len(frames.val)} of their frames evaluated; {frames.skipped} frames "
           f"skipped without a finite action) on {args.device}" + (f", resuming at step {record['step']}" if resuming else ""))
     inputs = Inputs(frames, verifier, args.center_crop, device, "vision" not in parts, autocast)
