@@ -149,7 +149,8 @@ def test_statistics_and_tokens_are_openvlas_on_fresh_random_actions(tmp_path):
     decoded = stats.unnormalize(token_ids_to_actions(frames.tokens))
     bin_width = (q99 - q01) * (BIN_EDGES[1] - BIN_EDGES[0]) / 2
     pose = [0, 1, 2, 3, 5]
-    assert np.all(np.abs(decoded[:, pose] - np.clip(actions[:, pose], q01[pose], q99[pose])) <= bin_width[pose] / 2 + 1e-5), seed
+    error = np.abs(decoded[:, pose] - np.clip(actions[:, pose], q01[pose], q99[pose]))
+    assert np.all(error <= bin_width[pose] / 2 + 1e-5), seed                  # half a bin
     assert np.all(decoded[:, 4] == pytest.approx(q01[4], abs=1e-6)), seed     # the unused dimension's value
     assert [gripper_opens(token) for token in frames.tokens[:, 6]] == (libero[:, 6] < 0).tolist(), seed
 
@@ -193,7 +194,8 @@ def test_loss_falls_and_the_directory_loads_and_acts(tiny_verifier, task_demos, 
         tokens, _ = policy.decode(image, instruction)
         assert tokens[:6] == frames.tokens[frame, :6].tolist()   # the pose is learned (the gripper comes later)
         with torch.no_grad():                                  # and AR decoding is what training's pass predicts
-            features = model.vision_backbone(pixel_values(image, normalization=policy.verifier.image_normalization)[None])
+            pixels = pixel_values(image, normalization=policy.verifier.image_normalization)
+            features = model.vision_backbone(pixels[None])
             logits = action_logits(model, features, [prompt_token_ids(policy.verifier.tokenizer, instruction)],
                                    torch.tensor([tokens]))
         assert logits[0].argmax(-1).tolist() == tokens
@@ -226,7 +228,8 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_verifi
 def test_frozen_parts_stay_as_they_were(tiny_verifier, demos, tmp_path):
     """Vision frozen (features cached) and only the lm_head's action rows among the head's rows."""
     finetune(arguments(demos, tmp_path / "out", tiny_verifier, "--steps", "3", "--train", "projector,action-rows"))
-    before, after = load_checkpoint(tiny_verifier).model.state_dict(), load_checkpoint(tmp_path / "out").model.state_dict()
+    before = load_checkpoint(tiny_verifier).model.state_dict()
+    after = load_checkpoint(tmp_path / "out").model.state_dict()
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     assert changed == {"language_model.lm_head.weight"} | {k for k in before if k.startswith("projector.")}
     head_before, head_after = before["language_model.lm_head.weight"], after["language_model.lm_head.weight"]

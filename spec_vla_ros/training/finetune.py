@@ -48,7 +48,7 @@ from tqdm import tqdm
 from ..vla.action_tokenizer import actions_to_token_ids
 from ..vla.checkpoint import LoadedVerifier, load_checkpoint, write_checkpoint
 from ..vla.compact import COMPACT, build_compact
-from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, DEFAULT_UNNORM_KEY, PAD_TOKEN_ID
+from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, PAD_TOKEN_ID
 from ..vla.miniature import MINIATURE, build_miniature
 from ..vla.model import OpenVLA
 from ..vla.preprocess import pixel_values
@@ -114,7 +114,8 @@ class Frames:
                 actions.append(demo.actions)
             episodes += len(demos)
         if not where:
-            raise CommandError(f"no usable frames in {[str(f.path) for f in files]} ({skipped} without a finite action)")
+            raise CommandError(f"no usable frames in {[str(f.path) for f in files]} "
+                               f"({skipped} without a finite action)")
         if all(held_out):
             raise CommandError("every episode is held out for validation; lower --val-fraction or add demonstrations")
         actions = np.concatenate(actions)
@@ -316,7 +317,8 @@ def check_arguments(args) -> dict:
     if args.lr_schedule not in LR_SCHEDULES:
         raise CommandError(f"--lr-schedule {args.lr_schedule}: expected one of {list(LR_SCHEDULES)}")
     if args.init not in INITS and not (Path(args.init) / "config.json").is_file():
-        raise CommandError(f"--init {args.init}: expected {' or '.join(INITS)}, or an OpenVLA directory with a config.json")
+        raise CommandError(f"--init {args.init}: expected {' or '.join(INITS)}, or an OpenVLA directory with a "
+                           "config.json")
     settings = run_settings(args)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())) \
             and not (args.out / TRAIN_STATE).is_file():
@@ -382,7 +384,8 @@ def finetune(args, stop_at_step: int | None = None) -> dict:
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters trained: {', '.join(parts)}) on "
           f"{len(frames.train)} frames of {frames.statistics.num_trajectories - frames.val_episodes} episode(s) "
           f"({frames.val_episodes} held out, {len(frames.val)} of their frames evaluated; {frames.skipped} frames "
-          f"skipped without a finite action) on {args.device}" + (f", resuming at step {record['step']}" if resuming else ""))
+          f"skipped without a finite action) on {args.device}"
+          + (f", resuming at step {record['step']}" if resuming else ""))
     inputs = Inputs(frames, verifier, args.center_crop, device, "vision" not in parts, autocast)
 
     def checkpoint() -> None:
