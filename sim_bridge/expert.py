@@ -122,11 +122,13 @@ class Waypoint:
     target: Target
     gripper: float = OPEN
     yaw: float = 0.0
+    tilt: float = 0.0
     tolerance: float = 0.01
     settle: int = 0
     timeout: int = 80
     speed: float = 1.0                  # fraction of the settings' max_speed
     until: Callable[[Scene], bool] | None = None
+    frozen: bool = False                # evaluate `target` once, when the waypoint starts
 
 
 @dataclass
@@ -150,10 +152,13 @@ def rotation_vector(rotation: np.ndarray) -> np.ndarray:
     return axis / norm * angle
 
 
-def hand_rotation(yaw: float) -> np.ndarray:
-    """The downward hand turned by `yaw` about world z."""
+def hand_rotation(yaw: float, tilt: float = 0.0) -> np.ndarray:
+    """The downward hand tilted by `tilt` about world x (-pi/2: pointing along -y, fingers closing
+    along z), then turned by `yaw` about world z."""
     c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ HAND_DOWN
+    ct, st = np.cos(tilt), np.sin(tilt)
+    return (np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.array([[1.0, 0.0, 0.0], [0.0, ct, -st], [0.0, st, ct]])
+            @ HAND_DOWN)
 
 
 def soft_cap(command: np.ndarray, limit: float) -> np.ndarray:
@@ -180,6 +185,7 @@ class ScriptedExpert:
         self._index = 0
         self._steps_in_waypoint = 0
         self._settled = 0
+        self._frozen_target: np.ndarray | None = None
         self.scene: Scene | None = None
 
     @staticmethod
@@ -193,7 +199,7 @@ class ScriptedExpert:
                              f"tasks {sorted(PLANS)}")
         self.scene = Scene(self.env.task_env(task_id).env)
         self._plan = PLANS[task_id](self.scene)
-        self._index, self._steps_in_waypoint, self._settled = 0, 0, 0
+        self._index, self._steps_in_waypoint, self._settled, self._frozen_target = 0, 0, 0, None
 
     @property
     def finished(self) -> bool:
@@ -228,23 +234,30 @@ class ScriptedExpert:
             if ((reached and self._settled > waypoint.settle) or self._steps_in_waypoint >= waypoint.timeout
                     or (waypoint.until is not None and waypoint.until(self.scene))):
                 self._index += 1
-                self._steps_in_waypoint, self._settled = 0, 0
+                self._steps_in_waypoint, self._settled, self._frozen_target = 0, 0, None
                 continue
             return
 
+    def _target(self, waypoint: Waypoint) -> np.ndarray:
+        if not waypoint.frozen:
+            return waypoint.target(self.scene)
+        if self._frozen_target is None:
+            self._frozen_target = waypoint.target(self.scene)
+        return self._frozen_target
+
     def _reached(self, waypoint: Waypoint) -> bool:
         scene = self.scene
-        position_error = np.linalg.norm(waypoint.target(scene) - scene.eef_pos)
-        yaw_error = np.linalg.norm(rotation_vector(hand_rotation(waypoint.yaw) @ scene.eef_rot.T))
+        position_error = np.linalg.norm(self._target(waypoint) - scene.eef_pos)
+        yaw_error = np.linalg.norm(rotation_vector(hand_rotation(waypoint.yaw, waypoint.tilt) @ scene.eef_rot.T))
         return position_error < waypoint.tolerance and yaw_error < 0.05
 
     def _command(self, waypoint: Waypoint) -> np.ndarray:
         scene, settings = self.scene, self.settings
-        error = waypoint.target(scene) - scene.eef_pos
+        error = self._target(waypoint) - scene.eef_pos
         move = settings.position_gain * error / LIBERO_MAX_DELTA_POS_M
         limit = settings.max_speed * waypoint.speed       # horizontal and vertical capped apart: a long
         move = np.append(soft_cap(move[:2], limit), soft_cap(move[2:], limit))   # reach keeps its height
-        rotation_error = rotation_vector(hand_rotation(waypoint.yaw) @ scene.eef_rot.T)
+        rotation_error = rotation_vector(hand_rotation(waypoint.yaw, waypoint.tilt) @ scene.eef_rot.T)
         turn = soft_cap(settings.yaw_gain * rotation_error / LIBERO_MAX_DELTA_ROT_RAD, settings.max_turn)
         return np.concatenate([move, turn, [waypoint.gripper]])
 
@@ -359,7 +372,36 @@ def push_plate_to_stove_front(scene: Scene) -> list[Waypoint]:
     ]
 
 
+DRAWER_PULL = 0.17                      # how far the handle is pulled (m)
+POINT_FORWARD = -np.pi / 2              # tilt that points the hand along -y (at the cabinet's front), fingers
+                                        # closing along z
+
+
+def open_drawer(drawer: str) -> Callable[[Scene], list[Waypoint]]:
+    """Turn the hand to point at the cabinet, close it on the drawer's handle bar from the front,
+    pull the drawer out along +y."""
+    def plan(scene: Scene) -> list[Waypoint]:
+        handle = lambda s: s.geom_pos(DRAWER_HANDLE_GEOMS[drawer])
+        pulled = handle(scene) + np.array([0.0, DRAWER_PULL, 0.0])
+        opened = lambda s: s.joint_pos(DRAWER_JOINTS[drawer]) < DRAWER_OPEN_BELOW - 0.01
+        forward = dict(tilt=POINT_FORWARD)
+        return [
+            Waypoint("turn, above the handle's front", lambda s: handle(s) + np.array([0.0, 0.10, 0.10]), OPEN,
+                     tolerance=0.02, timeout=100, **forward),
+            Waypoint("in front of the handle", lambda s: handle(s) + np.array([0.0, 0.10, 0.0]), OPEN,
+                     tolerance=0.01, **forward),
+            Waypoint("onto the handle", handle, OPEN, tolerance=0.006, speed=0.5, **forward),
+            Waypoint("close on the handle", handle, CLOSED, tolerance=1.0, settle=GRIP_SETTLE, **forward),
+            Waypoint("pull", at(pulled), CLOSED, tolerance=0.01, speed=0.6, until=opened, **forward),
+            Waypoint("let go", lambda s: s.eef_pos, OPEN, tolerance=1.0, settle=GRIP_SETTLE // 2, **forward),
+            Waypoint("back off", lambda s: s.eef_pos + np.array([0.0, 0.06, 0.0]), OPEN, tolerance=0.02,
+                     frozen=True, **forward),
+        ]
+    return plan
+
+
 PLANS: dict[int, Callable[[Scene], list[Waypoint]]] = {
+    0: open_drawer("middle"),
     1: bowl_to(lambda s: s.site_pos("flat_stove_1_cook_region") + np.array([0.0, 0.0, 0.025])),
     4: bowl_to(lambda s: s.site_pos("wooden_cabinet_1_top_side"), carry_z=CARRY_Z_HIGH),
     5: push_plate_to_stove_front,
