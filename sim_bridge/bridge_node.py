@@ -40,7 +40,7 @@ from std_srvs.srv import Trigger
 
 from spec_vla_ros.ros import topics
 from spec_vla_ros.ros.conversions import image_to_msg
-from spec_vla_ros.ros.lifecycle import GuardedSpin, bounded_teardown, stop_event
+from spec_vla_ros.ros.lifecycle import GuardedSpin, end_node, stop_event
 
 from .bridge_parameters import BRIDGE_PARAMETERS, MODES
 from .libero_goal import (AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, SEEDING_MODES, WRIST_CAMERA, LiberoGoalEnv,
@@ -337,10 +337,7 @@ def main(args=None) -> int:
         node.stop()
         return node.exit_code
     finally:
-        with bounded_teardown():
-            if node is not None:
-                node.destroy_node()
-            rclpy.try_shutdown()
+        end_node(node)
 
 
 if __name__ == "__main__":

@@ -115,3 +115,13 @@ def bounded_teardown(limit_s: float = TEARDOWN_LIMIT_S):
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+def end_node(node) -> None:
+    """Destroy `node` (None: not created) and shut rclpy down, within TEARDOWN_LIMIT_S."""
+    import rclpy
+
+    with bounded_teardown():
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()

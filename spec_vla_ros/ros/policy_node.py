@@ -65,7 +65,7 @@ from .camera_intake import (CAMERA_CHECK_PERIOD_S, IMAGE_TRANSPORTS, NO_PUBLISHE
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import DecodeReport
-from .lifecycle import GuardedSpin, RateLimitedLog, bounded_teardown, stop_event
+from .lifecycle import GuardedSpin, RateLimitedLog, end_node, stop_event
 from ..errors import one_line
 from ..policy import PolicyConfig, VLAPolicy
 from .policy_parameters import POLICY_PARAMETERS
@@ -332,10 +332,7 @@ def main(args=None) -> int:
         node.stop()
         return 0
     finally:
-        with bounded_teardown():
-            if node is not None:
-                node.destroy_node()
-            rclpy.try_shutdown()
+        end_node(node)
 
 
 def invalid_configuration(error: BaseException) -> int:

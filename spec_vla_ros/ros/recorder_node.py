@@ -34,7 +34,7 @@ from rosbags.typesys import Stores, TypesysError, get_typestore
 
 from . import topics
 from .bag_writer import FLUSH_PERIOD_S, FlushingBagWriter
-from .lifecycle import GuardedSpin, bounded_teardown, stop_event
+from .lifecycle import GuardedSpin, end_node, stop_event
 from .node_parameters import RECORDER_PARAMETERS
 
 NODE_NAME = "bag_recorder"
@@ -169,10 +169,7 @@ def main(args=None) -> int:
     finally:
         if node is not None:
             node.close()                  # the bag is complete before the bounded DDS teardown
-        with bounded_teardown():
-            if node is not None:
-                node.destroy_node()
-            rclpy.try_shutdown()
+        end_node(node)
 
 
 if __name__ == "__main__":
