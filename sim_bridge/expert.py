@@ -400,11 +400,36 @@ def open_drawer(drawer: str) -> Callable[[Scene], list[Waypoint]]:
     return plan
 
 
+CHEESE_GRASP = np.array([0.0, 0.0, 0.002])  # across the cream cheese's width (4.2 cm along y), at mid-height
+
+
+def cream_cheese_in_bowl(scene: Scene) -> list[Waypoint]:
+    """Pick the cream cheese across its width, hold it centred 4 cm over the bowl's base, let it drop in."""
+    return (pick(CREAM_CHEESE, CHEESE_GRASP, CARRY_Z)
+            + place(CREAM_CHEESE, lambda s: s.body_pos(BOWL) + np.array([0.0, 0.0, 0.04]), CARRY_Z, drop=0.0))
+
+
+BOTTLE_GRASP = np.array([0.0, 0.0, 0.125])  # across the wine bottle's neck, 3 cm under its top: the fingers
+                                        # reach 3 cm below the palm and the bottle is 16 cm tall
+QUARTER_TURN = np.pi / 2                # the hand's wide side along x: clear of the rack behind the bottle
+BOTTLE_CARRY_Z = 1.29                   # the bottle's base 3.8 cm over the cabinet's top
+
+
+def wine_bottle_to(goal: Target, carry_z: float) -> Callable[[Scene], list[Waypoint]]:
+    def plan(scene: Scene) -> list[Waypoint]:
+        return (pick(WINE_BOTTLE, BOTTLE_GRASP, carry_z, yaw=QUARTER_TURN)
+                + place(WINE_BOTTLE, goal, carry_z, drop=0.01, yaw=QUARTER_TURN))
+    return plan
+
+
 PLANS: dict[int, Callable[[Scene], list[Waypoint]]] = {
     0: open_drawer("middle"),
     1: bowl_to(lambda s: s.site_pos("flat_stove_1_cook_region") + np.array([0.0, 0.0, 0.025])),
+    2: wine_bottle_to(lambda s: s.site_pos("wooden_cabinet_1_top_side") + np.array([-0.03, 0.05, 0.0]),
+                      carry_z=BOTTLE_CARRY_Z),
     4: bowl_to(lambda s: s.site_pos("wooden_cabinet_1_top_side"), carry_z=CARRY_Z_HIGH),
     5: push_plate_to_stove_front,
+    6: cream_cheese_in_bowl,
     7: turn_on_stove,
     8: bowl_to(lambda s: s.body_pos(PLATE) + np.array([0.0, 0.0, 0.01])),
 }
