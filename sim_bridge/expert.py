@@ -153,11 +153,11 @@ def rotation_vector(rotation: np.ndarray) -> np.ndarray:
 
 
 def hand_rotation(yaw: float, tilt: float = 0.0) -> np.ndarray:
-    """The downward hand tilted by `tilt` about world x (-pi/2: pointing along -y, fingers closing
-    along z), then turned by `yaw` about world z."""
+    """The downward hand turned by `yaw` about world z, then tilted by `tilt` about world x (at yaw 0,
+    tilt -pi/2 points it along -y with the fingers closing along z)."""
     c, s = np.cos(yaw), np.sin(yaw)
     ct, st = np.cos(tilt), np.sin(tilt)
-    return (np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.array([[1.0, 0.0, 0.0], [0.0, ct, -st], [0.0, st, ct]])
+    return (np.array([[1.0, 0.0, 0.0], [0.0, ct, -st], [0.0, st, ct]]) @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
             @ HAND_DOWN)
 
 
@@ -422,6 +422,28 @@ def wine_bottle_to(goal: Target, carry_z: float) -> Callable[[Scene], list[Waypo
     return plan
 
 
+RACK_SLOT = "wine_rack_1_top_region"   # at the lower edge of the rack's top board, which rises ~30 degrees toward -y
+RACK_ASIDE = np.array([0.06, 0.0, 0.0])  # the rack's post sticks out of the board's middle: lay the bottle beside it
+
+
+def wine_bottle_on_rack(scene: Scene) -> list[Waypoint]:
+    """Hold the bottle by its neck, tilt it to lie along the rack's top board (neck up the slope), lower
+    it onto the board just above the slot's lower edge, let go."""
+    slot = scene.sim.data.get_site_xmat(RACK_SLOT).reshape(3, 3)
+    up_slope, off_board = slot[:, 2].copy(), -slot[:, 1].copy()     # along the board; its upward normal
+    tilt = float(np.arctan2(-up_slope[1], up_slope[2]))             # about x: the bottle's axis from up to up_slope
+    goal = lambda s: s.site_pos(RACK_SLOT) + RACK_ASIDE + 0.04 * up_slope + 0.02 * off_board
+    above_board = lambda s: goal(s) + 0.08 * off_board
+    hold = dict(yaw=QUARTER_TURN, tilt=tilt)
+    return pick(WINE_BOTTLE, BOTTLE_GRASP, BOTTLE_CARRY_Z, yaw=QUARTER_TURN) + [
+        Waypoint("tilt", lambda s: s.eef_pos, CLOSED, tolerance=0.03, frozen=True, timeout=40, **hold),
+        Waypoint("over the board", carrying(WINE_BOTTLE, above_board), CLOSED, tolerance=0.015, timeout=100, **hold),
+        Waypoint("onto the board", carrying(WINE_BOTTLE, goal), CLOSED, tolerance=0.008, speed=0.5, **hold),
+        Waypoint("release", lambda s: s.eef_pos, OPEN, tolerance=1.0, settle=GRIP_SETTLE // 2, **hold),
+        Waypoint("back off", lambda s: s.eef_pos + 0.08 * off_board, OPEN, tolerance=0.02, frozen=True, **hold),
+    ]
+
+
 PLANS: dict[int, Callable[[Scene], list[Waypoint]]] = {
     0: open_drawer("middle"),
     1: bowl_to(lambda s: s.site_pos("flat_stove_1_cook_region") + np.array([0.0, 0.0, 0.025])),
@@ -431,6 +453,7 @@ PLANS: dict[int, Callable[[Scene], list[Waypoint]]] = {
     5: push_plate_to_stove_front,
     6: cream_cheese_in_bowl,
     7: turn_on_stove,
+    9: wine_bottle_on_rack,
     8: bowl_to(lambda s: s.body_pos(PLATE) + np.array([0.0, 0.0, 0.01])),
 }
 assert all(0 <= task_id < len(LIBERO_GOAL_INSTRUCTIONS) for task_id in PLANS)
