@@ -224,3 +224,35 @@ def test_bad_prompt_length_is_refused():
 def test_the_draft_context_agrees_with_the_heads():
     from spec_vla_ros.drafts.eagle_head import DEFAULT_CONTEXT
     assert cost_model.DEFAULT_DRAFT_CONTEXT == DEFAULT_CONTEXT
+
+
+# --- tree passes (issue #24) -----------------------------------------------------------------------
+
+def test_a_tree_pass_counts_every_node_and_costs_a_gpu_about_one_pass():
+    costs = cost_model.action_costs()
+    one = costs.passes[1]
+    for nodes in (7, 15, 31, 49):
+        tree = costs.tree_pass(nodes)
+        chain = costs.llm.forward_cost(1 + nodes, costs.positions, 1 + nodes)
+        assert tree.weight_params == one.weight_params                  # the same weights, read once
+        assert tree.flops > chain.flops > one.flops                     # dense attention over the mask
+        roofline = cost_model.ms(tree, cost_model.H200, "roofline") / cost_model.ms(one, cost_model.H200, "roofline")
+        assert 1.0 <= roofline < 1.1, nodes                             # bandwidth-bound up to 50 positions
+    assert cost_model.ms(costs.tree_pass(255), cost_model.RTX_4090, "roofline") > \
+        1.5 * cost_model.ms(one, cost_model.RTX_4090, "roofline")      # where compute starts to count
+
+
+@pytest.mark.parametrize("mode", ["roofline", "eager"])
+def test_a_recorded_chain_profile_costs_what_the_chain_formula_says(mode):
+    costs, device = cost_model.action_costs(), cost_model.H200
+    for k, passes in ((1, 5), (4, 3), (6, 2)):
+        recorded = [0] + [k] * (passes - 1)
+        assert cost_model.profile_ms(costs, device, mode, "mamba", recorded) == pytest.approx(
+            cost_model.speculative_ms(costs, device, mode, "mamba", passes, k))
+    ar = cost_model.profile_ms(costs, device, mode, "ar", [0] * 7)
+    assert ar == pytest.approx(cost_model.ar_ms(costs, device, mode))
+    tree = cost_model.profile_ms(costs, device, mode, "mamba", [7, 50, 50], (6, 8))
+    chain = cost_model.profile_ms(costs, device, mode, "mamba", [7, 4, 4], None)
+    assert tree > chain                                     # same passes, bigger passes and draft levels
+    with pytest.raises(ValueError, match="at least its prefill pass"):
+        cost_model.profile_ms(costs, device, mode, "mamba", [])

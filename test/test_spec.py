@@ -84,3 +84,68 @@ def test_the_kinds_table_is_the_one_list():
     assert DRAFT_NAMES == tuple(DRAFT_KINDS) == ("ar", "mamba", "llama", "history")
     assert SPECULATIVE_KINDS == ("mamba", "llama", "history")
     assert CHECKPOINT_KINDS == HEAD_KINDS            # the heads drafts/eagle_head.py can build
+
+
+# --- tree shapes (issue #24) ----------------------------------------------------------------------
+
+from spec_vla_ros.decoding.spec import DEFAULT_TREE_DEPTH, DEFAULT_TREE_TOP_K, parse_tree_shape  # noqa: E402
+from spec_vla_ros.drafts.tree import TreeShape  # noqa: E402
+
+
+@pytest.mark.parametrize("text, shape", [
+    ("", None), ("chain", None), (" Chain ", None),
+    ("chain:3", TreeShape(3, 3, 1)),
+    ("tree:50", TreeShape(50, DEFAULT_TREE_DEPTH, DEFAULT_TREE_TOP_K)),
+    ("tree:4", TreeShape(4, 4, DEFAULT_TREE_TOP_K)),             # depth never above the nodes
+    ("tree:50:4", TreeShape(50, 4, DEFAULT_TREE_TOP_K)),
+    ("tree:50:4:8", TreeShape(50, 4, 8)),
+    ("hybrid:32:6:4", TreeShape(32, 6, 4, hybrid=True)),
+    ("hybrid:8:3:1", TreeShape(8, 3, 1, hybrid=True)),            # a hybrid of top-k 1 is still a tree
+])
+def test_tree_shapes_parse(text, shape):
+    assert parse_tree_shape(text) == shape
+    if shape is not None:
+        assert parse_tree_shape(shape.name) == shape
+
+
+@pytest.mark.parametrize("text, message", [
+    ("bush:4", "tree shape 'bush:4': expected chain, chain:K, tree:NODES[:DEPTH[:TOP_K]]"),
+    ("tree", "tree shape 'tree': expected chain"),
+    ("tree:x", "tree shape 'tree:x': expected chain"),
+    ("tree:5:4:3:2", "tree shape 'tree:5:4:3:2': expected chain"),
+    ("chain:2:1", "tree shape 'chain:2:1': expected chain"),
+    ("chain:9", "tree shape 'chain:9': chain length 9: expected an integer in 1..7"),
+    ("tree:0", "tree shape 'tree:0': tree nodes 0: expected an integer in 1..256"),
+    ("tree:300", "tree nodes 300: expected an integer in 1..256"),
+    ("tree:5:7", "tree shape 'tree:5:7': tree depth 7 needs at least as many nodes, got 5"),
+    ("tree:50:8", "tree depth 8: expected an integer in 1..7"),
+    ("tree:50:4:0", "tree top_k 0: expected an integer in 1..256"),
+    ("tree:6:4:1", "a tree of top_k 1 is a chain: nodes (6) must equal depth (4)"),
+])
+def test_bad_tree_shapes_are_refused_in_one_line(text, message):
+    with pytest.raises(ValueError) as raised:
+        parse_tree_shape(text)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("text, tree, name", [
+    ("mamba@tree:50", TreeShape(50, DEFAULT_TREE_DEPTH, DEFAULT_TREE_TOP_K), "mamba@tree:50:6:8"),
+    ("llama:relaxed:9@hybrid:16:4:4", TreeShape(16, 4, 4, hybrid=True), "llama:relaxed:9@hybrid:16:4:4"),
+    ("history@tree:8:3:2", TreeShape(8, 3, 2), "history@tree:8:3:2"),
+])
+def test_a_configuration_names_its_tree_after_an_at(text, tree, name):
+    spec = DecoderSpec.parse(text)
+    assert spec.tree == tree and spec.shape == tree and spec.name == name and DecoderSpec.parse(name) == spec
+
+
+def test_a_chain_shape_is_num_draft_tokens():
+    assert DecoderSpec.parse("mamba@chain:3") == DecoderSpec("mamba", num_draft_tokens=3)
+    assert DecoderSpec("mamba", tree=TreeShape.chain(5)) == DecoderSpec("mamba", num_draft_tokens=5)
+    assert DecoderSpec("mamba", num_draft_tokens=2).shape == TreeShape.chain(2)
+    assert DecoderSpec.parse("mamba", tree=TreeShape(16, 4, 8)).tree == TreeShape(16, 4, 8)
+    with pytest.raises(ValueError, match="configuration 'mamba@': '@' needs a tree shape"):
+        DecoderSpec.parse("mamba@")
+    with pytest.raises(ValueError, match="'ar' has no acceptance rule and no tree shape"):
+        DecoderSpec.parse("ar@tree:8")
+    with pytest.raises(ValueError, match="expected a TreeShape"):
+        DecoderSpec("mamba", tree="tree:8")

@@ -450,7 +450,7 @@ def test_decode_benchmark_reports_ar_its_noise_floor_and_drafts(tmp_path, miniat
     parser = argparse.ArgumentParser()
     decode.add_arguments(parser)
     args = parser.parse_args(["--drafts", "history", "mamba", "--thresholds", "0", "9", "--num-draft-tokens", "2",
-                              "--relaxed-rules", "relaxed", "relaxed-guarded", "--episodes", "1",
+                              "--trees", "chain", "--relaxed-rules", "relaxed", "relaxed-guarded", "--episodes", "1",
                               "--steps-per-episode", "3", "--warmup", "0", "--seed", str(SEED % 10**6),
                               "--json", str(tmp_path / "bench.json"), "--markdown", str(tmp_path / "bench.md")])
     output = decode.run(args)

@@ -390,7 +390,8 @@ def test_every_candidate_of_the_dynamic_tree_scores_its_path_drafted_alone(minia
                                                                           kind):
     """EAGLE-2's candidates, drafted a level at a time in batched branches (Mamba: one state per
     branch; Llama: the level appended under a tree mask), score what stepping the head along each
-    candidate's path alone gives: the sum of its log-probabilities over the 256 action tokens."""
+    candidate's path alone gives: the sum of its log-probabilities over the 256 action tokens (at
+    the head's calibrated temperature)."""
     from spec_vla_ros.vla.session import VerifierSession as Session
     draft = trained_drafts[kind]
     pixels, prompt = observation
@@ -409,10 +410,13 @@ def test_every_candidate_of_the_dynamic_tree_scores_its_path_drafted_alone(minia
             hidden, token, total = draft.pending, next_token, 0.0
             for index in tree.path(node):
                 hidden, state = head.step(hidden, draft._token_input(token), state)
-                log_probs = torch.log_softmax(action_logits(hidden[0], draft.action_rows).float(), dim=-1)
+                logits = action_logits(hidden[0], draft.action_rows).float() / draft.temperature
+                log_probs = torch.log_softmax(logits, dim=-1)
                 token = tokens[index]
                 total += float(log_probs[token - ACTION_TOKEN_MIN])
-            assert total == pytest.approx(float(scores[node]), abs=1e-4), f"seed {SEED}, {kind}, node {node}"
+            # float32 noise of a batched step (~1e-6 on a logit) grows by 1 / temperature per level
+            tolerance = 2e-5 * len(tree.path(node)) / draft.temperature
+            assert total == pytest.approx(float(scores[node]), abs=tolerance), f"seed {SEED}, {kind}, node {node}"
     draft.propose(next_token, 1)                                  # the draft still works as before
 
 
@@ -454,3 +458,152 @@ def test_strict_tree_decoding_gives_ar_tokens_except_at_near_ties(miniature, obs
             message = f"seed {SEED}, draft {name}, shape {shape.name}, observation {index}"
             assert_ar_up_to_near_ties(stats.generated, ar_generated, ar_rows, message)
             assert stats.tree_shape == shape.name and max(stats.proposed_per_pass[1:], default=0) <= shape.nodes
+
+
+# --- retrieval and the hybrid tree -------------------------------------------------------------------
+
+from spec_vla_ros.drafts.hybrid import HybridDraft, merge  # noqa: E402
+from spec_vla_ros.drafts.history import HistoryDraft  # noqa: E402
+from spec_vla_ros.drafts.retrieval import (EPISODE_WEIGHT, PSEUDO_COUNT, ActionDatastore, RetrievalDraft,  # noqa: E402
+                                           read_datastore, write_datastore)
+from spec_vla_ros.drafts.tree import HISTORY, RETRIEVAL, TreeBuilder  # noqa: E402
+
+
+def test_retrieval_continues_the_longest_matching_key_weighted_by_its_rows():
+    a = [31800, 31801, 31802, 31803, 31804, 31805, 31806]
+    rows = [a, a, a[:3] + [31900, 31901, 31902, 31903], [31700, 31701, 31802, 31903, 31904, 31905, 31906]]
+    draft = RetrievalDraft(ActionDatastore(np.array(rows)))
+    draft.begin(None, None)
+    # a0 a1 a2 known (next token a2): three rows match all three; two continue with a3 = 31803
+    scored = draft.continuations(a[:3], 2, 10)
+    assert scored[0] == ((31803,), pytest.approx(np.log(2 / (3 + PSEUDO_COUNT))))
+    assert [path for path, _ in scored] == [(31803,), (31803, 31804), (31900,), (31900, 31901)]
+    # a key of one token when no longer one matches: only a2 = 31802 at position 2, all four rows
+    assert [path for path, _ in draft.continuations([31000, 31000, 31802], 1, 10)] == [(31803,), (31900,),
+                                                                                       (31903,)]
+    assert draft.continuations([31000, 31000, 31000], 1, 10) == []            # no row has it
+    draft.accept(a[:2], None)                                                # a0, a1 produced; a2 pending
+    tree = draft.propose_tree(31802, TreeShape(3, 2, 4))
+    assert tree.sources == (RETRIEVAL,) * 3 and len(tree) == 3
+    assert draft.propose(31802, 4) == a[3:7]
+    # this episode's own action outweighs the traces
+    draft.end_action([31000] * 3 + [31950] * 4)
+    assert draft.continuations([31000, 31000, 31000], 1, 10) == [((31950,), pytest.approx(
+        np.log(EPISODE_WEIGHT / (EPISODE_WEIGHT + PSEUDO_COUNT))))]
+
+
+def test_retrieval_before_the_prefill_proposes_what_followed_an_equal_action():
+    a, b, c = ([31800 + 10 * i + j for j in range(7)] for i in range(3))
+    draft = RetrievalDraft(ActionDatastore(np.array([a, b, c]), np.array([-1, 0, -1])))     # b followed a
+    assert draft.propose_early_tree(TreeShape(14, 7, 2)) == DraftTree()                    # a new episode
+    draft.end_action(a)
+    assert draft.propose_early_tree(TreeShape(14, 7, 2)).paths()[-1] == tuple(b)
+    draft.end_action(c)
+    assert draft.propose_early(7) == []                       # nothing ever followed c
+    draft.end_action(a)                                       # c followed a in this episode: weighs more
+    assert draft.propose_early(7) == c
+
+
+def test_a_datastore_reads_back_and_refuses_what_is_not_one(tmp_path):
+    rng = fresh(5000)
+    store = ActionDatastore(random_tokens(rng, 35), np.array([-1, 0, 1, -1, 3]), "miniature-seed0")
+    write_datastore(tmp_path / "actions.safetensors", store, "test")
+    back = read_datastore(tmp_path / "actions.safetensors")
+    assert np.array_equal(back.tokens, store.tokens) and np.array_equal(back.previous, store.previous)
+    assert back.verifier == "miniature-seed0"
+    (tmp_path / "broken.safetensors").write_bytes(b"not a datastore")
+    with pytest.raises(ValueError, match="broken.safetensors: not a readable action datastore"):
+        read_datastore(tmp_path / "broken.safetensors")
+    with pytest.raises(ValueError, match="one row index .* per row"):
+        ActionDatastore(store.tokens, np.array([-1, 7, 0, 0, 0]))
+
+
+def test_the_registry_refuses_a_datastore_of_another_verifier(tmp_path):
+    from spec_vla_ros.drafts.registry import PACKAGED_CHECKPOINTS, resolve
+    import shutil
+    shutil.copytree(PACKAGED_CHECKPOINTS / "mamba", tmp_path / "mamba")
+    write_datastore(tmp_path / "actions.safetensors", ActionDatastore(np.zeros((1, 7)), verifier="other-vla"), "x")
+    with pytest.raises(ValueError, match="holds actions of verifier 'other-vla', not of 'miniature-seed0'"):
+        resolve("mamba", str(tmp_path), "miniature")
+    write_datastore(tmp_path / "actions.safetensors", ActionDatastore(np.zeros((1, 7)), verifier="miniature-seed0"),
+                    "x")
+    assert resolve("mamba", str(tmp_path), "miniature").datastore == tmp_path / "actions.safetensors"
+    assert resolve("history", str(tmp_path), "miniature").datastore == tmp_path / "actions.safetensors"
+
+
+def test_merge_keeps_the_best_scored_nodes_with_their_ancestors_under_the_budget():
+    scored = [((1,), -0.1, MODEL), ((1, 2), -0.5, MODEL), ((1, 2, 3), -3.0, MODEL), ((4,), -1.0, HISTORY),
+              ((4, 5), -1.2, HISTORY), ((1, 6), -0.2, RETRIEVAL), ((7, 8, 9), -0.3, RETRIEVAL)]
+    tree = merge(scored, 6)
+    assert set(tree.paths()) == {(1,), (1, 6), (7,), (7, 8), (7, 8, 9), (1, 2)}
+    assert dict(zip(tree.paths(), tree.sources))[(7, 8)] == RETRIEVAL and len(tree) == 6
+    assert merge(scored, 100).paths().count((1, 2, 3)) == 1
+    builder = TreeBuilder(2)
+    assert builder.add((1, 2, 3), MODEL) == 2 and builder.add((1, 2), HISTORY) == 2 and len(builder) == 2
+
+
+def test_the_history_branch_rises_as_the_scene_stays_still():
+    hybrid = HybridDraft(None)
+    action = [31800 + i for i in range(7)]
+    first = hybrid.history_log_prob(3)
+    for _ in range(4):
+        hybrid.propose_early_tree(TreeShape(8, 4, 2, hybrid=True))
+        hybrid.begin(None, None)
+        hybrid.end_action(action)
+    assert first == pytest.approx(np.log(0.5)) and hybrid.history_log_prob(3) == pytest.approx(np.log(4 / 5))
+    early = hybrid.propose_early_tree(TreeShape(8, 4, 2, hybrid=True))
+    # the previous action, proposed by history and by retrieval (it followed itself three times)
+    assert early.paths()[-1] == tuple(action) and set(early.sources) == {RETRIEVAL}
+    hybrid.reset_episode()
+    assert hybrid.history_log_prob(3) == pytest.approx(np.log(0.5))
+
+
+@pytest.mark.parametrize("shape", [TreeShape(8, 3, 2, hybrid=True), TreeShape(50, 6, 8, hybrid=True)],
+                         ids=lambda shape: shape.name)
+def test_strict_hybrid_decoding_is_ar_exactly_on_a_scripted_verifier(miniature, shape):
+    """The hybrid merges the scripted tree draft, the previous action and retrieval from a
+    datastore holding some of the truths: still AR's tokens, every source labelled."""
+    truths = random_truths(fresh(6000 + shape.nodes), 24)
+    store = ActionDatastore(np.array([t for t in truths[::3] if len(t) == ACTION_DIM]))
+    for right in (0.0, 0.6):
+        draft = ScriptedTreeDraft(right, seed=SEED + shape.nodes, early=False)
+        draft.datastore = store
+        outputs = scripted_tree_decode(miniature.model, draft, shape, Acceptance(0), truths)
+        kept = set()
+        for (tokens, stats), truth in zip(outputs, truths):
+            assert stats.generated == truth, f"seed {SEED}, shape {shape.name}, right {right}, truth {truth}"
+            assert max(stats.proposed_per_pass[1:], default=0) <= shape.nodes
+            kept |= set(stats.source_per_pass) - {""}
+        assert kept <= {MODEL, HISTORY, RETRIEVAL} and RETRIEVAL in kept, f"seed {SEED}: {kept}"
+
+
+# --- the decode benchmark compares chains and trees ------------------------------------------------
+
+def test_decode_benchmark_compares_chains_and_trees(tmp_path, miniature, capsys):
+    import argparse
+    import json
+
+    from spec_vla_ros.commands.benchmarks import decode
+    parser = argparse.ArgumentParser()
+    decode.add_arguments(parser)
+    args = parser.parse_args(["--drafts", "history", "mamba", "--thresholds", "0", "--num-draft-tokens", "2",
+                              "--trees", "chain", "tree:8:3:4", "hybrid:8", "--episodes", "1", "--steps-per-episode",
+                              "2", "--warmup", "0", "--arch-repeats", "1", "--seed", str(SEED % 10**6),
+                              "--json", str(tmp_path / "bench.json"), "--markdown", str(tmp_path / "bench.md")])
+    output = decode.run(args)
+    rows = {(r["draft"], r["tree"]): r for r in output["results"]}
+    assert set(rows) == {("ar", ""), ("ar-reshaped", ""), *((draft, shape) for draft in ("history", "mamba")
+                                                          for shape in ("chain:2", "tree:8:3:4", "hybrid:8:6:8"))}
+    for (draft, shape), row in rows.items():
+        assert row["actions"] == 2 and row["gpu_ms"] > 0, (draft, shape)
+        assert sum(row["kept_sources"].values()) <= row["passes_per_action"] * 2
+        if shape.startswith("tree") and draft == "mamba":
+            assert max(p for profile in row["profiles"] for p in profile["proposed_per_pass"][1:]) <= 8
+    assert rows[("ar", "")]["gpu_speedup"] == 1.0 and rows[("ar", "")]["same_as_ar"] == 1.0
+    assert set(rows[("mamba", "tree:8:3:4")]["kept_sources"]) <= {"model", "history"}
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| mamba | strict | tree:8:3:4 |" in markdown and "H200 est. ms" in markdown
+    assert json.loads((tmp_path / "bench.json").read_text())["results"][2]["tree"] == "chain:2"
+    with pytest.raises(SystemExit) as refused:
+        decode.run(parser.parse_args(["--trees", "tree:0"]))
+    assert refused.value.code == 2 and "--trees: tree shape 'tree:0'" in capsys.readouterr().err

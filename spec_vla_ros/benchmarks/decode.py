@@ -2,13 +2,17 @@
 observations. The command line (options, their checks, which drafts): commands/benchmarks/decode.py;
 `args` below is what it parsed.
 
-Every configuration (AR, and each draft x acceptance rule x num_draft_tokens) decodes the same
-sequence of observations, interleaved observation by observation so that machine load affects
-all alike; each has its own draft instance, reset at episode boundaries. Reported per
-configuration: verifier passes per action, acceptance length (tokens per pass), the acceptance
-rate at each draft position, ms per action (median, p90), speedup vs AR in this run, the share
-of actions identical to AR's, the actions the verifier ended with an EOS, and the largest |bin
-difference| from the AR action per dimension.
+Every configuration (AR, and each draft x acceptance rule x shape: a chain of each
+num_draft_tokens, or a tree of --trees) decodes the same sequence of observations, interleaved
+observation by observation so that machine load affects all alike; each has its own draft
+instance, reset at episode boundaries. Reported per configuration: verifier passes per action,
+acceptance length (tokens per pass), the acceptance rate at each draft position (a tree's
+depth) on the kept path, draft and verifier ms per action (means), ms per action (median, p90),
+speedup vs AR in this run, the share of actions identical to AR's, the actions the verifier ended
+with an EOS, the largest |bin difference| from the AR action per dimension, which source's branch
+the passes kept (model / history / retrieval), and OpenVLA-7B's ms per action and speedup on an
+H200 computed by the cost model for the same passes (decoding/cost_model.profile_ms, eager: on a
+GPU a pass of 50 positions costs about what a pass of 1 does, on this CPU it does not).
 
 AR's noise floor is measured beside them: the row `ar-reshaped` is greedy decoding with every
 verifier pass one position longer (decoding/noise_floor.py). Its "same as AR" is the share of
@@ -40,7 +44,7 @@ from ..decoding import cost_model
 from ..decoding.acceptance import STRICT, Acceptance
 from ..decoding.decoder import Decoder
 from ..decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
-from ..decoding.spec import DecoderSpec
+from ..decoding.spec import DecoderSpec, parse_tree_shape
 from ..drafts.eagle_head import EagleDraft, EagleHead, default_core_config
 from ..drafts.kinds import AR
 from ..drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, ResolvedDraft, load, resolve, verifier_identity
@@ -105,22 +109,48 @@ class Contender:
     decoder: Decoder
 
 
+def shapes(args) -> list:
+    """The tree shapes of `args.trees` in order, once each: None for each chain of
+    `args.num_draft_tokens` ('chain'), TreeShapes for the trees."""
+    made = []
+    for text in args.trees:
+        tree = parse_tree_shape(text)
+        made += [(k, None) for k in args.num_draft_tokens] if tree is None else [(DEFAULT_K, tree)]
+    return list(dict.fromkeys(made))
+
+
+DEFAULT_K = 4          # num_draft_tokens of a tree row (unused by its decoder; DecoderSpec needs one)
+
+
 def configurations(args, verifier, drafts: list[ResolvedDraft]) -> list[Contender]:
-    """AR first, then AR's noise-floor twin, then each draft x acceptance rule x k, each with its
-    own draft instance. `drafts`: resolved drafts (resolve_drafts)."""
+    """AR first, then AR's noise-floor twin, then each draft x acceptance rule x shape (`shapes`),
+    each with its own draft instance. `drafts`: resolved drafts (resolve_drafts)."""
     ar = DecoderSpec(AR)
     contenders = [Contender(AR, ar, Decoder(verifier.model)),
                   Contender(RESHAPED_AR, ar, reshaped_ar_decoder(verifier.model))]
     for draft in drafts:
         for acceptance in acceptance_rules(args.thresholds, args.relaxed_rules):
-            for k in args.num_draft_tokens:
-                spec = DecoderSpec(draft.kind, draft.checkpoint, k, acceptance)
-                decoder = Decoder(verifier.model, load(draft, verifier), k, acceptance)
+            for k, tree in shapes(args):
+                spec = DecoderSpec(draft.kind, draft.checkpoint, k, acceptance, tree)
+                decoder = Decoder(verifier.model, load(draft, verifier), k, acceptance, tree=tree)
                 contenders.append(Contender(draft.kind, spec, decoder))
     return contenders
 
 
-def summarize(contender: Contender, records: list, ar_tokens: list, ar_median: float | None) -> dict:
+def gpu_estimate_ms(contender: Contender, records: list) -> float:
+    """OpenVLA-7B's mean ms per action on an H200 (eager, the cost model) for these actions' passes."""
+    spec = contender.spec
+    costs = cost_model.action_costs()
+    kind = spec.draft if contender.label != RESHAPED_AR else AR
+    tree = (spec.tree.depth, spec.tree.top_k) if spec.tree is not None else None
+    if kind == AR and contender.label == AR:
+        return cost_model.ar_ms(costs, cost_model.H200, "eager")
+    return float(np.mean([cost_model.profile_ms(costs, cost_model.H200, "eager", kind, stats.proposed_per_pass, tree)
+                          for stats in records]))
+
+
+def summarize(contender: Contender, records: list, ar_tokens: list, ar_median: float | None,
+              ar_gpu_ms: float | None = None) -> dict:
     ms = np.array([stats.total_ms for stats in records])
     passes = np.array([stats.verifier_passes for stats in records])
     judged = {}
@@ -130,15 +160,24 @@ def summarize(contender: Contender, records: list, ar_tokens: list, ar_median: f
     deviation = np.abs(token_ids_to_bin_indices([s.tokens for s in records])
                        - token_ids_to_bin_indices(ar_tokens)).max(axis=0)
     median = float(np.median(ms))
+    sources: dict = {}
+    for stats in records:
+        for source, count in stats.source_counts().items():
+            sources[source] = sources.get(source, 0) + count
+    gpu_ms = gpu_estimate_ms(contender, records)
     return {
         "draft": contender.label, "acceptance": contender.spec.acceptance.name,
         "num_draft_tokens": contender.spec.num_draft_tokens if contender.spec.speculative else 0,
+        "tree": contender.spec.shape.name if contender.spec.speculative else "",
         "actions": len(records),
         "passes_per_action": float(passes.mean()),
         "acceptance_length": ACTION_DIM * len(records) / float(passes.sum()),
         "accept_rate_by_position": [float(np.mean(judged[p])) for p in sorted(judged)],
         "ms_median": median, "ms_p90": float(np.percentile(ms, 90)),
         "draft_ms_mean": float(np.mean([s.draft_ms for s in records])),
+        "verify_ms_mean": float(np.mean([s.verify_ms for s in records])),
+        "kept_sources": sources,
+        "gpu_ms": gpu_ms, "gpu_speedup": (ar_gpu_ms / gpu_ms) if ar_gpu_ms else 1.0,
         "speedup": (ar_median / median) if ar_median else 1.0,
         "same_as_ar": same_share([s.tokens for s in records], ar_tokens),
         "stopped_at_eos": sum(s.stopped_at_eos for s in records),
@@ -167,25 +206,34 @@ def measure(args, verifier, drafts: list[ResolvedDraft]) -> list[dict]:
             record.append(contender.decoder.decode(pixels, prompt_ids)[1])
     ar_tokens = [stats.tokens for stats in records[0]]
     ar_median = float(np.median([stats.total_ms for stats in records[0]]))
-    return [summarize(contender, record, ar_tokens, ar_median) for contender, record in zip(contenders, records)]
+    ar_gpu_ms = gpu_estimate_ms(contenders[0], records[0])
+    return [summarize(contender, record, ar_tokens, ar_median, ar_gpu_ms)
+            for contender, record in zip(contenders, records)]
 
 
 def markdown_table(results: list[dict]) -> str:
-    lines = ["| draft | acceptance | k | passes/action | accept len | accept rate by position | ms median | "
-             "ms p90 | speedup | same as AR | EOS stops | max abs dbin (dx dy dz droll dpitch dyaw grip) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| draft | acceptance | shape | passes/action | accept len | accept rate by depth | draft ms | verify ms | "
+             "ms median | ms p90 | speedup | H200 est. ms | H200 est. speedup | same as AR | EOS stops | kept from | "
+             "max abs dbin (dx dy dz droll dpitch dyaw grip) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rates = " ".join(f"{rate:.2f}" for rate in r["accept_rate_by_position"]) or "-"
         deviation = " ".join(str(value) for value in r["max_abs_dbin"].values())
-        lines.append(f"| {r['draft']} | {r['acceptance']} | {r['num_draft_tokens'] or '-'} | "
-                     f"{r['passes_per_action']:.2f} | {r['acceptance_length']:.2f} | {rates} | {r['ms_median']:.1f} | "
-                     f"{r['ms_p90']:.1f} | {r['speedup']:.2f}x | {r['same_as_ar']:.1%} | {r['stopped_at_eos']} | "
-                     f"{deviation} |")
+        kept = " ".join(f"{source} {count}" for source, count in sorted(r["kept_sources"].items())) or "-"
+        lines.append(f"| {r['draft']} | {r['acceptance']} | {r['tree'] or '-'} | "
+                     f"{r['passes_per_action']:.2f} | {r['acceptance_length']:.2f} | {rates} | {r['draft_ms_mean']:.1f} | "
+                     f"{r['verify_ms_mean']:.1f} | {r['ms_median']:.1f} | {r['ms_p90']:.1f} | {r['speedup']:.2f}x | "
+                     f"{r['gpu_ms']:.1f} | {r['gpu_speedup']:.2f}x | {r['same_as_ar']:.1%} | {r['stopped_at_eos']} | "
+                     f"{kept} | {deviation} |")
     floor = next((r["same_as_ar"] for r in results if r["draft"] == RESHAPED_AR), None)
     if floor is not None:
         lines += ["", f"AR noise floor: {floor:.1%} of actions identical to AR when only the passes' shapes "
                       f"change (row {RESHAPED_AR}); strict rows are expected near it, relaxed rows below it. "
-                      f"'EOS stops': actions the verifier ended with an EOS (read from prompt + output as OpenVLA)."]
+                      f"'EOS stops': actions the verifier ended with an EOS (read from prompt + output as OpenVLA). "
+                      f"Shapes: chain:K proposes K tokens in a row, tree:NODES:DEPTH:TOP_K a draft's own tree, "
+                      f"hybrid:... with the previous action and retrieved continuations; 'kept from': passes whose "
+                      f"kept path came from each source. H200 est.: OpenVLA-7B's ms per action for the same passes "
+                      f"from the cost model (eager PyTorch on an H200 SXM, computed, not measured)."]
     return "\n".join(lines)
 
 
@@ -221,8 +269,9 @@ def timed_ms(function, device: str, repeats: int) -> float:
     return float(np.median(times))
 
 
-def time_architecture(model: OpenVLA, device: str, repeats: int, prompt_tokens: int) -> dict:
-    """Prefill ms, ms per verifier pass over 1..7 new tokens, and draft-head ms at this hidden size."""
+def time_architecture(model: OpenVLA, device: str, repeats: int, prompt_tokens: int, tree_nodes=()) -> dict:
+    """Prefill ms, ms per verifier pass over 1..7 new tokens and over the pending token and a tree
+    of each of `tree_nodes` proposals (a random tree), and draft-head ms at this hidden size."""
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(6, model.config.image_size, model.config.image_size, generator=generator)
     prompt = [BOS_TOKEN_ID] + torch.randint(3, 29000, (prompt_tokens - 2,), generator=generator).tolist()
@@ -241,6 +290,14 @@ def time_architecture(model: OpenVLA, device: str, repeats: int, prompt_tokens: 
 
     timing["pass_ms"] = {count: timed_ms(lambda: one_pass(count), device, repeats)
                          for count in range(1, ACTION_DIM + 1)}
+
+    def tree_pass(nodes):
+        parents = [-1] + [int(torch.randint(0, index + 1, (1,), generator=generator)) for index in range(nodes)]
+        session.verify_tree([tokens[0]] * (nodes + 1), parents).greedy()
+        session.keep_path([])
+
+    timing["tree_pass_ms"] = {nodes: timed_ms(lambda: tree_pass(nodes), device, repeats)
+                              for nodes in sorted(set(tree_nodes))}
     dtype = resolve_dtype("auto", device)
     timing["draft"] = {}
     for kind in CHECKPOINT_KINDS:
@@ -261,15 +318,18 @@ def project(result: dict, timing: dict) -> float:
     """Projected ms per action at full size for one measured acceptance profile.
 
     Each action: the prefill, then one pass over 1 + proposals for each later pass (AR: 1 token
-    each); a draft head adds its begin, about one step per proposal and one per accept, and one
-    per early proposal (a carrying head drafts those before the prefill).
+    each; a tree row's passes as the timed tree pass of its node budget); a draft head adds its
+    begin, about one step per proposal and one per accept, and one per early proposal (a carrying
+    head drafts those before the prefill).
     """
     draft = timing["draft"].get(result["draft"])
+    tree = parse_tree_shape(result["tree"]) if result.get("tree", "").startswith(("tree", "hybrid")) else None
     total = 0.0
     for profile in result["profiles"]:
         early = profile["proposed_per_pass"][0] if profile["proposed_per_pass"] else 0
         proposed = profile["proposed_per_pass"][1:] or [0] * (profile["passes"] - 1)
-        total += timing["prefill_ms"] + sum(timing["pass_ms"][1 + p] for p in proposed)
+        total += timing["prefill_ms"] + sum(timing["tree_pass_ms"][tree.nodes] if tree and p else
+                                            timing["pass_ms"][1 + p] for p in proposed)
         if draft:
             total += draft["begin_ms"] + draft["step_ms"] * (early + sum(p + 1 for p in proposed))
     return total / len(result["profiles"])
@@ -287,11 +347,12 @@ def check_architecture_device(device: str, force: bool) -> None:
 def run_architecture(args, results: list[dict]) -> dict:
     device = args.arch_device
     model = build_random_architecture(VLAConfig(), device, torch.bfloat16)
-    timing = time_architecture(model, device, args.arch_repeats, args.arch_prompt_tokens)
+    trees = [tree.nodes for _, tree in shapes(args) if tree is not None]
+    timing = time_architecture(model, device, args.arch_repeats, args.arch_prompt_tokens, trees)
     del model
     ar = next(r for r in results if r["draft"] == AR)
     ar_ms = project(ar, timing)
-    timing["projected"] = [{"draft": r["draft"], "acceptance": r["acceptance"],
+    timing["projected"] = [{"draft": r["draft"], "acceptance": r["acceptance"], "tree": r["tree"],
                             "num_draft_tokens": r["num_draft_tokens"], "ms_per_action": project(r, timing),
                             "speedup": ar_ms / project(r, timing)} for r in results]
     return timing
@@ -302,8 +363,8 @@ def architecture_table(timing: dict) -> str:
     lines = [f"openvla-7b (random weights, bf16): prefill {timing['prefill_ms']:.1f} ms; ms per verifier pass by "
              f"tokens {passes}; draft begin/step ms: " +
              ", ".join(f"{kind} {d['begin_ms']:.1f}/{d['step_ms']:.2f}" for kind, d in timing["draft"].items()),
-             "", "| draft | acceptance | k | projected ms/action | projected speedup |", "|---|---|---|---|---|"]
-    lines += [f"| {p['draft']} | {p['acceptance']} | {p['num_draft_tokens'] or '-'} | {p['ms_per_action']:.1f} | "
+             "", "| draft | acceptance | shape | projected ms/action | projected speedup |", "|---|---|---|---|---|"]
+    lines += [f"| {p['draft']} | {p['acceptance']} | {p['tree'] or '-'} | {p['ms_per_action']:.1f} | "
               f"{p['speedup']:.2f}x |" for p in timing["projected"]]
     return "\n".join(lines)
 

@@ -27,10 +27,14 @@ checked against timm 1.0 and transformers 5:
   `forward_intermediates(..., stop_early=True)`; VIT_RUNS_LAST_BLOCK is False); the last block,
   the final norm and SigLIP's attention-pool head are not run;
 - the language model runs every layer over every new position; the lm_head (all 32064 rows)
-  only over the positions whose logits are read (1 + proposals);
+  only over the positions whose logits are read (1 + proposals); a tree pass (decoding/decoder.py)
+  runs them over the pending token and every node, each attending to the whole prefix and, under
+  the tree mask, to the pass's positions (attention computed densely: n x (past + n) pairs);
 - a draft step (drafts/eagle_head.py): `fc(concat(hidden, embed(token)))`, the core (Mamba blocks
   or one Llama decoder layer), the head's RMSNorm, and logits over the 256 action rows of the
   verifier's lm_head only; `begin` runs the head once over the last `context` prompt positions;
+  a draft tree (EAGLE-2) runs one step for its first level, then one batched step of top_k rows per
+  further level (a level of r rows counted as one call over r positions);
 - the history draft does no model work.
 
 Test (test/test_cost_model.py): the parameter counts below equal those of the modules built on
@@ -209,22 +213,24 @@ class LlamaShape:
         return {"embed_tokens": self.vocab * d, "layers": self.layers * self.layer_parameters(), "norm": d,
                 "lm_head": self.vocab * d}
 
-    def layer_cost(self, new: int, past: int) -> Cost:
-        """One decoder layer over `new` positions after `past` cached ones (causal attention)."""
+    def layer_cost(self, new: int, past: int, tree: bool = False) -> Cost:
+        """One decoder layer over `new` positions after `past` cached ones (causal attention; `tree`:
+        under a tree mask, computed densely over every pair)."""
         d = self.hidden
-        attended = new * past + new * (new + 1) // 2                  # query-key pairs
+        attended = new * past + (new * new if tree else new * (new + 1) // 2)      # query-key pairs
         flops = 2 * new * (self.layer_parameters() - 2 * d) + 2 * 2 * attended * d
         kv_bytes = 2 * past * self.kv_width * BF16_BYTES             # read K and V of earlier positions
         return Cost(flops, self.layer_parameters() * BF16_BYTES + kv_bytes, KERNELS_PER_LLAMA_LAYER,
                     self.layer_parameters())
 
-    def forward_cost(self, new: int, past: int, logits: int) -> Cost:
+    def forward_cost(self, new: int, past: int, logits: int, tree: bool = False) -> Cost:
         """The model over `new` positions (embedding lookups, every layer, final norm) and the
-        lm_head over the last `logits` of them: one verifier pass."""
+        lm_head over the last `logits` of them: one verifier pass (`tree`: under a tree mask)."""
         d = self.hidden
         lm_head = Cost(2 * logits * d * self.vocab, (self.vocab * d + d) * BF16_BYTES, KERNELS_PER_MODEL_CALL,
                        self.vocab * d + d)                             # lm_head and the final norm
-        return self.layer_cost(new, past).times(self.layers) + lm_head + Cost(0, new * d * BF16_BYTES, 0)
+        mask = Cost(0, new * (past + new), 1) if tree else Cost()      # the boolean tree mask, built and read
+        return self.layer_cost(new, past, tree).times(self.layers) + lm_head + Cost(0, new * d * BF16_BYTES, 0) + mask
 
 
 @dataclass(frozen=True)
@@ -380,10 +386,29 @@ class ActionCosts:
     draft_steps: dict             # draft kind -> Cost of one step
     draft_begins: dict            # draft kind -> Cost of `begin`
     positions: int                # prefill positions: BOS + patches + prompt tokens after BOS
+    llm: LlamaShape | None = None     # for passes of any length (tree passes)
+    heads: dict | None = None         # draft kind -> HeadShape, for tree levels
+    context: int = DEFAULT_DRAFT_CONTEXT
 
     @property
     def prefill(self) -> Cost:
         return self.vision + self.projector + self.prefill_lm
+
+    def tree_pass(self, nodes: int) -> Cost:
+        """A verifier pass over the pending token and a tree of `nodes` proposals (logits for all)."""
+        return self.llm.forward_cost(1 + nodes, self.positions, 1 + nodes, tree=True)
+
+    def prefill_with(self, early: int, tree: bool = False) -> Cost:
+        """The prefill verifying `early` guesses too (a chain, or a tree of them)."""
+        if not early:
+            return self.prefill
+        return self.vision + self.projector + self.llm.forward_cost(self.positions + early, 0, 1 + early, tree)
+
+    def tree_draft(self, kind: str, depth: int, top_k: int) -> Cost:
+        """A draft's EAGLE-2 tree: one step for the first level, then a batched step of top_k rows
+        for each further level (nothing for history)."""
+        head = self.heads[kind]
+        return head.call_cost(1, self.context) + head.call_cost(top_k, self.context).times(max(0, depth - 1))
 
 
 def action_costs(shape: VLAShape = OPENVLA_7B, prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
@@ -400,7 +425,7 @@ def action_costs(shape: VLAShape = OPENVLA_7B, prompt_tokens: int = DEFAULT_PROM
         passes={n: shape.llm.forward_cost(n, positions, n) for n in range(1, MAX_PASS_TOKENS + 1)},
         draft_steps={kind: head.step_cost(context) for kind, head in heads.items()},
         draft_begins={kind: head.begin_cost(context) for kind, head in heads.items()},
-        positions=positions)
+        positions=positions, llm=shape.llm, heads=heads, context=context)
 
 
 def ms(cost: Cost, device: DeviceSpec, mode: str) -> float:
@@ -426,6 +451,33 @@ def speculative_ms(costs: ActionCosts, device: DeviceSpec, mode: str, draft: str
     draft_calls = later * (num_draft_tokens + 1)
     return (ms(costs.prefill, device, mode) + later * ms(costs.passes[pass_tokens], device, mode)
             + ms(costs.draft_begins[draft], device, mode) + draft_calls * ms(costs.draft_steps[draft], device, mode))
+
+
+def profile_ms(costs: ActionCosts, device: DeviceSpec, mode: str, draft: str, proposed_per_pass: list[int],
+               tree: tuple[int, int] | None = None) -> float:
+    """One decoded action as a decoder recorded it (DecodeStats.proposed_per_pass: the prefill's
+    early guesses, then the proposals of each later pass) on `device`: the prefill with its guesses,
+    a pass over 1 + proposals for each later pass (a tree pass when `tree` = (depth, top_k) of the
+    draft's tree shape), and the draft (`draft`: a kind of draft_heads, or 'ar'): `begin`, then per
+    later pass one step per proposal and one to accept (a chain), or the tree's levels and one to
+    accept. Early guesses are counted as copies (no draft steps), as the packaged heads make them."""
+    if not proposed_per_pass:
+        raise ValueError("a decoded action has at least its prefill pass")
+    early, later = proposed_per_pass[0], proposed_per_pass[1:]
+    total = ms(costs.prefill_with(early, tree is not None), device, mode)
+    for proposed in later:
+        total += ms(costs.tree_pass(proposed) if tree and proposed else costs.llm.forward_cost(
+            1 + proposed, costs.positions, 1 + proposed), device, mode)
+    if draft in costs.draft_steps:
+        total += ms(costs.draft_begins[draft], device, mode)
+        step = ms(costs.draft_steps[draft], device, mode)
+        for proposed in later:
+            if tree and proposed:
+                depth, top_k = tree
+                total += ms(costs.tree_draft(draft, depth, top_k), device, mode) + step
+            else:
+                total += (proposed + 1) * step
+    return total
 
 
 # --- report ---------------------------------------------------------------------------------------

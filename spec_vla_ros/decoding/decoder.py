@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..drafts.base import Draft
+from ..drafts.hybrid import HybridDraft
 from ..drafts.kinds import AR
 from ..drafts.tree import DraftTree, TreeShape
 from ..vla.constants import ACTION_DIM, EOS_TOKEN_ID
@@ -57,12 +58,15 @@ class Decoder:
         recorded verifier outputs through this same loop (tree shapes need sessions with
         `verify_tree` and `keep_path`). `draft_checkpoint`: the directory the draft head was loaded
         from ('' for none), copied into every DecodeStats. `tree`: the draft's tree shape; None
-        proposes chains of `num_draft_tokens`."""
+        proposes chains of `num_draft_tokens`; a hybrid shape wraps the draft in a HybridDraft
+        (drafts/hybrid.py) retrieving from the draft's datastore."""
         if draft is not None and (not isinstance(num_draft_tokens, int) or num_draft_tokens < 1):
             raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")
         if tree is not None and not isinstance(tree, TreeShape):
             raise ValueError(f"tree must be a TreeShape or None (chains), got {tree!r}")
         self.new_session = session_factory or (lambda: VerifierSession(model))
+        if draft is not None and tree is not None and tree.hybrid and not isinstance(draft, HybridDraft):
+            draft = HybridDraft(draft, draft.datastore)
         self.draft = draft
         self.num_draft_tokens = num_draft_tokens
         self.acceptance = acceptance

@@ -33,6 +33,10 @@ class Draft:
     name = "base"
     source = MODEL              # the source its proposals are labelled with (drafts/tree.py)
     early_source = MODEL        # ... and its guesses before the prefill
+    # The action-token datastore (drafts/retrieval.ActionDatastore) a hybrid tree retrieves from:
+    # set by the registry where one belongs to the draft's checkpoint or to the verifier; None:
+    # a hybrid tree retrieves from its episode's own actions only.
+    datastore = None
 
     def reset_episode(self) -> None:
         pass

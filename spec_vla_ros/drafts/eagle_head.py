@@ -188,10 +188,12 @@ class EagleDraft(Draft):
     """A Draft over an EagleHead; the state lives here, so drafts may share one head.
     `early_guesses` (a carrying head's): EARLY_FROM_HEAD or EARLY_COPY (see the module doc)."""
 
-    def __init__(self, head: EagleHead, model: OpenVLA, early_guesses: str = EARLY_FROM_HEAD):
+    def __init__(self, head: EagleHead, model: OpenVLA, early_guesses: str = EARLY_FROM_HEAD,
+                 temperature: float = 1.0):
         if early_guesses not in EARLY_GUESS_MODES:
             raise ValueError(f"early_guesses '{early_guesses}' is unknown; expected one of {EARLY_GUESS_MODES}")
         self.early_guesses = early_guesses
+        self.temperature = temperature
         self.name = head.kind
         self.head = head.eval()
         self.dtype = head.fc.weight.dtype
@@ -280,7 +282,7 @@ class EagleDraft(Draft):
         self.snapshots.append(core.snapshot(state))
         self.state = state                            # rollback restores a snapshot of it
         table = self._action_token_inputs()
-        log_probs = F.log_softmax(action_logits(hidden, self.action_rows).float(), dim=-1)     # [1, 256]
+        log_probs = self._log_probs(hidden)                                                     # [1, 256]
         scores, bins = log_probs.topk(top_k, dim=-1)                                           # [1, k]
         all_bins, all_parents, all_scores = [bins[0]], [[-1] * bins.shape[1]], [scores[0]]
         level = list(range(bins.shape[1]))            # candidates of the newest level (indices into the lists)
@@ -290,7 +292,7 @@ class EagleDraft(Draft):
             expand = level_scores.topk(min(top_k, len(level))).indices.tolist()
             hidden, branches = head.step_branches(hidden[[level_rows[i] for i in expand]], table[level_bins[expand]],
                                                   branches, [level_rows[i] for i in expand])
-            log_probs = F.log_softmax(action_logits(hidden, self.action_rows).float(), dim=-1)     # [e, 256]
+            log_probs = self._log_probs(hidden)                                                 # [e, 256]
             scores, bins = log_probs.topk(top_k, dim=-1)
             scores = scores + level_scores[expand][:, None]
             parents = [level[i] for i in expand for _ in range(top_k)]
@@ -303,6 +305,11 @@ class EagleDraft(Draft):
             all_scores.append(level_scores)
         tokens = (torch.cat(all_bins) + ACTION_TOKEN_MIN).tolist()
         return tokens, [parent for level in all_parents for parent in level], torch.cat(all_scores)
+
+    def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[n, H] predicted hidden states -> [n, 256] log-probabilities of the action tokens, at the
+        head's calibrated temperature."""
+        return F.log_softmax(action_logits(hidden, self.action_rows).float() / self.temperature, dim=-1)
 
     def _action_token_inputs(self) -> torch.Tensor:
         """[256, H] the head's fc share of every action token's embedding, computed once."""

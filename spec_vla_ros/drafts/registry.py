@@ -13,6 +13,12 @@ packaged under drafts/checkpoints/<kind>/, trained for the embedded miniature. A
 path is either one draft's directory or, laid out like the packaged ones, a directory with a
 sub-directory per kind: then one `draft_checkpoint` serves every draft, and switching `draft`
 alone (`ros2 param set ... draft llama`) picks the matching one.
+
+Hybrid trees (drafts/hybrid.py) retrieve from an action datastore (drafts/retrieval.py): the
+`actions.safetensors` in the head's checkpoint directory or in the directory of drafts above it
+(for `history`: in `draft_checkpoint`, or the packaged one for the miniature). It must have been
+made with the verifier in use; a draft without one retrieves from its episode's actions only.
+A head's draft.json may hold its tree `calibration` (the temperature of drafts/calibration.py).
 """
 from __future__ import annotations
 
@@ -26,9 +32,11 @@ from transformers import LlamaConfig
 from ..vla.checkpoint import LoadedVerifier, resolve_dtype, vla_config_from_hf
 from ..vla.miniature import MINIATURE, MINIATURE_NAME, MINIATURE_TEXT_CONFIG
 from .base import Draft
+from .calibration import temperature_of
 from .checkpoints import CONFIG, build_head, check_compatible, read_draft_config
 from .eagle_head import EagleDraft, early_guess_mode
 from .history import HistoryDraft
+from .retrieval import datastore_verifier, find_datastore, read_datastore
 from .kinds import AR, CHECKPOINT_KINDS, DRAFT_NAMES, SPECULATIVE_KINDS, check_kind  # noqa: F401 (re-exported)
 
 PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
@@ -41,6 +49,7 @@ class ResolvedDraft:
     kind: a key of DRAFT_KINDS. checkpoint: as given ('' = the packaged one). directory and
     config: the checkpoint directory and its draft.json (None for kinds without a checkpoint).
     verifier_name / hidden_size: the verifier it was checked against (hidden size None if unknown).
+    datastore: the action datastore a hybrid tree retrieves from (None: none found).
     """
     kind: str
     checkpoint: str = ""
@@ -48,6 +57,7 @@ class ResolvedDraft:
     config: dict | None = None
     verifier_name: str = ""
     hidden_size: int | None = None
+    datastore: Path | None = None
 
 
 def _no_draft(resolved: ResolvedDraft, verifier: LoadedVerifier) -> None:
@@ -62,7 +72,7 @@ def _head_draft(resolved: ResolvedDraft, verifier: LoadedVerifier) -> Draft:
     """bf16 on CUDA, fp32 on CPU, on the verifier's device."""
     dtype = resolve_dtype("auto", str(verifier.device))
     head = build_head(resolved.directory, resolved.config, verifier.device, dtype)
-    return EagleDraft(head, verifier.model, early_guess_mode(resolved.config))
+    return EagleDraft(head, verifier.model, early_guess_mode(resolved.config), temperature_of(resolved.config))
 
 
 @dataclass(frozen=True)
@@ -119,14 +129,31 @@ def resolve(kind: str, checkpoint: str, verifier: str, hidden_size: int | None =
     an OpenVLA directory or a loaded verifier's name; hidden_size: the loaded verifier's, when
     the name alone cannot tell it. Raises ValueError (DraftCheckpointError for the checkpoint)."""
     check_kind(kind)
-    if not DRAFT_KINDS[kind].needs_checkpoint:
+    if kind == AR:
         return ResolvedDraft(kind, checkpoint)
     verifier_name, known_hidden_size = verifier_identity(verifier)
+    if not DRAFT_KINDS[kind].needs_checkpoint:
+        place = Path(checkpoint) if checkpoint else PACKAGED_CHECKPOINTS if verifier_name == MINIATURE_NAME else None
+        return ResolvedDraft(kind, checkpoint, verifier_name=verifier_name,
+                             datastore=checked_datastore(place, verifier_name))
     hidden_size = hidden_size or known_hidden_size
     directory = draft_checkpoint_dir(kind, checkpoint, verifier_name)
     config = read_draft_config(directory)
     check_compatible(config, directory, kind, verifier_name, hidden_size)
-    return ResolvedDraft(kind, checkpoint, directory, config, verifier_name, hidden_size)
+    return ResolvedDraft(kind, checkpoint, directory, config, verifier_name, hidden_size,
+                         checked_datastore(directory, verifier_name))
+
+
+def checked_datastore(directory: Path | None, verifier_name: str) -> Path | None:
+    """The action datastore beside a checkpoint (drafts/retrieval.find_datastore), after checking
+    it was made with this verifier (its header only); ValueError naming both otherwise."""
+    path = find_datastore(directory)
+    if path is not None:
+        made_with = datastore_verifier(path)
+        if made_with != verifier_name:
+            raise ValueError(f"{path} holds actions of verifier '{made_with}', not of '{verifier_name}' (make one "
+                             "from this verifier's traces, or move it away)")
+    return path
 
 
 def load(resolved: ResolvedDraft, verifier: LoadedVerifier) -> Draft | None:
@@ -137,7 +164,10 @@ def load(resolved: ResolvedDraft, verifier: LoadedVerifier) -> Draft | None:
         if resolved.verifier_name != verifier.name or resolved.hidden_size not in (None, verifier.model.hidden_size):
             raise ValueError(f"draft '{resolved.kind}' was resolved for verifier '{resolved.verifier_name}', "
                              f"not for the loaded '{verifier.name}'")
-    return DRAFT_KINDS[resolved.kind].build(resolved, verifier)
+    draft = DRAFT_KINDS[resolved.kind].build(resolved, verifier)
+    if draft is not None and resolved.datastore is not None:
+        draft.datastore = read_datastore(resolved.datastore)
+    return draft
 
 
 # One-call forms for callers that check or load a single draft once (scripts, tests).

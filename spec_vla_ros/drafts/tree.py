@@ -10,9 +10,11 @@ the one before) is a tree of width 1: what every draft proposed before trees.
 
 `TreeShape` is the setting (decoding/spec.py parses its text): `nodes`, the most proposals in one
 pass; `depth`, the most proposals on one path; `top_k`, the children a model draft expands per
-node and level (EAGLE-2's dynamic tree). A chain of k tokens is `TreeShape.chain(k)` (nodes = depth
-= k, top_k = 1): today's `num_draft_tokens`. Spec-VLA verifies EAGLE-2's tree of top-k 8, depth 4
-and about 50 nodes (`SPEC_VLA_TREE`).
+node and level (EAGLE-2's dynamic tree); `hybrid`, whether the tree merges the draft's branches
+with the previous action and retrieved continuations under the same node budget
+(drafts/hybrid.py). A chain of k tokens is `TreeShape.chain(k)` (nodes = depth = k, top_k = 1):
+today's `num_draft_tokens`. Spec-VLA verifies EAGLE-2's tree of top-k 8, depth 4 and about 50
+nodes (`SPEC_VLA_TREE`).
 
 Node order within a tree: parents first; the children of a node in the order its draft prefers
 them (most likely first). The decoder relies on that order only to break ties between equally
@@ -34,11 +36,13 @@ MAX_TREE_NODES = 256          # proposals in one pass: a bound on the pass and i
 @dataclass(frozen=True)
 class TreeShape:
     """`nodes` proposals at most per pass, `depth` at most on one path, `top_k` children expanded per
-    node by a model draft. ValueError (one line) for values out of range."""
+    node by a model draft, `hybrid`: with history and retrieval branches. ValueError (one line)
+    for values out of range."""
 
     nodes: int
     depth: int
     top_k: int
+    hybrid: bool = False
 
     def __post_init__(self):
         for name, value, low, high in (("nodes", self.nodes, 1, MAX_TREE_NODES), ("depth", self.depth, 1, ACTION_DIM),
@@ -47,7 +51,9 @@ class TreeShape:
                 raise ValueError(f"tree {name} {value!r}: expected an integer in {low}..{high}")
         if self.depth > self.nodes:
             raise ValueError(f"tree depth {self.depth} needs at least as many nodes, got {self.nodes}")
-        if self.top_k == 1 and self.nodes != self.depth:
+        if not isinstance(self.hybrid, bool):
+            raise ValueError(f"tree hybrid {self.hybrid!r}: expected true or false")
+        if self.top_k == 1 and not self.hybrid and self.nodes != self.depth:
             raise ValueError(f"a tree of top_k 1 is a chain: nodes ({self.nodes}) must equal depth ({self.depth})")
 
     @classmethod
@@ -57,17 +63,19 @@ class TreeShape:
 
     @property
     def is_chain(self) -> bool:
-        return self.top_k == 1
+        return self.top_k == 1 and not self.hybrid
 
     def capped(self, depth: int) -> "TreeShape":
         """This shape with at most `depth` (>= 1) proposals on a path (the action's remaining tokens)."""
         depth = min(self.depth, depth)
-        return TreeShape.chain(depth) if self.is_chain else TreeShape(self.nodes, depth, self.top_k)
+        return TreeShape.chain(depth) if self.is_chain else TreeShape(self.nodes, depth, self.top_k, self.hybrid)
 
     @property
     def name(self) -> str:
-        """`chain:K` or `tree:NODES:DEPTH:TOP_K` (decoding/spec.py reads both)."""
-        return f"chain:{self.depth}" if self.is_chain else f"tree:{self.nodes}:{self.depth}:{self.top_k}"
+        """`chain:K`, `tree:NODES:DEPTH:TOP_K` or `hybrid:NODES:DEPTH:TOP_K` (decoding/spec.py reads them)."""
+        if self.is_chain:
+            return f"chain:{self.depth}"
+        return f"{'hybrid' if self.hybrid else 'tree'}:{self.nodes}:{self.depth}:{self.top_k}"
 
 
 SPEC_VLA_TREE = TreeShape(50, 4, 8)       # Spec-VLA's EAGLE-2 tree: top-k 8 per level, depth 4, ~50 nodes

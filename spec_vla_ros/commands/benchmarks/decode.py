@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from ...decoding.acceptance import GUARDED_RULE, RELAXED_RULE
-from ...decoding.spec import check_num_draft_tokens
+from ...decoding.spec import CHAIN, check_num_draft_tokens, parse_tree_shape
 from ...drafts.kinds import CHECKPOINT_KINDS, SPECULATIVE_KINDS
 from ...training.arguments import DTYPES, CommandError, absolute_path
 from ...vla.constants import ACTION_DIM, MINIATURE
@@ -33,6 +33,8 @@ BENCH_SEED = 100_000          # synthetic episodes far from the training seeds (
 # follow another (carried state, history draft).
 BENCH_EPISODES = 12
 BENCH_STEPS_PER_EPISODE = 5
+# Chains of each --num-draft-tokens, and Spec-VLA-sized trees of 8 to 50 nodes (issue #24).
+BENCH_TREES = [CHAIN, "tree:8", "tree:16", "tree:32", "tree:50"]
 ARCHES = ("miniature", "openvla-7b")
 
 
@@ -63,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-draft-tokens", type=int, nargs="+", default=[2, 4, 6],
                         help=f"tokens a draft proposes per verifier pass, each in 1..{ACTION_DIM} "
                              "(default: %(default)s)")
+    parser.add_argument("--trees", nargs="+", default=BENCH_TREES,
+                        help="what the drafts propose in: 'chain' (each --num-draft-tokens), "
+                             "tree:NODES[:DEPTH[:TOP_K]] (the draft's own tree: EAGLE-2's dynamic tree for the heads) "
+                             "or hybrid:NODES[:DEPTH[:TOP_K]] (with the previous action and retrieved continuations); "
+                             "depth and top-k default to decoding.spec's (default: %(default)s)")
     parser.add_argument("--episodes", type=int, default=BENCH_EPISODES,
                         help="synthetic episodes (scenes), seeds from --seed (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=BENCH_SEED,
@@ -119,6 +126,11 @@ def check_arguments(args) -> None:
             check_num_draft_tokens(k, "--num-draft-tokens")
         except ValueError as error:
             raise CommandError(str(error)) from None
+    for text in args.trees:
+        try:
+            parse_tree_shape(text)
+        except ValueError as error:
+            raise CommandError(f"--trees: {error}") from None
     if any(threshold < 0 for threshold in args.thresholds):
         raise CommandError(f"--thresholds {' '.join(map(str, args.thresholds))}: expected 0 (strict) or positive")
 
