@@ -468,7 +468,8 @@ def test_decode_benchmark_reports_ar_its_noise_floor_and_drafts(tmp_path, miniat
     for _, instruction, frame in benchmark_observations(1, 3, SEED % 10**6):
         rows = []
         Decoder(miniature.model, session_factory=lambda: RecordingSession(miniature.model, rows)).decode(
-            pixel_values(frame, True, miniature.image_normalization), prompt_token_ids(miniature.tokenizer, instruction))
+            pixel_values(frame, True, miniature.image_normalization),
+            prompt_token_ids(miniature.tokenizer, instruction))
         top = torch.stack(rows).topk(2, dim=-1).values
         tie_free.append(bool((top[:, 0] - top[:, 1] > STRICT_TIE_TOLERANCE_FP32).all()))
     for name in ("ar-reshaped", "history", "mamba"):
