@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
-from ..vla.session import check_tree, tree_depths
+from ..vla.token_tree import check_tree, tree_depths
 
 MODEL, HISTORY, RETRIEVAL = "model", "history", "retrieval"
 SOURCES = (MODEL, HISTORY, RETRIEVAL)
