@@ -448,7 +448,8 @@ def tree_drafts(miniature, trained_drafts):
             "carrying-mamba": carrying_head_draft(miniature.model)}
 
 
-@pytest.mark.parametrize("shape", [TreeShape(8, 3, 4), TreeShape(50, 4, 8)], ids=lambda shape: shape.name)
+@pytest.mark.parametrize("shape", [TreeShape(8, 3, 4), TreeShape(50, 4, 8), TreeShape(32, 6, 8, hybrid=True)],
+                         ids=lambda shape: shape.name)
 def test_strict_tree_decoding_gives_ar_tokens_except_at_near_ties(miniature, observations, trained_drafts, shape):
     for name, draft in tree_drafts(miniature, trained_drafts).items():
         decoder = Decoder(miniature.model, draft, 4, Acceptance(0), tree=shape)

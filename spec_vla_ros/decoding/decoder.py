@@ -16,6 +16,7 @@ relaxed, within the threshold; among equally long paths the first in node order,
 draft preferred), then the verifier's own token after it. The cache keeps that path's keys and
 values (`VerifierSession.keep_path`). A chain goes through `prefill` / `extend` as before, so a
 chain shape gives exactly the chain decoder's tokens and statistics.
+
 With `draft=None` this is plain autoregressive greedy decoding: 7 passes per action (fewer
 after an EOS). Strict acceptance gives AR's tokens up to near-ties: see acceptance.LOSSLESS_CLAIM.
 
@@ -44,8 +45,9 @@ from .stats import DecodeStats
 
 # Logits rows read at once while judging: the rows asked for, then the preferred children below the
 # first of them. On the CPU a block of up to 4 rows costs one read of the lm_head, like a single
-# row (miniature, one thread: ~3.5 ms for 1, 2 or 4 rows, 5.4 for 8), so a right first guess
-# usually finds the next rows computed. Logits computed in the pass (CUDA) are only indexed.
+# row (miniature, one thread, scratch timing on the shared 2-core machine: ~3.5 ms for 1, 2 or 4
+# rows, 5.4 for 8), so a right first guess usually finds the next rows computed. Logits computed in
+# the pass (CUDA) are only indexed.
 READ_AHEAD_ROWS = 4
 ROOT = -1                  # the pending position (its logits row is 0; node i's is i + 1)
 

@@ -33,8 +33,8 @@ BENCH_SEED = 100_000          # synthetic episodes far from the training seeds (
 # follow another (carried state, history draft).
 BENCH_EPISODES = 12
 BENCH_STEPS_PER_EPISODE = 5
-# Chains of each --num-draft-tokens, and Spec-VLA-sized trees of 8 to 50 nodes (issue #24).
-BENCH_TREES = [CHAIN, "tree:8", "tree:16", "tree:32", "tree:50"]
+# Chains of each --num-draft-tokens, Spec-VLA-sized trees of 8 to 50 nodes and the hybrid tree (issue #24).
+BENCH_TREES = [CHAIN, "tree:8", "tree:16", "tree:32", "tree:50", "hybrid:50"]
 ARCHES = ("miniature", "openvla-7b")
 
 
