@@ -12,6 +12,7 @@ THREADS_AT_START = torch.get_num_threads()
 
 
 HANG_LIMIT_S = 720      # past pytest-timeout's 600 s (pytest.ini): its backstop
+EXIT_LIMIT_S = 120
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -26,6 +27,12 @@ def pytest_runtest_protocol(item, nextitem):
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_unconfigure(config):
+    """The run's last step: from here the interpreter's exit (DDS participants of the tests that
+    are still alive are torn down there) is bounded too."""
+    faulthandler.dump_traceback_later(EXIT_LIMIT_S, exit=True, file=sys.__stderr__)
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +26,7 @@ from spec_vla_ros.ros.launcher import Launcher, node_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID = 1 + os.getpid() % 100
+CLIENT_TEARDOWN_S = 10.0
 os.environ.update(node_environment())
 
 
@@ -142,7 +144,12 @@ class Client:
         return future.result()
 
     def close(self) -> None:
+        """Shut down and destroy the participant now (not at the interpreter's exit), in a thread of
+        its own: Fast DDS's TCP teardown can block for good (README, 'Stopping'); the test goes on."""
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
+        teardown = threading.Thread(target=self.context.destroy, name="client_dds_teardown", daemon=True)
+        teardown.start()
+        teardown.join(CLIENT_TEARDOWN_S)
 

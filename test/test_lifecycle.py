@@ -60,3 +60,17 @@ def test_bounded_teardown_ends_a_blocked_process():
     quick = subprocess.run([sys.executable, "-c", code.format(limit=5.0, sleep=0)], capture_output=True, text=True,
                            timeout=30)
     assert quick.returncode == 0 and quick.stdout.strip() == "done"
+
+
+def test_a_blocked_participant_teardown_ends_the_process_with_its_own_exit_code():
+    """end_node: a context whose destroy never returns (standing in for Fast DDS's TCP teardown)
+    ends the process after TEARDOWN_LIMIT_S with one line and the node's exit code."""
+    code = ("import threading, rclpy.utilities\n"
+            "class Stuck:\n    def destroy(self):\n        threading.Event().wait()\n"
+            "rclpy.utilities.get_default_context = lambda: Stuck()\n"
+            "from spec_vla_ros.ros import lifecycle\n"
+            "class Node:\n    exit_code = 3\n    def destroy_node(self):\n        pass\n"
+            "lifecycle.end_node(Node())\nprint('not reached')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3 and "not reached" not in result.stdout, result.stderr
+    assert result.stderr.count("\n") == 1 and "teardown did not finish" in result.stderr

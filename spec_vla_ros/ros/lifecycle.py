@@ -8,13 +8,13 @@ and a shutdown that never hangs.
   for what a peer sent (a SetParameters request whose ParameterValue has type 99 raised there and
   aborted the policy node): such an exception is caught, counted and logged (the first at once,
   then rate-limited with the count), and the node keeps serving.
-- Shutdown: destroying a participant that ran Fast DDS's TCP transport (LARGE_DATA) after a TCP
-  peer vanished can block for good (gdb: TCPChannelResourceBasic::disconnect() waits on a mutex
-  held by a dds.tcp.* thread blocked in read() with no timeout). `bounded_teardown` arms
-  faulthandler's watchdog, a C thread that needs no GIL: if destroying the node and shutting rclpy
-  down take longer than TEARDOWN_LIMIT_S, it writes the threads' stacks to stderr and ends the
-  process (exit 1). The teardown has nothing left to lose by then: bags are closed and actions
-  published before it starts.
+- Shutdown: destroying a DDS participant (rclpy's context, not the node) that ran Fast DDS's TCP
+  transport (LARGE_DATA) after a TCP peer vanished can block for good (gdb:
+  TCPChannelResourceBasic::disconnect() waits on a mutex held by a dds.tcp.* thread blocked in
+  read() with no timeout). `end_node` runs that teardown in a thread and exits without it after
+  TEARDOWN_LIMIT_S, with one line; `bounded_teardown` arms faulthandler's watchdog, a C thread that
+  needs no GIL, behind it: stacks on stderr and exit 1. Nothing is lost by then: bags are closed
+  and actions published before the teardown starts.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from contextlib import contextmanager
 
 from ..errors import one_line
 
-TEARDOWN_LIMIT_S = 5.0              # destroy_node + rclpy shutdown; then the watchdog ends the process
+TEARDOWN_LIMIT_S = 5.0              # the DDS participant's teardown; then the process exits without it
+BACKSTOP_S = 3.0                    # faulthandler's watchdog after that, if the blocked call holds the GIL
 EXIT_SECOND_SIGNAL = 130
 WARNING_PERIOD_S = 5.0
 
@@ -118,10 +119,26 @@ def bounded_teardown(limit_s: float = TEARDOWN_LIMIT_S):
 
 
 def end_node(node) -> None:
-    """Destroy `node` (None: not created) and shut rclpy down, within TEARDOWN_LIMIT_S."""
-    import rclpy
+    """Destroy `node` (None: not created), shut rclpy down and destroy its context, in bounded time.
 
-    with bounded_teardown():
+    The context holds the DDS participant: left to the interpreter's exit, its teardown (where Fast
+    DDS's TCP transport can block for good) would run unwatched. It runs in a thread of its own;
+    if it has not finished after TEARDOWN_LIMIT_S, one line says so and the process exits with the
+    code it was going to end with (the node's work is done by then: bags closed, actions sent).
+    faulthandler's watchdog stays behind it in case the blocked call holds the GIL."""
+    import rclpy
+    from rclpy.utilities import get_default_context
+
+    failing = sys.exc_info()[0] is not None
+    exit_code = 1 if failing else getattr(node, "exit_code", 0)
+    with bounded_teardown(TEARDOWN_LIMIT_S + BACKSTOP_S):
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        teardown = threading.Thread(target=get_default_context().destroy, name="dds_teardown", daemon=True)
+        teardown.start()
+        teardown.join(TEARDOWN_LIMIT_S)
+        if teardown.is_alive():
+            os.write(2, f"[spec_vla_ros] the DDS participant's teardown did not finish in {TEARDOWN_LIMIT_S:g} s "
+                        f"(Fast DDS TCP transport); exiting without it\n".encode())
+            os._exit(exit_code)

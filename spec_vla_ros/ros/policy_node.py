@@ -66,6 +66,7 @@ from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import DecodeReport
 from .lifecycle import GuardedSpin, RateLimitedLog, end_node, stop_event
+from .node_arguments import check_node_arguments
 from ..errors import one_line
 from ..policy import PolicyConfig, VLAPolicy
 from .policy_parameters import POLICY_PARAMETERS
@@ -309,6 +310,8 @@ class PolicyNode(Node):
 def main(args=None) -> int:
     """Serve until SIGINT/SIGTERM (exit 0); an invalid configuration exits 2 with one line."""
     try:
+        # Checked here first, so the one line below is the only one: rcl would add an [ERROR] line of its own.
+        check_node_arguments(list(sys.argv if args is None else args), NODE_NAME)
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as error:  # noqa: BLE001 -- rcl refuses the command line or the parameters file
         return invalid_configuration(error)
