@@ -30,6 +30,10 @@ import numpy as np
 
 from .constants import LIBERO_GOAL_INSTRUCTIONS, LIBERO_MAX_DELTA_POS_M, LIBERO_MAX_DELTA_ROT_RAD
 
+MAX_REGRASPS = 2                        # an object that slips out of the hand is picked again at most this often
+DROP_DISTANCE = 0.03                    # m the held object may shift in the hand before it counts as dropped
+MAX_REGRASPS = 2                        # an object that slips out of the hand is picked again at most this often
+DROP_DISTANCE = 0.03                    # m the held object may shift in the hand before it counts as dropped
 OPEN, CLOSED = 1.0, 0.0                 # OpenVLA's gripper convention (the env inverts it for LIBERO)
 GRIP_SITE = "gripper0_grip_site"        # the point between the fingertips; robot0_eef_pos in observations
 FINGER_JOINTS = ("gripper0_finger_joint1", "gripper0_finger_joint2")
@@ -127,8 +131,12 @@ class Waypoint:
     settle: int = 0
     timeout: int = 80
     speed: float = 1.0                  # fraction of the settings' max_speed
+    turn: float = 1.0                   # fraction of the settings' max_turn (capped at the controller's 1.0)
     until: Callable[[Scene], bool] | None = None
     frozen: bool = False                # evaluate `target` once, when the waypoint starts
+    holding: str | None = None          # the body that must stay in the hand; if it slips out, the plan
+                                        # goes back to the last waypoint that starts a grasp
+    starts_grasp: bool = False
 
 
 @dataclass
@@ -186,6 +194,8 @@ class ScriptedExpert:
         self._steps_in_waypoint = 0
         self._settled = 0
         self._frozen_target: np.ndarray | None = None
+        self._grip: np.ndarray | None = None    # eef - held body, when a holding waypoint began
+        self.regrasps = 0                       # grasps retried this episode
         self.scene: Scene | None = None
 
     @staticmethod
@@ -200,6 +210,7 @@ class ScriptedExpert:
         self.scene = Scene(self.env.task_env(task_id).env)
         self._plan = PLANS[task_id](self.scene)
         self._index, self._steps_in_waypoint, self._settled, self._frozen_target = 0, 0, 0, None
+        self._grip, self.regrasps = None, 0
 
     @property
     def finished(self) -> bool:
@@ -225,18 +236,35 @@ class ScriptedExpert:
         return ExpertAction(label, executed, waypoint.name)
 
     def _advance(self) -> None:
-        """Move past the waypoints that are reached (and settled) or timed out."""
+        """Move past the waypoints that are reached (and settled) or timed out; go back for a dropped object."""
         while not self.finished:
             waypoint = self._plan[self._index]
+            if waypoint.holding is not None and self._dropped(waypoint.holding):
+                restart = max((i for i in range(self._index) if self._plan[i].starts_grasp), default=None)
+                if restart is not None and self.regrasps < MAX_REGRASPS:
+                    self.regrasps += 1
+                    self._go_to(restart)
+                    continue
             reached = self._reached(waypoint)
             if reached:
                 self._settled += 1
             if ((reached and self._settled > waypoint.settle) or self._steps_in_waypoint >= waypoint.timeout
                     or (waypoint.until is not None and waypoint.until(self.scene))):
-                self._index += 1
-                self._steps_in_waypoint, self._settled, self._frozen_target = 0, 0, None
+                self._go_to(self._index + 1)
                 continue
             return
+
+    def _go_to(self, index: int) -> None:
+        previous = self._plan[self._index]
+        self._index = index
+        self._steps_in_waypoint, self._settled, self._frozen_target = 0, 0, None
+        if not self.finished and self._plan[index].holding is not None and previous.holding is None:
+            self._grip = self.scene.eef_pos - self.scene.body_pos(self._plan[index].holding)
+
+    def _dropped(self, body: str) -> bool:
+        """Whether the held body has moved away from where the hand took it."""
+        grip = self.scene.eef_pos - self.scene.body_pos(body)
+        return self._grip is not None and float(np.linalg.norm(grip - self._grip)) > DROP_DISTANCE
 
     def _target(self, waypoint: Waypoint) -> np.ndarray:
         if not waypoint.frozen:
@@ -258,7 +286,8 @@ class ScriptedExpert:
         limit = settings.max_speed * waypoint.speed       # horizontal and vertical capped apart: a long
         move = np.append(soft_cap(move[:2], limit), soft_cap(move[2:], limit))   # reach keeps its height
         rotation_error = rotation_vector(hand_rotation(waypoint.yaw, waypoint.tilt) @ scene.eef_rot.T)
-        turn = soft_cap(settings.yaw_gain * rotation_error / LIBERO_MAX_DELTA_ROT_RAD, settings.max_turn)
+        turn = soft_cap(settings.yaw_gain * rotation_error / LIBERO_MAX_DELTA_ROT_RAD,
+                        min(1.0, settings.max_turn * waypoint.turn))
         return np.concatenate([move, turn, [waypoint.gripper]])
 
 
@@ -297,9 +326,10 @@ def pick(body: str, grasp: np.ndarray, lift_z: float | None, yaw: float = 0.0, a
     """Approach from above, close on `body` + `grasp`, lift to `lift_z` (None: stay)."""
     grasp_point = offset(body, grasp)
     lift = [] if lift_z is None else [
-        Waypoint("lift", lambda scene: np.append(scene.eef_pos[:2], lift_z), CLOSED, yaw, tolerance=0.02)]
+        Waypoint("lift", lambda scene: np.append(scene.eef_pos[:2], lift_z), CLOSED, yaw, tolerance=0.02,
+                 holding=body)]
     return [
-        Waypoint("over the grasp", above(grasp_point, approach), OPEN, yaw, tolerance=0.02),
+        Waypoint("over the grasp", above(grasp_point, approach), OPEN, yaw, tolerance=0.02, starts_grasp=True),
         Waypoint("down to the grasp", grasp_point, OPEN, yaw, tolerance=0.006, speed=0.6),
         Waypoint("close", grasp_point, CLOSED, yaw, tolerance=0.02, settle=GRIP_SETTLE),
         *lift,
@@ -310,8 +340,9 @@ def place(body: str, goal: Target, carry_z: float, drop: float, yaw: float = 0.0
     """Carry the held `body` over `goal` at `carry_z`, lower its origin to `drop` above the goal, open, retreat."""
     lowered = lambda scene: goal(scene) + np.array([0.0, 0.0, drop])
     return [
-        Waypoint("carry over the goal", over(carrying(body, goal), carry_z), CLOSED, yaw, tolerance=0.015),
-        Waypoint("lower", carrying(body, lowered), CLOSED, yaw, tolerance=0.008, speed=0.6),
+        Waypoint("carry over the goal", over(carrying(body, goal), carry_z), CLOSED, yaw, tolerance=0.015,
+                 holding=body),
+        Waypoint("lower", carrying(body, lowered), CLOSED, yaw, tolerance=0.008, speed=0.6, holding=body),
         Waypoint("release", lambda scene: scene.eef_pos, OPEN, yaw, tolerance=1.0, settle=GRIP_SETTLE // 2),
         Waypoint("retreat", lambda scene: np.append(scene.eef_pos[:2], carry_z), OPEN, yaw, tolerance=0.03),
     ]
@@ -377,22 +408,22 @@ POINT_FORWARD = -np.pi / 2              # tilt that points the hand along -y (at
                                         # closing along z
 
 
-def open_drawer(drawer: str) -> Callable[[Scene], list[Waypoint]]:
+def open_drawer(drawer: str, pull: float = DRAWER_PULL) -> Callable[[Scene], list[Waypoint]]:
     """Turn the hand to point at the cabinet, close it on the drawer's handle bar from the front,
-    pull the drawer out along +y."""
+    pull the drawer out along +y by `pull` (or until LIBERO counts it open)."""
     def plan(scene: Scene) -> list[Waypoint]:
         handle = lambda s: s.geom_pos(DRAWER_HANDLE_GEOMS[drawer])
-        pulled = handle(scene) + np.array([0.0, DRAWER_PULL, 0.0])
-        opened = lambda s: s.joint_pos(DRAWER_JOINTS[drawer]) < DRAWER_OPEN_BELOW - 0.01
+        pulled = handle(scene) + np.array([0.0, pull, 0.0])
+        opened = lambda s: s.joint_pos(DRAWER_JOINTS[drawer]) < min(DRAWER_OPEN_BELOW - 0.01, -pull)
         forward = dict(tilt=POINT_FORWARD)
         return [
             Waypoint("turn, above the handle's front", lambda s: handle(s) + np.array([0.0, 0.10, 0.10]), OPEN,
                      tolerance=0.02, timeout=100, **forward),
-            Waypoint("in front of the handle", lambda s: handle(s) + np.array([0.0, 0.10, 0.0]), OPEN,
+            Waypoint("in front of the handle", lambda s: handle(s) + np.array([0.0, 0.06, 0.0]), OPEN,
                      tolerance=0.01, **forward),
-            Waypoint("onto the handle", handle, OPEN, tolerance=0.006, speed=0.5, **forward),
+            Waypoint("onto the handle", handle, OPEN, tolerance=0.006, speed=0.6, **forward),
             Waypoint("close on the handle", handle, CLOSED, tolerance=1.0, settle=GRIP_SETTLE, **forward),
-            Waypoint("pull", at(pulled), CLOSED, tolerance=0.01, speed=0.6, until=opened, **forward),
+            Waypoint("pull", at(pulled), CLOSED, tolerance=0.01, speed=0.8, until=opened, **forward),
             Waypoint("let go", lambda s: s.eef_pos, OPEN, tolerance=1.0, settle=GRIP_SETTLE // 2, **forward),
             Waypoint("back off", lambda s: s.eef_pos + np.array([0.0, 0.06, 0.0]), OPEN, tolerance=0.02,
                      frozen=True, **forward),
@@ -444,11 +475,33 @@ def wine_bottle_on_rack(scene: Scene) -> list[Waypoint]:
     ]
 
 
+TOP_DRAWER_PULL = 0.13                  # the open part (past the cabinet's top board) fits the bowl; pulled
+                                        # further, the drawer hangs over the bowl on the table
+BOWL_YAW_FOR_DRAWER = np.pi / 2         # grip the bowl's -x rim: the hand's wide side along x, clear of the
+                                        # drawer's front and of the cabinet's top board
+
+
+def turned(offset, yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.asarray(offset, dtype=float)
+
+
+def bowl_in_top_drawer(scene: Scene) -> list[Waypoint]:
+    """Open the top drawer 13 cm, put the bowl in: 2 cm to the drawer's +x side (the fingers hold its -x
+    rim) and between the drawer's front and the edge of the cabinet's top board."""
+    inside = lambda s: s.site_pos("wooden_cabinet_1_top_region") + np.array([0.02, 0.0185, -0.02])
+    yaw = BOWL_YAW_FOR_DRAWER
+    return (open_drawer("top", pull=TOP_DRAWER_PULL)(scene)
+            + pick(BOWL, turned(BOWL_RIM, yaw), CARRY_Z_HIGH, yaw=yaw, approach=0.15)
+            + place(BOWL, inside, CARRY_Z_HIGH, drop=0.01, yaw=yaw))
+
+
 PLANS: dict[int, Callable[[Scene], list[Waypoint]]] = {
     0: open_drawer("middle"),
     1: bowl_to(lambda s: s.site_pos("flat_stove_1_cook_region") + np.array([0.0, 0.0, 0.025])),
     2: wine_bottle_to(lambda s: s.site_pos("wooden_cabinet_1_top_side") + np.array([-0.03, 0.05, 0.0]),
                       carry_z=BOTTLE_CARRY_Z),
+    3: bowl_in_top_drawer,
     4: bowl_to(lambda s: s.site_pos("wooden_cabinet_1_top_side"), carry_z=CARRY_Z_HIGH),
     5: push_plate_to_stove_front,
     6: cream_cheese_in_bowl,
