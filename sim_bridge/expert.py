@@ -171,7 +171,7 @@ def hand_rotation(yaw: float, tilt: float = 0.0) -> np.ndarray:
 
 def soft_cap(command: np.ndarray, limit: float) -> np.ndarray:
     """Scale a command vector so its norm is limit * tanh(norm / limit): linear for small commands,
-    approaching (never reaching) `limit` for large ones."""
+    approaching `limit` for large ones (reaching it only in floating point)."""
     norm = np.linalg.norm(command)
     if norm < 1e-12:
         return command
@@ -506,7 +506,58 @@ PLANS: dict[int, Callable[[Scene], list[Waypoint]]] = {
     5: push_plate_to_stove_front,
     6: cream_cheese_in_bowl,
     7: turn_on_stove,
-    9: wine_bottle_on_rack,
     8: bowl_to(lambda s: s.body_pos(PLATE) + np.array([0.0, 0.0, 0.01])),
+    9: wine_bottle_on_rack,
 }
 assert all(0 <= task_id < len(LIBERO_GOAL_INSTRUCTIONS) for task_id in PLANS)
+
+
+# --- episodes ---------------------------------------------------------------------------------
+
+SETTLE_STEPS = 20                       # hold-still steps after the plan ends, for what was let go to settle
+
+
+@dataclass
+class ExpertEpisode:
+    """One expert episode: the env's result record and, per step, the MuJoCo state the action was taken
+    in, the expert's action (the label, OpenVLA's convention), the action executed (with noise, if any)
+    and the robot's proprioception before the step."""
+    record: dict
+    states: np.ndarray                  # (T, state_dim) flattened MuJoCo states (LIBERO's `states`)
+    actions: np.ndarray                 # (T, 7) labels
+    executed: np.ndarray                # (T, 7)
+    robot: list                         # T RobotState
+    waypoints: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return bool(self.record["success"])
+
+
+def run_expert_episode(env, task_id: int, episode: int, settings: ExpertSettings = ExpertSettings(),
+                       settle_steps: int = SETTLE_STEPS) -> ExpertEpisode:
+    """Reset `env` (a LiberoGoalEnv) to `episode` of `task_id` and let the expert act until the env is done
+    (success or its step limit) or the plan has run out and `settle_steps` more have passed."""
+    observation = env.reset(task_id, episode)
+    expert = ScriptedExpert(env, settings)
+    expert.start(task_id)
+    states, labels, executed, robot, waypoints = [], [], [], [], []
+    after_plan = 0
+    while not env.done and after_plan <= settle_steps:
+        action = expert.act()
+        states.append(env.task_env(task_id).sim.get_state().flatten())
+        labels.append(action.label)
+        executed.append(action.executed)
+        robot.append(observation.robot)
+        waypoints.append(action.waypoint)
+        observation = env.step(action.executed)
+        after_plan += expert.finished
+    plan_ended = not env.done
+    if plan_ended:                      # the episode ends here, a failure (the env records its times)
+        env.interrupt("the expert's plan ended without success")
+    record = env.result.as_dict()
+    if plan_ended:
+        record.update(interrupted=False,
+                      failure_reason=f"the expert's plan ended after {record['steps']} steps without success")
+    record["regrasps"] = expert.regrasps
+    return ExpertEpisode(record, np.array(states), np.array(labels), np.array(executed), robot, waypoints)
