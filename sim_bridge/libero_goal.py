@@ -352,8 +352,7 @@ class LiberoGoalEnv:
     def task_env(self, task_id: int):
         """The LIBERO OffScreenRenderEnv for a task, created on first use."""
         if task_id not in self._envs:
-            task = self._suite.get_task(task_id)
-            bddl_file = os.path.join(self._get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+            bddl_file = self.bddl_file(task_id)
             cameras = [AGENTVIEW_CAMERA] + ([WRIST_CAMERA] if self.wrist_camera else [])
             env = self._env_class(bddl_file_name=bddl_file, camera_names=cameras,
                                   camera_heights=self.image_size, camera_widths=self.image_size,
@@ -364,6 +363,11 @@ class LiberoGoalEnv:
             self._envs[task_id] = env
             self._init_states[task_id] = self._suite.get_task_init_states(task_id)
         return self._envs[task_id]
+
+    def bddl_file(self, task_id: int) -> str:
+        """Path of the task's BDDL problem file."""
+        task = self._suite.get_task(task_id)
+        return os.path.join(self._get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
 
     def initial_states(self, task_id: int) -> np.ndarray:
         """The suite's fixed initial states of a task (MuJoCo states, one per episode)."""
