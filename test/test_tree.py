@@ -554,7 +554,7 @@ def test_the_history_branch_rises_as_the_scene_stays_still():
     assert first == pytest.approx(np.log(0.5)) and hybrid.history_log_prob(3) == pytest.approx(np.log(4 / 5))
     early = hybrid.propose_early_tree(TreeShape(8, 4, 2, hybrid=True))
     # the previous action, proposed by history and by retrieval (it followed itself three times)
-    assert early.paths()[-1] == tuple(action) and set(early.sources) == {RETRIEVAL}
+    assert early.paths()[-1] == tuple(action) and set(early.sources) <= {HISTORY, RETRIEVAL}
     hybrid.reset_episode()
     assert hybrid.history_log_prob(3) == pytest.approx(np.log(0.5))
 
@@ -608,3 +608,51 @@ def test_decode_benchmark_compares_chains_and_trees(tmp_path, miniature, capsys)
     with pytest.raises(SystemExit) as refused:
         decode.run(parser.parse_args(["--trees", "tree:0"]))
     assert refused.value.code == 2 and "--trees: tree shape 'tree:0'" in capsys.readouterr().err
+
+
+# --- calibration and the datastore builder ---------------------------------------------------------
+
+from spec_vla_ros.drafts.calibration import fit_temperature, teacher_forced_logits, temperature_of  # noqa: E402
+
+
+def test_the_fitted_temperature_is_the_one_the_targets_were_drawn_at():
+    """Targets drawn from softmax(z / T0) of logits z at the scale T0 (a head whose probabilities
+    are off by the factor T0, as the packaged ones are by ~0.01): the fit lands near T0."""
+    for trial, t0 in enumerate((0.01, 2.0)):
+        generator = torch.Generator().manual_seed(SEED + trial)
+        z = torch.randn(600, 256, generator=generator) * 2.5 * t0
+        targets = torch.multinomial(torch.softmax(z / t0, dim=-1), 1, generator=generator)[:, 0]
+        fitted, brier = fit_temperature(z, targets)
+        assert fitted == pytest.approx(t0, rel=0.25), f"seed {SEED}, T0 {t0}"
+        assert 0.0 <= brier < 2.0
+    with pytest.raises(ValueError, match="needs \\[n, bins\\] logits and \\[n\\] targets"):
+        fit_temperature(torch.zeros(3, 256), torch.zeros(4, dtype=torch.long))
+    assert temperature_of({}) == 1.0 and temperature_of({"calibration": {"temperature": 0.01}}) == 0.01
+
+
+def test_teacher_forced_logits_draft_each_token_from_the_true_states(miniature, observation, trained_drafts):
+    pixels, prompt = observation
+    tokens = random_tokens(fresh(7000), ACTION_DIM)
+    session = VerifierSession(miniature.model)
+    step = session.prefill(pixels, prompt, tokens[:ACTION_DIM - 1])
+    prompt_length = session.length - (ACTION_DIM - 1)
+    for kind, draft in trained_drafts.items():
+        logits = teacher_forced_logits(draft, step.hidden, step.input_embeds, prompt_length, tokens)
+        assert logits.shape == (ACTION_DIM - 1, 256)
+        for index in (0, 3):           # the first proposal after tokens[:index + 1], committed as the decoder would
+            draft.begin(step.hidden[:prompt_length], step.input_embeds[:prompt_length])
+            if index:
+                draft.accept(tokens[:index], step.hidden[prompt_length:prompt_length + index])
+            [proposal] = draft.propose(tokens[index], 1)
+            assert proposal == ACTION_TOKEN_MIN + int(logits[index].argmax()), f"seed {SEED}, {kind}, {index}"
+
+
+def test_a_datastore_links_each_step_to_the_one_before_it_in_its_episode():
+    from spec_vla_ros.training.datastore import linked, synthetic_range
+    rows = [(7, 0, [1] * 7), (7, 1, [2] * 7), (9, 0, [3] * 7), (7, 2, [4] * 7), (9, 2, [5] * 7)]
+    store = linked(rows)
+    assert store.previous.tolist() == [-1, 0, -1, 1, -1]                    # (9, 2) has no step 1
+    assert store.tokens[3].tolist() == [4] * 7
+    assert synthetic_range("0:3000:1") == (0, 3000, 1)
+    with pytest.raises(Exception, match="expected FIRST_SEED:SCENES:STEPS"):
+        synthetic_range("0:0:1")
