@@ -283,7 +283,7 @@ def record_task(env, task_id: int, init_states, attempts: int, out_dir: str | Pa
                     if episode.success:
                         demo = demonstration_from_episode(
                             env, task_id, episode, wrist, init_state_index=init_state, attempt=attempt,
-                            env_seed=env.seed, noise=noise, noise_seed=settings.seed or 0, task_id=task_id)
+                            env_seed=env.seed, noise=noise, noise_seed=settings.seed or 0, libero_goal_task_id=task_id)
                         writer.append(demo)
                         kept = demo.num_samples
                     writer.log_attempt(init_state, attempt, episode.success, episode.record["steps"], kept)
