@@ -1,6 +1,10 @@
 """`spec-vla-bench decode`'s command line: options, their checks, and which drafts run; the
 measurement and its tables are benchmarks/decode.py (imported only to run).
 
+Shapes (`--trees`): every draft runs as a chain of each `--num-draft-tokens` ('chain') and as each
+tree shape given (`tree:NODES[:DEPTH[:TOP_K]]`, `hybrid:NODES[:DEPTH[:TOP_K]]`; decoding/spec.py's
+syntax), under each acceptance rule, AR and its noise floor beside them in the same run.
+
 Drafts: `--checkpoint mamba=DIR` / `llama=DIR` (as in spec-vla-eval; `--mamba-checkpoint` and
 `--llama-checkpoint` say the same). Without one, the packaged head serves the miniature; for any
 other verifier that head is skipped with a line saying how to pass one, and `history` (no
