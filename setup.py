@@ -9,7 +9,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "sim_bridge", "sim_bridge.*"]),
-    package_data={PACKAGE: ["drafts/checkpoints/*/*"]},
+    package_data={PACKAGE: ["drafts/checkpoints/*/*", "drafts/checkpoints/*.safetensors"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
