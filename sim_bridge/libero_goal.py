@@ -89,12 +89,13 @@ def check_headless_rendering() -> str:
                            f"{_install_advice(packages, library)}{_other_renderer(backend)}")
     device = _egl_device() if backend == "egl" else None
     try:
-        _open_gl_context(backend, device)
+        _open_gl_context_in_child(backend, device)
     except Exception as error:
         where = f" on EGL device {device}" if device is not None else ""
         where += f" (DISPLAY={os.environ['DISPLAY']})" if backend == "glx" else ""
-        raise RuntimeError(f"rendering with MUJOCO_GL={backend}{where} failed: {type(error).__name__}: "
-                           f"{error}; {_context_advice(backend)}") from error
+        failure = str(error) if isinstance(error, _ContextFailed) else f"{type(error).__name__}: {error}"
+        raise RuntimeError(f"rendering with MUJOCO_GL={backend}{where} failed: {failure}; "
+                           f"{_context_advice(backend)}") from error
     return backend
 
 
@@ -155,6 +156,25 @@ def _egl_device() -> int:
     valid = "0" if count == 1 else f"0-{count - 1}"
     raise RuntimeError(f"{variable}={value!r} {found}{because}; set {EGL_DEVICE_VARIABLE} to an EGL device id, "
                        f"valid ids here: {valid}")
+
+
+class _ContextFailed(Exception):
+    """The child process could not open a GL context; the message is its one-line reason."""
+
+
+_PROBE = ("import sys\nfrom sim_bridge.libero_goal import _open_gl_context\ntry:\n"
+          "    _open_gl_context(sys.argv[1], int(sys.argv[2]) if sys.argv[2] else None)\n"
+          "except Exception as error:\n    print(f'{type(error).__name__}: {error}', file=sys.stderr)\n    sys.exit(1)\n")
+
+
+def _open_gl_context_in_child(backend: str, device: int | None) -> None:
+    """`_open_gl_context` in a child process: loading the GL libraries (Mesa's LLVM) into a process
+    before torch made importing torch's triton crash (segfault), so no command loads them early."""
+    result = subprocess.run([sys.executable, "-c", _PROBE, backend, "" if device is None else str(device)],
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise _ContextFailed(lines[-1] if lines else f"the renderer probe exited with {result.returncode}")
 
 
 def _open_gl_context(backend: str, device: int | None) -> None:
