@@ -463,7 +463,7 @@ def wine_bottle_on_rack(scene: Scene) -> list[Waypoint]:
     slot = scene.sim.data.get_site_xmat(RACK_SLOT).reshape(3, 3)
     up_slope, off_board = slot[:, 2].copy(), -slot[:, 1].copy()     # along the board; its upward normal
     tilt = float(np.arctan2(-up_slope[1], up_slope[2]))             # about x: the bottle's axis from up to up_slope
-    goal = lambda s: s.site_pos(RACK_SLOT) + RACK_ASIDE + 0.04 * up_slope + 0.02 * off_board
+    goal = lambda s: s.site_pos(RACK_SLOT) + RACK_ASIDE + 0.06 * up_slope + 0.03 * off_board
     above_board = lambda s: goal(s) + 0.08 * off_board
     hold = dict(yaw=QUARTER_TURN, tilt=tilt)
     return pick(WINE_BOTTLE, BOTTLE_GRASP, BOTTLE_CARRY_Z, yaw=QUARTER_TURN) + [
