@@ -9,17 +9,20 @@ the demonstrations (sim_bridge/demonstrations.py) are recorded from.
 How it works. Each task is a short plan of waypoints for the grip site (the point between the
 fingertips), built from the scene when the episode starts: "above the bowl's rim", "down onto the
 rim", "close", "lift", "over the stove", ... A waypoint's target is a function of the live scene
-(object and fixture poses, joint positions), so it follows what moves. The hand points down; only
-its yaw changes (the fingers close along world y at yaw 0). Position and yaw are P-controlled with a
-soft speed cap, so actions stay off the controller's clip at +-1; an optional Gaussian noise is
-added to the executed pose (DART-style: demonstrations keep the expert's clean action as the label,
-and the states the noisy execution visits).
+(object and fixture poses, joint positions), so it follows what moves. The hand points down and
+turns about z (the fingers close along world y at yaw 0); two plans also tilt it about x (drawers, the
+rack). Position and orientation are P-controlled with a soft speed cap, so actions stay off the
+controller's clip at +-1; an optional Gaussian noise is added to the executed pose (DART-style:
+demonstrations keep the expert's clean action as the label, and the states the noisy execution
+visits). An object that slips out of the hand is picked again (at most MAX_REGRASPS times).
 
 What the plans rely on (measured on LIBERO's assets): the bowl is picked by its rim wall, the
 fingers straddling the wall 4.7 cm from its centre at 3.8 cm above its base; the stove turns on when
 its knob joint reaches 0.5 rad (the fingers close on the knob's ridge and twist the hand); a drawer
-counts as open below -0.14 (its handle is pulled by one finger hooked behind the bar); the plate is
-dragged with the closed fingers inside its rim.
+counts as open below -0.14 (the hand, turned to point at the cabinet, closes on the handle bar from the
+front: from above, a finger does not fit between bar and drawer); the plate is dragged with the closed
+fingers inside its rim; the wine bottle is held by its neck (it is taller than the fingers are long)
+and, for the rack, laid along the rack's slanted top board beside its post.
 """
 from __future__ import annotations
 
@@ -30,8 +33,6 @@ import numpy as np
 
 from .constants import LIBERO_GOAL_INSTRUCTIONS, LIBERO_MAX_DELTA_POS_M, LIBERO_MAX_DELTA_ROT_RAD
 
-MAX_REGRASPS = 2                        # an object that slips out of the hand is picked again at most this often
-DROP_DISTANCE = 0.03                    # m the held object may shift in the hand before it counts as dropped
 MAX_REGRASPS = 2                        # an object that slips out of the hand is picked again at most this often
 DROP_DISTANCE = 0.03                    # m the held object may shift in the hand before it counts as dropped
 OPEN, CLOSED = 1.0, 0.0                 # OpenVLA's gripper convention (the env inverts it for LIBERO)
@@ -45,7 +46,6 @@ HAND_DOWN = np.array([[0.0, 1.0, 0.0],
 
 # Scene objects of LIBERO-GOAL (names as the BDDL files give them).
 BOWL, CREAM_CHEESE, WINE_BOTTLE, PLATE = "akita_black_bowl_1", "cream_cheese_1", "wine_bottle_1", "plate_1"
-CABINET, STOVE, RACK = "wooden_cabinet_1", "flat_stove_1", "wine_rack_1"
 STOVE_KNOB_JOINT = "flat_stove_1_button"
 STOVE_KNOB_GEOM = "flat_stove_1_g5"     # the knob's disc; its ridge runs along world x
 DRAWER_JOINTS = {"top": "wooden_cabinet_1_top_level", "middle": "wooden_cabinet_1_middle_level"}
