@@ -25,9 +25,9 @@ setup(
     entry_points={
         "console_scripts": [
             # ROS 2 executables (`ros2 run spec_vla_ros <name>`)
-            "policy_node = spec_vla_ros.ros.policy_node:main",
-            "libero_bridge_node = sim_bridge.bridge_node:main",
-            "bag_recorder = spec_vla_ros.ros.recorder_node:main",
+            "policy_node = spec_vla_ros.ros.policy_node:run",
+            "libero_bridge_node = sim_bridge.bridge_node:run",
+            "bag_recorder = spec_vla_ros.ros.recorder_node:run",
             # commands
             "spec-vla-launch = spec_vla_ros.commands.launch:main",
             "spec-vla-demo = spec_vla_ros.commands.demo:main",

