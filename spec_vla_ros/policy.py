@@ -13,7 +13,7 @@ import numpy as np
 
 from .decoding.acceptance import DEFAULT_RELAXED_THRESHOLD
 from .decoding.decoder import Decoder
-from .decoding.spec import DEFAULT_NUM_DRAFT_TOKENS, DecoderSpec, acceptance_from_parameters
+from .decoding.spec import DEFAULT_NUM_DRAFT_TOKENS, DecoderSpec, acceptance_from_parameters, tree_from_parameter
 from .decoding.stats import DecodeStats
 from .drafts.registry import ResolvedDraft, load
 from .vla.action_tokenizer import EMBEDDED_NORM_STATS, read_norm_stats, select_norm_stats, token_ids_to_actions
@@ -37,6 +37,7 @@ class PolicyConfig:
     draft: str = "mamba"               # ar | mamba | llama | history (drafts/registry.py)
     draft_checkpoint: str = ""         # "" = the packaged checkpoint trained for the miniature
     num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS
+    draft_tree: str = ""               # "" = chains of num_draft_tokens; tree:NODES[:DEPTH[:TOP_K]] | hybrid:...
     acceptance: str = "strict"         # strict | relaxed (Spec-VLA's exact rule) | relaxed-guarded
     relaxed_threshold: int = DEFAULT_RELAXED_THRESHOLD
     center_crop: bool = True
@@ -48,12 +49,14 @@ class PolicyConfig:
     def spec(self) -> DecoderSpec:
         """The decoding fields as a DecoderSpec; ValueError (one line) if one is invalid."""
         acceptance = acceptance_from_parameters(self.acceptance, self.relaxed_threshold)
-        return DecoderSpec(self.draft, self.draft_checkpoint, self.num_draft_tokens, acceptance)
+        return DecoderSpec(self.draft, self.draft_checkpoint, self.num_draft_tokens, acceptance,
+                           tree_from_parameter(self.draft_tree))
 
     def with_spec(self, spec: DecoderSpec) -> "PolicyConfig":
         """This config decoding as `spec` says."""
         return self.replace(draft=spec.draft, draft_checkpoint=spec.draft_checkpoint,
-                            num_draft_tokens=spec.num_draft_tokens, acceptance=spec.acceptance.rule,
+                            num_draft_tokens=spec.num_draft_tokens, draft_tree=spec.tree.name if spec.tree else "",
+                            acceptance=spec.acceptance.rule,
                             relaxed_threshold=spec.acceptance.threshold)
 
 
@@ -112,7 +115,7 @@ class VLAPolicy:
             raise ValueError(f"the resolved draft '{resolved.kind}' ({resolved.checkpoint or 'packaged'}) is not "
                              f"the config's '{spec.draft}' ({spec.draft_checkpoint or 'packaged'})")
         return Decoder(self.verifier.model, load(resolved, self.verifier), spec.num_draft_tokens, spec.acceptance,
-                       draft_checkpoint=draft_directory(resolved))
+                       draft_checkpoint=draft_directory(resolved), tree=spec.tree)
 
     def set_decoder(self, decoder: Decoder, config: PolicyConfig) -> None:
         """Install a decoder; the action in flight (if any) finishes with the old one."""

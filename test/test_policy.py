@@ -80,6 +80,9 @@ def test_bad_instructions_are_rejected(policy, instruction, message):
     ({"unnorm_key": "libero_spatial"}, r"unnorm_key 'libero_spatial' is not in .*expected one of \['libero_goal'\]"),
     ({"dtype": "int8"}, "dtype 'int8' is not supported"),
     ({"device": "tpu"}, "device 'tpu' is not supported"),
+    ({"draft_tree": "chain:3"}, r"draft_tree 'chain:3': a chain's length is the num_draft_tokens parameter"),
+    ({"draft_tree": "tree:2:3"}, r"tree shape 'tree:2:3': tree depth 3 needs at least as many nodes"),
+    ({"draft_tree": 50}, r"draft_tree 50: expected a string"),
     ({"verifier": "/nonexistent/openvla"}, "does not exist"),
 ])
 def test_invalid_configs_fail_before_loading(changes, message):
@@ -91,6 +94,19 @@ def test_running_policy_refuses_to_change_its_verifier(policy):
     with pytest.raises(ValueError, match="'dtype' cannot change"):
         policy.build_decoder(policy.config.replace(dtype="bfloat16"))
 
+
+
+@pytest.mark.parametrize("spec_text", ["mamba@hybrid:50", "llama:relaxed:5@tree:16:3:4", "history", "ar"])
+def test_a_decoder_spec_and_the_policy_config_say_the_same(policy, spec_text):
+    """What eval and the harness configure (DecoderSpec) and what the node's parameters configure
+    (PolicyConfig) convert both ways, and the decoder built from the config proposes in the spec's
+    shape (eval's `mamba@hybrid:50` once ran chains: the config dropped the tree)."""
+    from spec_vla_ros.decoding.spec import DecoderSpec
+    spec = DecoderSpec.parse(spec_text)
+    config = policy.config.with_spec(spec)
+    assert config.spec == spec and config.spec.name == spec.name
+    decoder = policy.build_decoder(config)
+    assert (decoder.shape, decoder.draft_name) == (spec.shape, spec.draft)
 
 
 @pytest.mark.parametrize("acceptance", ["strict", "relaxed", "relaxed-guarded"])

@@ -161,6 +161,36 @@ def test_draft_swap_takes_effect_at_an_action_boundary(policy):
     assert len(policy.actions) == len(policy.stats)
 
 
+def test_draft_tree_switches_between_chain_and_trees_at_run_time(policy):
+    """draft_tree '' -> hybrid:50 -> tree:16 -> '' while actions keep coming: every action's
+    statistics name the shape it was decoded in, each switch falls between two actions, and a tree
+    pass verifies more proposals than a chain of num_draft_tokens can. A chain length given as a
+    tree, or a shape out of range, is refused and changes nothing."""
+    chain = f"chain:{POLICY_PARAMETERS['num_draft_tokens'].default}"
+    sequence = (("hybrid:50", "hybrid:50:6:8"), ("tree:16", "tree:16:6:8"), ("", chain))
+    reports = [policy.step()]
+    for text, name in sequence:
+        [result] = policy.set_parameters(NODE_NAME, draft_tree=text)
+        assert result.successful, result.reason
+        for _ in range(200):                     # the old decoder serves while the new one is built
+            reports.append(policy.step())
+            if reports[-1].stats.tree_shape == name:
+                break
+        reports.append(policy.step())
+    shapes = [report.stats.tree_shape for report in reports]
+    runs = [shape for i, shape in enumerate(shapes) if i == 0 or shape != shapes[i - 1]]
+    assert runs == [chain] + [name for _, name in sequence], shapes
+    chain_limit = int(chain.split(":")[1])
+    for report in reports:
+        widest = max(report.stats.proposed_per_pass)
+        assert widest <= chain_limit if report.stats.tree_shape == chain else widest > chain_limit, report.stats
+    assert [report.actions for report in reports] == list(range(reports[0].actions, reports[0].actions + len(reports)))
+    for text, reason in (("chain:3", "num_draft_tokens"), ("tree:0", "nodes"), ("bush:5", "expected")):
+        [refused] = policy.set_parameters(NODE_NAME, draft_tree=text)
+        assert not refused.successful and reason in refused.reason, (text, refused.reason)
+    assert policy.step().stats.tree_shape == chain
+
+
 def test_the_node_declares_its_parameter_table(policy):
     """Every parameter of policy_parameters, with its description, type and read-only flag; no other
     but rclpy's own."""

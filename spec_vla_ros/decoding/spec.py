@@ -34,6 +34,10 @@ DEFAULT_NUM_DRAFT_TOKENS = 4
 DEFAULT_TREE_DEPTH = ACTION_DIM - 1     # every token after the pending one (a pass never needs more)
 DEFAULT_TREE_TOP_K = 8                  # Spec-VLA's (EAGLE-2's) children per node and level
 CHAIN, TREE, HYBRID = "chain", "tree", "hybrid"
+DRAFT_TREE_HELP = (f"what the draft proposes per verifier pass: '' = a chain of num_draft_tokens; "
+                   f"{TREE}:NODES[:DEPTH[:TOP_K]] = the draft's own tree (EAGLE-2's dynamic tree for mamba and "
+                   f"llama); {HYBRID}:NODES[:DEPTH[:TOP_K]] = model, history and retrieved branches in one tree "
+                   f"(e.g. {HYBRID}:50)")
 
 
 def check_num_draft_tokens(value, label: str = "num_draft_tokens") -> None:
@@ -82,6 +86,19 @@ def parse_tree_shape(text: str) -> TreeShape | None:
         return TreeShape(nodes, min(depth, nodes) if len(values) == 1 else depth, top_k, hybrid=kind == HYBRID)
     except ValueError as error:
         raise ValueError(f"tree shape '{text}': {error}") from None
+
+
+def tree_from_parameter(text: str) -> TreeShape | None:
+    """The policy's `draft_tree` parameter -> TreeShape, None for chains: '' or `chain` (chains of
+    the num_draft_tokens parameter), `tree:NODES[:DEPTH[:TOP_K]]` or `hybrid:NODES[:DEPTH[:TOP_K]]`.
+    `chain:K` is refused: a chain's length has one parameter, num_draft_tokens."""
+    if not isinstance(text, str):
+        raise ValueError(f"draft_tree {text!r}: expected a string such as '' (chains), {TREE}:50 or {HYBRID}:50")
+    shape = parse_tree_shape(text)
+    if shape is not None and shape.is_chain:
+        raise ValueError(f"draft_tree '{text}': a chain's length is the num_draft_tokens parameter; expected '' or "
+                         f"{CHAIN} for chains, {TREE}:NODES[:DEPTH[:TOP_K]] or {HYBRID}:NODES[:DEPTH[:TOP_K]]")
+    return shape
 
 
 @dataclass(frozen=True)

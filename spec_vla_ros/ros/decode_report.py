@@ -6,9 +6,14 @@ as they are (readable in `ros2 topic echo`), every other value as JSON. The keys
 the node writes them:
 
     verifier, the DecodeStats fields (draft, acceptance, tokens, verifier_passes, accepted_per_pass,
-    proposed_per_pass, draft_ms, verify_ms, total_ms, generated, draft_checkpoint), acceptance_length,
-    stopped_at_eos, policy_ms, image_to_action_ms, action, dry_run, and the node's running counts
-    (COUNTER_KEYS).
+    proposed_per_pass, draft_ms, verify_ms, total_ms, generated, draft_checkpoint, tree_shape,
+    judged_per_pass, source_per_pass), acceptance_length, stopped_at_eos, policy_ms,
+    image_to_action_ms, action, dry_run, and the node's running counts (COUNTER_KEYS).
+
+For a tree (the node's draft_tree parameter), `tree_shape` names it (`hybrid:50:6:8`; `chain:K`
+for chains, '' for autoregressive decoding), `proposed_per_pass` counts its nodes, and
+`source_per_pass` says which branch each pass kept (model, history or retrieval; '' when no
+proposal was kept).
 
 Reading (`DecodeReport.from_pairs`) is lenient where bags of older versions differ and strict
 where a value would be wrong:

@@ -83,6 +83,8 @@ POLICY_ARGUMENTS = (
     Argument("dtype", "auto (the checkpoint's own dtype) | float32 | bfloat16 | float16"),
     Argument("unnorm_key", "dataset statistics key for de-normalizing actions, e.g. libero_goal"),
     Argument("num_draft_tokens", "tokens the draft proposes per verifier pass (1-7)"),
+    Argument("draft_tree", "'' = chains of num_draft_tokens | tree:NODES[:DEPTH[:TOP_K]] | hybrid:NODES[...], "
+                           "e.g. hybrid:50"),
     Argument("acceptance", "strict | relaxed (Spec-VLA's rule) | relaxed-guarded"),
     Argument("relaxed_threshold", "relaxed acceptance: largest accepted token distance"),
     Argument("center_crop", "take the centered 0.9-area crop OpenVLA's LIBERO models were trained with"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sim_bridge.constants import LIBERO_CONTROL_HZ
 
 from ..decoding.acceptance import RULE_DESCRIPTIONS
+from ..decoding.spec import DRAFT_TREE_HELP
 from ..drafts.kinds import AR
 from ..drafts.registry import DRAFT_NAMES
 from .node_parameters import Parameter, parameter_table
@@ -39,6 +40,7 @@ POLICY_PARAMETERS = parameter_table(
                "draft checkpoint directory, or a directory with one per kind (mamba/, llama/); '' = the "
                "packaged ones for the embedded miniature"),
     _parameter("num_draft_tokens", _CONFIG.num_draft_tokens, "tokens the draft proposes per verifier pass (1-7)"),
+    _parameter("draft_tree", _CONFIG.draft_tree, DRAFT_TREE_HELP + "; a change takes effect at the next action"),
     _parameter("acceptance", _CONFIG.acceptance,
                "; ".join(f"{name}: {rule}" for name, rule in RULE_DESCRIPTIONS.items())),
     _parameter("relaxed_threshold", _CONFIG.relaxed_threshold,

@@ -154,5 +154,5 @@ class PolicyWorkers:
                     continue                     # superseded while loading: build the newer one
             self.policy.set_decoder(decoder, config)
             self.logger.info(f"draft '{config.draft}' ({config.acceptance} acceptance, "
-                             f"{config.num_draft_tokens} tokens) ready in {time.monotonic() - started:.1f} s; "
-                             "it serves from the next action")
+                             f"{decoder.shape.name if decoder.draft else 'no draft'}) ready in "
+                             f"{time.monotonic() - started:.1f} s; it serves from the next action")
