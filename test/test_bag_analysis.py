@@ -387,3 +387,30 @@ def test_the_bag_report_names_the_draft_checkpoints_the_policy_used():
     assert "not named" in draft_checkpoint_description([report("llama", None)])
     assert draft_checkpoint_description([report("none", None)]) == "no draft (autoregressive)"   # an older bag
     assert draft_checkpoint_description([report("ar", "")]) == "no draft (autoregressive)"
+
+
+def test_decoding_is_grouped_by_tree_shape_with_the_kept_paths_depth_and_source():
+    """A policy switched from chains to a hybrid tree: one row per shape, the mean kept depth per
+    pass, and which branch the kept paths came from; statistics recorded before trees (no shape,
+    no sources) keep their own row with no source shares rather than zeros."""
+    from spec_vla_ros.analysis.bags import decoding_label, summarize_decoding
+
+    def report(shape, accepted, proposed, sources):
+        stats = DecodeStats("mamba", "strict", TOKENS, len(accepted), accepted, proposed, 1.0, 10.0, 11.0,
+                            generated=TOKENS, tree_shape=shape, judged_per_pass=[], source_per_pass=sources)
+        return DecodeReport(stats)
+
+    old = report("", [3, 2, 0], [4, 4, 1], [])
+    chain = report("chain:4", [4, 2], [4, 2], ["model", "model"])
+    hybrid = [report("hybrid:50:6:8", [6], [50], ["history"]),
+              report("hybrid:50:6:8", [4, 1], [50, 14], ["retrieval", "model"]),
+              report("hybrid:50:6:8", [0, 5], [50, 40], ["", "model"])]
+    rows = summarize_decoding([old, chain, *hybrid])
+    assert [(row["shape"], row["actions"]) for row in rows] == [(None, 1), ("chain:4", 1), ("hybrid:50:6:8", 3)]
+    assert [decoding_label(r.stats) for r in (old, chain, hybrid[0])] == [
+        "mamba strict", "mamba strict chain:4", "mamba strict hybrid:50:6:8"]
+    assert rows[0]["accepted_depth"] == pytest.approx(5 / 3) and rows[0]["kept_model"] is None
+    assert (rows[1]["accepted_depth"], rows[1]["kept_model"], rows[1]["kept_history"]) == (3.0, 1.0, 0.0)
+    tree = rows[2]
+    assert tree["accepted_depth"] == pytest.approx(16 / 5) and tree["passes_per_action"] == pytest.approx(5 / 3)
+    assert (tree["kept_model"], tree["kept_history"], tree["kept_retrieval"]) == pytest.approx((2 / 5, 1 / 5, 1 / 5))

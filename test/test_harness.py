@@ -198,6 +198,60 @@ def test_replay_matches_live_decoding_with_the_verifier(verifier):
         "not even on a repeated frame"
 
 
+def test_a_replayed_tree_pass_serves_each_node_the_recording_at_its_depth(verifier):
+    """ReplaySession's tree passes (the prefill's early tree and verify_tree): node i gets the
+    recorded hidden state and greedy token of the position at its depth, zeros past the recording;
+    keep_path keeps the path's tokens after the prefix, as VerifierSession does."""
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+    hidden_size = verifier.model.hidden_size
+    tokens = (ACTION_TOKEN_MIN + torch.randint(0, 256, (ACTION_DIM,), generator=generator)).tolist()
+    trace = Trace(tokens, torch.randn(PROMPT_LENGTH + ACTION_DIM - 1, hidden_size, generator=generator),
+                  torch.randn(PROMPT_LENGTH, hidden_size, generator=generator))
+    session = harness.ReplaySession(trace, verifier.model)
+    early, early_parents = [tokens[0], tokens[0] + 1, tokens[1], tokens[2]], [-1, -1, 0, 2]   # depths 0 0 1 2
+    step = session.prefill(None, [], early, early_parents)
+    assert step.greedy() == [tokens[0], tokens[1], tokens[1], tokens[2], tokens[3]]
+    assert torch.equal(step.hidden[:PROMPT_LENGTH], trace.hidden[:PROMPT_LENGTH])
+    assert torch.equal(step.hidden[PROMPT_LENGTH:], trace.hidden[[PROMPT_LENGTH + d for d in (0, 0, 1, 2)]])
+    session.keep_path([0, 2])                                  # tokens 0 and 1 kept
+    assert session.length == PROMPT_LENGTH + 2 and session.fed == tokens[:2]
+    # the pending token (tokens[2]) as root, then a tree of depths 1, 1, 2, 3, 4
+    step = session.verify_tree([tokens[2], tokens[3], tokens[3] + 1, tokens[4], tokens[5], tokens[6]],
+                               [-1, 0, 0, 1, 3, 4])
+    depths = [0, 1, 1, 2, 3, 4]
+    assert step.greedy_rows([0, 2, 5]) == [tokens[3], tokens[4], EOS_TOKEN_ID]
+    recorded_rows = [PROMPT_LENGTH + 2 + d for d in depths[:4]]
+    assert torch.equal(step.hidden[:4], trace.hidden[recorded_rows]) and not step.hidden[5].any()
+    session.keep_path([0, 1, 3])
+    assert session.fed == tokens[:5] and session.passes == 2
+
+
+def test_replayed_trees_match_live_tree_decoding(verifier):
+    """A hybrid tree (the previous action, retrieved continuations) decoded over recorded outputs
+    keeps the same paths, from the same sources, as the verifier's own tree passes wherever live
+    decoding gives the recorded (AR) tokens (near-ties apart, as for chains). Fresh seeds."""
+    from spec_vla_ros.decoding.spec import parse_tree_shape
+    seed = int.from_bytes(os.urandom(4), "little") % 10**6
+    prompt_ids = prompt_token_ids(verifier.tokenizer, "open the top drawer")
+    tree = parse_tree_shape("hybrid:16")
+    frames = list(synthetic_episode(seed, 3, size=64)[1])
+    frames.append(frames[-1])
+    live_decoder = Decoder(verifier.model, HistoryDraft(), 4, STRICT, tree=tree)
+    live = [live_decoder.decode(pixel_values(frame), prompt_ids)[1] for frame in frames]
+    recorded = [trace_action(verifier.model, pixel_values(frame), prompt_ids) for frame in frames]
+    replayed = [stats for _, stats in replay(HistoryDraft(), [recorded], verifier.model, 4, STRICT, tree)]
+    compared = 0
+    for step, (mine, theirs, trace) in enumerate(zip(live, replayed, recorded)):
+        assert theirs.tokens == trace.tokens and theirs.tree_shape == tree.name, step
+        if mine.tokens != trace.tokens:
+            break                                  # a near-tie: later proposals depend on it
+        assert (mine.accepted_per_pass, mine.proposed_per_pass, mine.source_per_pass) == \
+            (theirs.accepted_per_pass, theirs.proposed_per_pass, theirs.source_per_pass), f"seed {seed}, step {step}"
+        compared += 1
+    assert compared >= 2, f"seed {seed}: near-ties cut the episode short"
+    assert max(p for stats in replayed for p in stats.proposed_per_pass) > 4     # trees, not chains of 4
+
+
 def test_a_recorded_eos_ends_the_replayed_action(verifier):
     """Traces record 7 greedy tokens whatever they are; an EOS among them ends the action, as
     OpenVLA's generate does, and 'same tokens as verifier' compares up to it."""
@@ -207,7 +261,7 @@ def test_a_recorded_eos_ends_the_replayed_action(verifier):
     trace = Trace(tokens, torch.randn(PROMPT_LENGTH + ACTION_DIM - 1, hidden_size, generator=generator),
                   torch.randn(PROMPT_LENGTH, hidden_size, generator=generator))
     for draft in (HistoryDraft(), OracleDraft([tokens] * 4, early=True)):      # replay, then token accuracy
-        measured = measure([DraftUnderTest("d", draft)], [[trace, trace]], verifier.model, [STRICT], [3],
+        measured = measure([DraftUnderTest("d", draft)], [[trace, trace]], verifier.model, [STRICT], [(3, None)],
                            progress=False)
         [row] = measured["runs"]
         assert row["same_tokens_as_verifier"] == 1.0 and row["stopped_at_eos"] == 2
@@ -218,9 +272,9 @@ def test_a_recorded_eos_ends_the_replayed_action(verifier):
 def test_report_and_command_line(traces, verifier, tmp_path, capsys):
     directory, episodes = traces
     measured = measure([DraftUnderTest("random", RandomDraft()), DraftUnderTest("history", HistoryDraft())],
-                       episodes, verifier.model, [STRICT, Acceptance(9)], [2, 4], progress=False)
-    assert [(r["draft"], r["acceptance"], r["num_draft_tokens"]) for r in measured["runs"]] == [
-        (d, a, k) for d in ("random", "history") for a in ("strict", "relaxed:9") for k in (2, 4)]
+                       episodes, verifier.model, [STRICT, Acceptance(9)], [(2, None), (4, None)], progress=False)
+    assert [(r["draft"], r["acceptance"], r["shape"]) for r in measured["runs"]] == [
+        (d, a, f"chain:{k}") for d in ("random", "history") for a in ("strict", "relaxed:9") for k in (2, 4)]
     for row in measured["runs"]:
         assert row["actions"] == sum(map(len, episodes)) and 1.0 <= row["acceptance_length"] <= ACTION_DIM
         assert row["acceptance_length"] == pytest.approx(ACTION_DIM / row["passes_per_action"])
@@ -235,11 +289,18 @@ def test_report_and_command_line(traces, verifier, tmp_path, capsys):
 
     output = tmp_path / "cli"
     assert harness_command.main(["--traces", str(directory), "--drafts", "history", "--acceptance", "strict",
-                         "relaxed:3", "--output", str(output), "--no-progress"]) == 0
+                         "relaxed:3", "--trees", "chain", "hybrid:16", "--output", str(output), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "miniature" in printed and f"{sum(map(len, episodes))} recorded actions in 6 episode(s)" in printed
     rows = json.loads((output / "harness.json").read_text())["tables"]["runs"]
-    assert [(row["draft"], row["acceptance"]) for row in rows] == [("history", "strict"), ("history", "relaxed:3")]
+    assert [(row["draft"], row["acceptance"], row["shape"]) for row in rows] == [
+        ("history", rule, shape) for rule in ("strict", "relaxed:3") for shape in ("chain:4", "hybrid:16:6:8")]
+    for row in rows:          # a pass adds its kept proposals and the verifier's token (cut at the action's end)
+        assert row["acceptance_length"] - 1 <= row["accepted_depth"] <= row["acceptance_length"]
+        kept = {source: row[f"kept_{source}"] for source in ("model", "history", "retrieval")}
+        assert 0 < sum(kept.values()) <= 1 and kept["model"] == 0, kept          # history has no model
+        if row["shape"] == "chain:4":
+            assert kept["retrieval"] == 0, kept
 
 
 # --- the verifier a recording names, and the command line ----------------------------------------

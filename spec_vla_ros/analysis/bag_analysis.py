@@ -19,8 +19,8 @@ from sim_bridge.results import summarize
 from ..ros.decode_report import DecodeReport
 from ..decoding.stats import DecodeStats
 from . import plots
-from .bags import BagRun, summarize_decoding
-from .report import Column, Report, Table, percentile, position_outcome_counts, verifier_description
+from .bags import BagRun, decoding_label, summarize_decoding
+from .report import TREE_COLUMNS, Column, Report, Table, percentile, position_outcome_counts, verifier_description
 
 REPORT_STEM = "bag_analysis"
 # Where an action's time goes, innermost first: per-action values the policy node publishes
@@ -30,8 +30,9 @@ LATENCY_FIELDS = (("draft_ms", "draft"), ("verify_ms", "verifier passes"), ("tot
                   ("image_to_action_ms", "image received -> action published"))
 
 DECODING_COLUMNS = [
-    Column("draft", "draft"), Column("acceptance", "acceptance"), Column("actions", "actions"),
-    Column("acceptance_length", "acceptance length", ".2f"), Column("passes_per_action", "passes / action", ".2f"),
+    Column("draft", "draft"), Column("acceptance", "acceptance"), Column("shape", "shape"),
+    Column("actions", "actions"), Column("acceptance_length", "acceptance length", ".2f"),
+    Column("passes_per_action", "passes / action", ".2f"), *TREE_COLUMNS,
     Column("median_ms", "decode ms median", ".1f"), Column("p90_ms", "p90", ".1f"),
     Column("draft_ms", "draft ms mean", ".2f"), Column("verify_ms", "verify ms mean", ".1f"),
 ]
@@ -62,11 +63,11 @@ def analyze(run: BagRun, figure_dir: Path) -> Report:
                f"{len(run.episodes)} episode result(s); verifier "
                f"{', '.join(map(verifier_description, verifiers)) or 'not named in the bag'}; "
                f"{draft_checkpoint_description(run.decode_stats)}; timings from the machine that ran the policy")
-    groups: dict[str, list[tuple[int, DecodeReport]]] = {}     # "draft acceptance" -> (action index, report)
+    groups: dict[str, list[tuple[int, DecodeReport]]] = {}     # decoding_label -> (action index, report)
     for index, report in enumerate(run.decode_stats):
-        groups.setdefault(f"{report.stats.draft} {report.stats.acceptance}", []).append((index, report))
+        groups.setdefault(decoding_label(report.stats), []).append((index, report))
 
-    tables = [Table("decoding", "Decoding per draft and acceptance rule, in order of use", DECODING_COLUMNS,
+    tables = [Table("decoding", "Decoding per draft, acceptance rule and shape, in order of use", DECODING_COLUMNS,
                     summarize_decoding(run.decode_stats)),
               Table("latency", "Where an action's time goes", LATENCY_COLUMNS, latency_rows(run.decode_stats))]
     if run.episodes:

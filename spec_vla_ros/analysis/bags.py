@@ -35,6 +35,7 @@ from sim_bridge.libero_goal import EpisodeResult
 
 from ..ros import topics
 from ..ros.bag_writer import BAG_VERSION
+from ..decoding.stats import DecodeStats, tree_statistics
 from ..ros.decode_report import DecodeReport, has_json_type
 from ..vla.constants import ACTION_DIM
 
@@ -473,18 +474,27 @@ def observation_episodes(path) -> list[tuple[str, list]]:
     return episodes
 
 
+def decoding_label(stats: DecodeStats) -> str:
+    """'draft acceptance shape' ('draft acceptance' for autoregressive decoding and for statistics
+    recorded before trees, which name no shape): what the bag analysis groups actions by."""
+    return " ".join(part for part in (stats.draft, stats.acceptance, stats.tree_shape) if part)
+
+
 def summarize_decoding(reports: list[DecodeReport]) -> list[dict]:
-    """One row per (draft, acceptance) in order of first use: actions, verifier passes per action,
-    acceptance length (tokens per verifier pass) and ms per action."""
+    """One row per (draft, acceptance, tree shape) in order of first use: actions, verifier passes
+    per action, acceptance length (tokens per verifier pass), ms per action, and the kept paths'
+    depth and sources (analysis.report.tree_statistics)."""
     groups: dict[tuple, list] = {}
     for report in reports:
-        groups.setdefault((report.stats.draft, report.stats.acceptance), []).append(report.stats)
+        stats = report.stats
+        groups.setdefault((stats.draft, stats.acceptance, stats.tree_shape), []).append(stats)
     rows = []
-    for (draft, acceptance), group in groups.items():
+    for (draft, acceptance, shape), group in groups.items():
         passes = sum(stats.verifier_passes for stats in group)
         total_ms = [stats.total_ms for stats in group]
         rows.append({
-            "draft": draft, "acceptance": acceptance, "actions": len(group),
+            "draft": draft, "acceptance": acceptance, "shape": shape or None, "actions": len(group),
+            **tree_statistics(group),
             "passes_per_action": passes / len(group),
             "acceptance_length": ACTION_DIM * len(group) / passes if passes else 0.0,
             "median_ms": float(np.median(total_ms)), "p90_ms": float(np.percentile(total_ms, 90)),

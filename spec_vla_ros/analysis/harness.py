@@ -3,12 +3,15 @@
 The verifier's greedy outputs are recorded once (traces from `spec-vla-collect`, or computed
 here from the images and instructions of a bag) and replayed: a `ReplaySession` stands in for
 the verifier's `VerifierSession`, so the real `Decoder` loop runs unchanged around any draft.
-Per draft, acceptance rule and `num_draft_tokens`: acceptance length, verifier passes per
-action, acceptance by draft position, teacher-forced token accuracy per action dimension and
-draft milliseconds per proposed token.
+Per draft, acceptance rule and shape (a chain of `num_draft_tokens`, or a tree of `--trees`):
+acceptance length, verifier passes per action, acceptance by draft position (by depth for a
+tree), for trees the mean accepted depth and which branch the kept paths came from (model,
+history, retrieval), teacher-forced token accuracy per action dimension and draft milliseconds
+per proposed token.
 
 Strict acceptance replays exactly: every accepted prefix is the greedy one, whose verifier
-outputs are recorded. Relaxed acceptance is an approximation: after a kept-but-different draft
+outputs are recorded (for a tree node, the recorded output at its depth is served, which is the
+verifier's own wherever the node's path is the greedy prefix, the only nodes strict keeps). Relaxed acceptance is an approximation: after a kept-but-different draft
 token the real verifier would continue from another prefix, whose outputs are not recorded;
 the replay serves the recorded greedy continuation instead.
 
@@ -33,8 +36,9 @@ from tqdm import tqdm
 
 from ..decoding.acceptance import Acceptance
 from ..decoding.decoder import Decoder, until_eos
-from ..decoding.stats import DecodeStats
+from ..decoding.stats import DecodeStats, tree_statistics
 from ..drafts.base import Draft
+from ..drafts.tree import TreeShape
 from ..training.arguments import CommandError, absolute_path
 from ..training.collect import Trace, read_manifest, read_traces, recorded_verifier_location, trace_action
 from ..vla.checkpoint import LoadedVerifier
@@ -43,9 +47,10 @@ from ..vla.miniature import MINIATURE, MINIATURE_NAME
 from ..vla.preprocess import pixel_values
 from ..vla.prompt import prompt_token_ids
 from ..vla.session import VerifierStep
+from ..vla.token_tree import tree_depths
 from . import plots
 from .bags import observation_episodes, read_bag
-from .report import Column, Report, Table, position_outcome_counts
+from .report import TREE_COLUMNS, Column, Report, Table, position_outcome_counts
 
 REPORT_STEM = "harness"
 
@@ -65,6 +70,9 @@ class ReplayStep(VerifierStep):
     def greedy(self, start: int = 0, stop: int | None = None) -> list[int]:
         return self.tokens[start:stop]
 
+    def greedy_rows(self, rows: list[int]) -> list[int]:
+        return [self.tokens[row] for row in rows]
+
 
 class ReplaySession:
     """Serves one recorded greedy action as if the verifier computed it (the VerifierSession API).
@@ -74,6 +82,7 @@ class ReplaySession:
     token recorded token j + 1; hidden states are the recorded ones at those positions. The
     recording ends with the hidden state of the sixth action token: the seventh token's (only
     reached when a draft proposes the whole action before the prefill) is served as zeros.
+    A tree node is served what the position at its depth holds (`verify_tree`, `keep_path`).
     """
 
     def __init__(self, trace: Trace, model):
@@ -81,38 +90,62 @@ class ReplaySession:
         self.fed: list[int] = []
         self.passes = 0
         self.prefilled = False
+        self.tree = None                 # after a tree pass: (prefix length, the nodes' tokens and parents)
 
     @property
     def length(self) -> int:
         return self.trace.prompt_length + len(self.fed) if self.prefilled else 0
 
-    def prefill(self, pixel_values, prompt_ids, proposals=()) -> ReplayStep:
-        self.prefilled, self.fed = True, list(proposals)
+    def prefill(self, pixel_values, prompt_ids, proposals=(), parents=None) -> ReplayStep:
+        self.prefilled, self.fed, self.tree = True, [], None
+        prompt_length, proposals = self.trace.prompt_length, list(proposals)
         embeds = self.trace.input_embeds
-        if self.fed:
-            embeds = torch.cat([embeds, self._embed(self.fed)])
-        return self._step(0, self.trace.prompt_length - 1, embeds)
+        if proposals:
+            embeds = torch.cat([embeds, self._embed(proposals)])
+        if parents is not None:                   # a tree hanging from the prompt's last position
+            self.tree = (prompt_length, proposals, list(parents))
+            at = [prompt_length + depth for depth in tree_depths(parents)]
+            return self._step(list(range(prompt_length)) + at, [prompt_length - 1] + at, embeds)
+        self.fed = proposals
+        return self._step(list(range(self.length)), list(range(prompt_length - 1, self.length)), embeds)
 
     def extend(self, token_ids: list[int]) -> ReplayStep:
         if not self.prefilled:
             raise RuntimeError("extend() before prefill()")
-        start = self.length
+        self.tree = None
+        positions = list(range(self.length, self.length + len(token_ids)))
         self.fed += token_ids
-        return self._step(start, start, self._embed(token_ids))
+        return self._step(positions, positions, self._embed(token_ids))
+
+    def verify_tree(self, token_ids: list[int], parents: list[int]) -> ReplayStep:
+        if not self.prefilled:
+            raise RuntimeError("verify_tree() before prefill()")
+        self.tree = (self.length, list(token_ids), list(parents))
+        at = [self.length + depth for depth in tree_depths(parents)]
+        return self._step(at, at, self._embed(list(token_ids)))
+
+    def keep_path(self, path: list[int]) -> None:
+        """Keep the tree pass's nodes `path` (root first) after the prefix, as VerifierSession does."""
+        if self.tree is None:
+            raise RuntimeError("keep_path() without a tree pass before it")
+        prefix, tokens, _ = self.tree
+        self.truncate(prefix)
+        self.fed += [tokens[node] for node in path]
+        self.tree = None
 
     def truncate(self, length: int) -> None:
         del self.fed[max(0, length - self.trace.prompt_length):]
 
-    def _step(self, start: int, first_prediction: int, input_embeds: torch.Tensor) -> ReplayStep:
-        """Positions start..length-1 were fed in this pass; predictions are served from `first_prediction`."""
+    def _step(self, positions: list[int], predictions: list[int], input_embeds: torch.Tensor) -> ReplayStep:
+        """A pass whose hidden states are the recorded ones at cache `positions` (zeros past the
+        recording) and whose greedy tokens are those recorded after `predictions`."""
         self.passes += 1
-        recorded, end = self.trace.hidden, self.length
-        hidden = recorded[start:end]
-        if end > len(recorded):
-            hidden = torch.cat([hidden, recorded.new_zeros(end - max(start, len(recorded)), recorded.shape[1])])
+        recorded = self.trace.hidden
+        index = torch.tensor(positions, dtype=torch.long, device=recorded.device)
+        hidden = recorded[index.clamp(max=len(recorded) - 1)]
+        hidden[index >= len(recorded)] = 0
         offset = 1 - self.trace.prompt_length               # position -> index of the action token predicted there
-        tokens = [self.trace.tokens[p + offset] if p + offset < ACTION_DIM else EOS_TOKEN_ID
-                  for p in range(first_prediction, end)]
+        tokens = [self.trace.tokens[p + offset] if p + offset < ACTION_DIM else EOS_TOKEN_ID for p in predictions]
         return ReplayStep(hidden, input_embeds, tokens)
 
     def _embed(self, tokens: list[int]) -> torch.Tensor:
@@ -155,11 +188,12 @@ def bag_episodes(bag: Path, verifier: LoadedVerifier, center_crop: bool = True) 
 
 # --- measuring drafts ----------------------------------------------------------------------
 
-def replay(draft: Draft, episodes: Episodes, model, num_draft_tokens: int,
-           acceptance: Acceptance) -> list[tuple[list[int], DecodeStats]]:
-    """(tokens, stats) per recorded action, decoded by the real Decoder over ReplaySessions."""
+def replay(draft: Draft, episodes: Episodes, model, num_draft_tokens: int, acceptance: Acceptance,
+           tree: TreeShape | None = None) -> list[tuple[list[int], DecodeStats]]:
+    """(tokens, stats) per recorded action, decoded by the real Decoder over ReplaySessions;
+    `tree`: the draft proposes trees of that shape (None: chains of num_draft_tokens)."""
     current: list[Trace] = []
-    decoder = Decoder(model, draft, num_draft_tokens, acceptance,
+    decoder = Decoder(model, draft, num_draft_tokens, acceptance, tree=tree,
                       session_factory=lambda: ReplaySession(current[0], model))
     results = []
     for episode in episodes:
@@ -203,19 +237,21 @@ class DraftUnderTest:
 
 
 def measure(drafts: list[DraftUnderTest], episodes: Episodes, model, rules: list[Acceptance],
-            num_draft_tokens: list[int], progress: bool = True) -> dict:
-    """Rows for the report: one per (draft, rule, num_draft_tokens), plus token accuracy per draft."""
+            shapes: list[tuple[int, TreeShape | None]], progress: bool = True) -> dict:
+    """Rows for the report: one per (draft, rule, shape), plus token accuracy per draft. `shapes`:
+    (num_draft_tokens, None) for a chain, (any k, TreeShape) for a tree (spec.shapes_to_compare)."""
     rows, accuracy = [], []
-    runs = [(d, rule, k) for d in drafts for rule in rules for k in num_draft_tokens]
-    for entry, rule, k in tqdm(runs, desc="spec-vla-harness", unit="run", disable=not progress):
-        decoded = replay(entry.draft, episodes, model, k, rule)
+    runs = [(d, rule, k, tree) for d in drafts for rule in rules for k, tree in shapes]
+    for entry, rule, k, tree in tqdm(runs, desc="spec-vla-harness", unit="run", disable=not progress):
+        decoded = replay(entry.draft, episodes, model, k, rule, tree)
         stats = [s for _, s in decoded]
         recorded = [trace.tokens for episode in episodes for trace in episode]
         passes = sum(s.verifier_passes for s in stats)
         proposed = sum(map(sum, (s.proposed_per_pass for s in stats)))
         accepted, judged = position_outcome_counts(stats)
         rows.append({"draft": entry.label, "checkpoint": entry.checkpoint or None,
-                     "draft_train_accuracy": entry.train_accuracy, "acceptance": rule.name, "num_draft_tokens": k,
+                     "draft_train_accuracy": entry.train_accuracy, "acceptance": rule.name,
+                     "shape": (tree or TreeShape.chain(k)).name, **tree_statistics(stats),
                      "actions": len(stats), "acceptance_length": ACTION_DIM * len(stats) / passes,
                      "passes_per_action": passes / len(stats),
                      "one_pass_actions": sum(s.verifier_passes == 1 for s in stats) / len(stats),
@@ -238,18 +274,18 @@ def measure(drafts: list[DraftUnderTest], episodes: Episodes, model, rules: list
 
 RUN_COLUMNS = [
     Column("draft", "draft"), Column("draft_train_accuracy", "draft train acc", ".2%"),
-    Column("acceptance", "acceptance"), Column("num_draft_tokens", "k"), Column("actions", "actions"),
+    Column("acceptance", "acceptance"), Column("shape", "shape"), Column("actions", "actions"),
     Column("acceptance_length", "acceptance length", ".2f"), Column("passes_per_action", "passes / action", ".2f"),
     Column("one_pass_actions", "1-pass actions", ".0%"), Column("draft_ms_per_token", "draft ms / token", ".3f"),
     Column("draft_ms_per_action", "draft ms / action", ".2f"),
-    Column("same_tokens_as_verifier", "same tokens as verifier", ".0%"),
+    Column("same_tokens_as_verifier", "same tokens as verifier", ".0%"), *TREE_COLUMNS,
 ]
 ACCURACY_COLUMNS = [Column("draft", "draft")] + [Column(name, name, ".0%") for name in ACTION_NAMES]
 
 
 def build_report(measured: dict, caption: str, figure_dir: Path) -> Report:
     runs = measured["runs"]
-    run_label = [f"{row['draft']} {row['acceptance']} k={row['num_draft_tokens']}" for row in runs]
+    run_label = [f"{row['draft']} {row['acceptance']} {row['shape']}" for row in runs]
     positions = [{"run": label, **{f"position_{i + 1}": row["position_accepted"][i] / row["position_judged"][i]
                                    if row["position_judged"][i] else None for i in range(ACTION_DIM)}}
                  for label, row in zip(run_label, runs)]
@@ -265,11 +301,12 @@ def build_report(measured: dict, caption: str, figure_dir: Path) -> Report:
                            caption, ylim=(0, 1)),
     ]
     tables = [
-        Table("runs", "Per draft, acceptance rule and num_draft_tokens (k)", RUN_COLUMNS, runs,
+        Table("runs", "Per draft, acceptance rule and shape (chain:K = K tokens in a row)", RUN_COLUMNS, runs,
               note="'same tokens as verifier' (the verifier's output up to an EOS) must be 100% under strict "
                    "acceptance: the replay serves recorded tokens, so no pass-shape noise enters; draft ms include "
                    "all draft work in the decode loop (begin, propose, accept), divided by proposed tokens or "
-                   "actions."),
+                   "actions. Accepted depth: proposals kept per pass; kept: the share of passes whose kept path "
+                   "came from the draft model, the previous action (history) or retrieved continuations."),
         Table("token_accuracy", "Teacher-forced token accuracy by action dimension", ACCURACY_COLUMNS,
               measured["token_accuracy"],
               note="Each token guessed given the verifier's true prefix; dx is judged only for drafts that "

@@ -22,6 +22,7 @@ import torch
 from sim_bridge.tables import to_builtin, write_csv
 
 from ..decoding.stats import DecodeStats
+from ..drafts.tree import SOURCES
 from ..vla.constants import ACTION_DIM
 from ..vla.miniature import MINIATURE
 
@@ -132,6 +133,10 @@ def draft_train_accuracy(draft_config: dict | None) -> float | None:
         return None
     accuracy = draft_config.get("training", {}).get("train_accuracy")
     return statistics.fmean(accuracy) if accuracy else None
+
+
+TREE_COLUMNS = [Column("accepted_depth", "accepted depth", ".2f")] + \
+    [Column(f"kept_{source}", f"kept: {source}", ".0%") for source in SOURCES]
 
 
 def position_outcome_counts(stats: Iterable[DecodeStats]) -> tuple[list[int], list[int]]:

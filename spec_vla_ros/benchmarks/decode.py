@@ -44,7 +44,7 @@ from ..decoding import cost_model
 from ..decoding.acceptance import STRICT, Acceptance
 from ..decoding.decoder import Decoder
 from ..decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
-from ..decoding.spec import DecoderSpec, parse_tree_shape
+from ..decoding.spec import DecoderSpec, parse_tree_shape, shapes_to_compare
 from ..drafts.eagle_head import EagleDraft, EagleHead, default_core_config
 from ..drafts.kinds import AR
 from ..drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, ResolvedDraft, load, resolve, verifier_identity
@@ -110,16 +110,8 @@ class Contender:
 
 
 def shapes(args) -> list:
-    """The tree shapes of `args.trees` in order, once each: None for each chain of
-    `args.num_draft_tokens` ('chain'), TreeShapes for the trees."""
-    made = []
-    for text in args.trees:
-        tree = parse_tree_shape(text)
-        made += [(k, None) for k in args.num_draft_tokens] if tree is None else [(DEFAULT_K, tree)]
-    return list(dict.fromkeys(made))
-
-
-DEFAULT_K = 4          # num_draft_tokens of a tree row (unused by its decoder; DecoderSpec needs one)
+    """(num_draft_tokens, tree or None) of `args.trees` and `args.num_draft_tokens` (spec.shapes_to_compare)."""
+    return shapes_to_compare(args.trees, args.num_draft_tokens)
 
 
 def configurations(args, verifier, drafts: list[ResolvedDraft]) -> list[Contender]:

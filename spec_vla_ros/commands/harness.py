@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..decoding.spec import check_num_draft_tokens, parse_acceptance
+from ..decoding.spec import check_num_draft_tokens, parse_acceptance, shapes_to_compare
 from ..drafts.kinds import CHECKPOINT_KINDS, SPECULATIVE_KINDS
 from ..training.arguments import DTYPES, CommandError, absolute_path, apply_runtime_arguments
 from ..vla.constants import ACTION_DIM, MINIATURE_NAME
@@ -80,6 +80,10 @@ def build_parser() -> ArgumentParser:
                              "on the verifier's side)")
     parser.add_argument("--num-draft-tokens", nargs="+", type=int, default=[4],
                         help=f"tokens a draft proposes per verifier pass, each in 1..{ACTION_DIM}")
+    parser.add_argument("--trees", nargs="+", default=["chain"],
+                        help="what the drafts propose in: 'chain' (each --num-draft-tokens), "
+                             "tree:NODES[:DEPTH[:TOP_K]] (the draft's own tree) or hybrid:NODES[:DEPTH[:TOP_K]] "
+                             "(with the previous action and retrieved continuations), as spec-vla-bench decode")
     parser.add_argument("--verifier", type=verifier_argument,
                         help="'miniature' or an OpenVLA HF directory (default: the verifier the traces' manifest or "
                              "the bag's decode_stats record; a different one is refused)")
@@ -100,6 +104,10 @@ def harness(args) -> int:
         for k in args.num_draft_tokens:
             check_num_draft_tokens(k, "--num-draft-tokens")
         rules = [parse_acceptance(text) for text in args.acceptance]
+        try:
+            shapes = shapes_to_compare(args.trees, args.num_draft_tokens)
+        except ValueError as error:
+            raise ValueError(f"--trees: {error}") from None
     except ValueError as error:
         raise CommandError(str(error)) from None
     if args.ignore_recorded_verifier and not (args.bag and args.verifier):
@@ -124,7 +132,7 @@ def harness(args) -> int:
     drafts = [DraftUnderTest(f"{entry.kind} ({Path(entry.checkpoint).name})" if entry.checkpoint else entry.kind,
                              load(entry, verifier), entry.checkpoint, draft_train_accuracy(entry.config))
               for entry in resolved]
-    measured = measure(drafts, episodes, verifier.model, rules, args.num_draft_tokens, not args.no_progress)
+    measured = measure(drafts, episodes, verifier.model, rules, shapes, not args.no_progress)
     caption = provenance(verifier.name, args.device, verifier.dtype, data + "; draft ms measured here")
     report = build_report(measured, caption, args.output)
     report.write(args.output, REPORT_STEM)

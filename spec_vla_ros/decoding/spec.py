@@ -88,6 +88,17 @@ def parse_tree_shape(text: str) -> TreeShape | None:
         raise ValueError(f"tree shape '{text}': {error}") from None
 
 
+def shapes_to_compare(tree_texts: list[str], chain_lengths: list[int]) -> list[tuple[int, TreeShape | None]]:
+    """What benchmarks compare, in order and once each: for `chain`, one (k, None) per chain length
+    (num_draft_tokens); for a tree text (parse_tree_shape), (DEFAULT_NUM_DRAFT_TOKENS, its shape),
+    the k a DecoderSpec needs but a tree's decoder does not use."""
+    made = []
+    for text in tree_texts:
+        tree = parse_tree_shape(text)
+        made += [(k, None) for k in chain_lengths] if tree is None else [(DEFAULT_NUM_DRAFT_TOKENS, tree)]
+    return list(dict.fromkeys(made))
+
+
 def tree_from_parameter(text: str) -> TreeShape | None:
     """The policy's `draft_tree` parameter -> TreeShape, None for chains: '' or `chain` (chains of
     the num_draft_tokens parameter), `tree:NODES[:DEPTH[:TOP_K]]` or `hybrid:NODES[:DEPTH[:TOP_K]]`.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..drafts.tree import SOURCES
 from ..vla.constants import EOS_TOKEN_ID
 
 
@@ -74,3 +75,20 @@ class DecodeStats:
     def as_dict(self) -> dict:
         """The fields and the two derived values, as the policy node sends them (decode_report)."""
         return {**asdict(self), "acceptance_length": self.acceptance_length, "stopped_at_eos": self.stopped_at_eos}
+
+
+def tree_statistics(stats: list[DecodeStats]) -> dict:
+    """Over many actions: `accepted_depth`, the mean proposals kept per verifier pass (the kept
+    path's depth in a tree), and `kept_<source>` for each source of drafts/tree.SOURCES, the share
+    of passes whose kept path ended in a proposal of that source (model, history, retrieval), over
+    the actions that record sources (None where none does: statistics recorded before trees)."""
+    passes = sum(len(action.accepted_per_pass) for action in stats)
+    sourced = [action for action in stats if len(action.source_per_pass) == len(action.accepted_per_pass)]
+    sourced_passes = sum(len(action.source_per_pass) for action in sourced)
+    kept: dict = {source: 0 for source in SOURCES}
+    for action in sourced:
+        for source, count in action.source_counts().items():
+            kept[source] = kept.get(source, 0) + count
+    return {"accepted_depth": sum(map(sum, (action.accepted_per_pass for action in stats))) / passes if passes
+            else None,
+            **{f"kept_{source}": count / sourced_passes if sourced_passes else None for source, count in kept.items()}}
