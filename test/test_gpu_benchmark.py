@@ -53,6 +53,10 @@ def test_every_section_is_measured_and_written(tmp_path):
     assert sorted(passes, key=int) == [str(n) for n in range(1, 9)], seed
     positive = [result["passes"]["prefill_ms"], result["bandwidth"]["copy_gbs"], result["bandwidth"]["matmul_tflops"]]
     positive += [entry["ms"] for entry in passes.values()] + [entry["achieved_gbs"] for entry in passes.values()]
+    trees = result["passes"]["tree_pass"]
+    assert sorted(trees, key=int) == [str(n) for n in gpu_benchmark.TREE_PASS_NODES], seed
+    positive += [entry["ms"] for entry in trees.values()]
+    assert all(entry["of_pass_1"] == pytest.approx(entry["ms"] / passes["1"]["ms"]) for entry in trees.values())
     positive += [value for entry in result["drafts"].values() for name, value in entry.items() if name != "accept_ms"]
     assert all(value > 0 for value in positive), seed
 
@@ -70,6 +74,7 @@ def test_every_section_is_measured_and_written(tmp_path):
 
     rows = result["cost_model"]["devices"][f"measured: {result['device']['name']}"]["rows"]
     expected_rows = {"prefill", *(f"pass_{n}" for n in range(1, 9)), "action_ar",
+                     *(f"tree_pass_{n}" for n in gpu_benchmark.TREE_PASS_NODES),
                      *(f"action_{name}" for name in gpu_benchmark.DECODE_DRAFTS),
                      *(f"{kind}_{what}" for kind in ("mamba", "llama") for what in ("step", "begin"))}
     assert set(rows) == expected_rows

@@ -261,6 +261,12 @@ def timed_ms(function, device: str, repeats: int) -> float:
     return float(np.median(times))
 
 
+def random_tree_parents(nodes: int, generator: torch.Generator) -> list[int]:
+    """Parents of a random token tree for timing a tree pass: the pending token (-1: it follows the
+    cache), then `nodes` proposals, each under a random earlier node."""
+    return [-1] + [int(torch.randint(0, index + 1, (1,), generator=generator)) for index in range(nodes)]
+
+
 def time_architecture(model: OpenVLA, device: str, repeats: int, prompt_tokens: int, tree_nodes=()) -> dict:
     """Prefill ms, ms per verifier pass over 1..7 new tokens and over the pending token and a tree
     of each of `tree_nodes` proposals (a random tree), and draft-head ms at this hidden size."""
@@ -284,7 +290,7 @@ def time_architecture(model: OpenVLA, device: str, repeats: int, prompt_tokens: 
                          for count in range(1, ACTION_DIM + 1)}
 
     def tree_pass(nodes):
-        parents = [-1] + [int(torch.randint(0, index + 1, (1,), generator=generator)) for index in range(nodes)]
+        parents = random_tree_parents(nodes, generator)
         session.verify_tree([tokens[0]] * (nodes + 1), parents).greedy()
         session.keep_path([])
 

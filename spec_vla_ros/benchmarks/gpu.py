@@ -9,7 +9,8 @@ then measures, in this order, and writes every figure into one JSON (`--out`):
               achieved matmul FLOP/s and the time of one tiny kernel (eager launch overhead)
   passes      prefill ms, and ms of a verifier pass over n = 1..8 new tokens after the prompt,
               with the weight bandwidth each pass achieves (LM weights + KV cache read / time)
-              against the copy bandwidth
+              against the copy bandwidth; and of a tree pass (the pending token and a random
+              tree of TREE_PASS_NODES proposals under a tree mask, issue #24) beside pass 1
   drafts      [optional] a Mamba head (one block) and a Llama head (one decoder layer) at the
               verifier's width with random weights: parameters, begin / step / accept ms
   decode      [optional] AR vs strict speculative decoding per action on the same observations
@@ -55,7 +56,11 @@ from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BOS_
 from ..vla.model import VLAConfig
 from ..vla.session import VerifierSession
 from .choices import GPU_ARCHES
-from .decode import build_random_architecture, timed_ms
+from .decode import build_random_architecture, random_tree_parents, timed_ms
+
+# Tree sizes whose verifier pass is timed: Spec-VLA's EAGLE-2 tree is ~50 nodes; the decode
+# benchmark's trees (spec-vla-bench decode --trees) have 8 to 50.
+TREE_PASS_NODES = (8, 16, 32, 50)
 
 # The tiny architecture: the same code and kinds of module (DINOv2-like ViT with registers and
 # LayerScale, SigLIP-like ViT with a MAP head, Llama with the real vocabulary), minimal widths.
@@ -215,8 +220,18 @@ def passes_section(model, device: str, repeats: int, prompt_tokens: int, copy_gb
         pass_ms = timed_ms(lambda: one_pass(count), device, repeats)
         achieved = (weight_bytes + kv_bytes) / (pass_ms * 1e-3) / 1e9
         passes[str(count)] = {"ms": pass_ms, "achieved_gbs": achieved, "of_copy_bandwidth": achieved / copy_gbs}
+
+    def tree_pass(parents):
+        session.verify_tree(tokens[:1] * len(parents), parents).greedy()
+        session.keep_path([])
+
+    trees = {}
+    for nodes in TREE_PASS_NODES:
+        parents = random_tree_parents(nodes, generator)
+        tree_ms = timed_ms(lambda: tree_pass(parents), device, repeats)
+        trees[str(nodes)] = {"ms": tree_ms, "of_pass_1": tree_ms / passes["1"]["ms"]}
     section = {"prompt_tokens": prompt_tokens, "positions": length, "prefill_ms": prefill_ms,
-               "weight_bytes_per_pass": weight_bytes, "kv_cache_bytes": kv_bytes, "pass": passes,
+               "weight_bytes_per_pass": weight_bytes, "kv_cache_bytes": kv_bytes, "pass": passes, "tree_pass": trees,
                "prefill_in_passes": prefill_ms / passes["1"]["ms"],
                "dispatched_ops": {"prefill": count_dispatched_ops(lambda: session.prefill(pixels, prompt)),
                                   "pass_1": count_dispatched_ops(lambda: one_pass(1))}}
@@ -339,8 +354,10 @@ def cost_model_section(config: VLAConfig, out: dict) -> dict:
     costs = cost_model.action_costs(shape, out["passes"]["prompt_tokens"])
     devices = [measured_device(out)] + [d for d in [named_device(out["device"]["name"])] if d]
     measured = {"prefill": out["passes"]["prefill_ms"],
-                **{f"pass_{n}": entry["ms"] for n, entry in out["passes"]["pass"].items()}}
-    predicted = {"prefill": costs.prefill, **{f"pass_{n}": cost for n, cost in costs.passes.items()}}
+                **{f"pass_{n}": entry["ms"] for n, entry in out["passes"]["pass"].items()},
+                **{f"tree_pass_{n}": entry["ms"] for n, entry in out["passes"]["tree_pass"].items()}}
+    predicted = {"prefill": costs.prefill, **{f"pass_{n}": cost for n, cost in costs.passes.items()},
+                 **{f"tree_pass_{n}": costs.tree_pass(int(n)) for n in out["passes"]["tree_pass"]}}
     if "drafts" in out:
         for kind, entry in out["drafts"].items():
             measured[f"{kind}_step"] = entry["step_ms"]
@@ -445,7 +462,9 @@ def summary(out: dict) -> str:
              f"prefill {passes['prefill_ms']:.2f} ms ({passes['prefill_in_passes']:.2f} passes); pass ms by new tokens: "
              + " ".join(f"{n}:{entry['ms']:.2f}" for n, entry in passes["pass"].items())
              + f"; pass of 1 reads at {passes['pass']['1']['achieved_gbs']:.0f} GB/s "
-               f"({passes['pass']['1']['of_copy_bandwidth']:.0%} of copy)"]
+               f"({passes['pass']['1']['of_copy_bandwidth']:.0%} of copy); tree pass ms by proposals: "
+             + " ".join(f"{n}:{entry['ms']:.2f} ({entry['of_pass_1']:.2f}x pass 1)"
+                        for n, entry in passes["tree_pass"].items())]
     if "drafts" in out:
         lines.append("draft heads begin/step ms: " + ", ".join(
             f"{kind} {entry['begin_ms']:.2f}/{entry['step_ms']:.3f}" for kind, entry in out["drafts"].items()))
