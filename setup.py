@@ -36,6 +36,7 @@ setup(
             "spec-vla-collect = spec_vla_ros.commands.collect:main",
             "spec-vla-train-draft = spec_vla_ros.commands.train_draft:main",
             "spec-vla-finetune = spec_vla_ros.commands.finetune:main",
+            "spec-vla-record-demos = spec_vla_ros.commands.record_demos:main",
             "spec-vla-eval = spec_vla_ros.commands.eval:main",
             "spec-vla-harness = spec_vla_ros.commands.harness:main",
             "spec-vla-analyze = spec_vla_ros.commands.analyze:main",

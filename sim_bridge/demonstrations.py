@@ -35,6 +35,7 @@ import numpy as np
 
 from spec_vla_ros.vla.gripper import to_libero_gripper
 
+
 NOOP_THRESHOLD = 1e-4                   # OpenVLA's no-op filter: norm of the pose part below this
 ATTEMPTS_ATTR = "expert_attempts"
 OBS_ARRAYS = ("agentview_rgb", "eye_in_hand_rgb", "gripper_states", "joint_states", "ee_pos", "ee_ori")
@@ -294,3 +295,24 @@ def record_task(env, task_id: int, init_states, attempts: int, out_dir: str | Pa
                     progress(1)
         counts["demos_in_file"] = writer.num_demos
     return counts
+
+
+def record_tasks(tasks: list[int], options: dict) -> list[dict]:
+    """Record `tasks` in this process (one LIBERO env, no rendering between recorded frames);
+    `options`: init_states, attempts, noise, seed, wrist, image_size (None: the harness's), out.
+    Returns record_task's counts per task. Picklable, for a process pool."""
+    from tqdm import tqdm
+
+    from .constants import LIBERO_RENDER_SIZE
+    from .libero_goal import LiberoGoalEnv
+
+    size = options["image_size"] or LIBERO_RENDER_SIZE
+    total = len(tasks) * len(options["init_states"]) * options["attempts"]
+    results = []
+    with LiberoGoalEnv(image_size=size, wrist_camera=options["wrist"], render=False, seeding="per_episode",
+                       seed=options["seed"]) as env, tqdm(total=total, desc=f"tasks {tasks}", unit="episode") as bar:
+        for task_id in tasks:
+            results.append(record_task(env, task_id, options["init_states"], options["attempts"], options["out"],
+                                       noise=options["noise"], seed=options["seed"], wrist=options["wrist"],
+                                       progress=bar.update))
+    return results

@@ -9,7 +9,7 @@ import pytest
 
 from sim_bridge.demonstrations import (Demonstration, DemoFileInfo, DemonstrationWriter, keep_mask,
                                        read_demonstrations, to_libero_actions)
-from sim_bridge.record_demos import parse_args, parse_states
+from spec_vla_ros.commands.record_demos import build_parser, parse_states, task_ids
 
 
 def _info(problem="LIBERO_Tabletop_Manipulation"):
@@ -105,10 +105,13 @@ def test_record_demos_arguments():
     for bad in ("5-70", "a-b", ""):
         with pytest.raises(ValueError, match="expected"):
             parse_states(bad)
-    args = parse_args(["--out", "x", "--tasks", "7", "--init-states", "20-21"])
+    args = build_parser().parse_args(["--out", "x", "--tasks", "7", "--init-states", "20-21"])
     assert args.init_states == [20, 21] and args.attempts == 1 and args.noise == 0.05
-    with pytest.raises(SystemExit):
-        parse_args(["--out", "x", "--attempts", "0"])
+    assert build_parser().parse_args(["--out", "x"]).init_states == list(range(10, 50))
+    assert task_ids("7,1", {1: None, 7: None}) == [7, 1] and task_ids("all", {7: None, 1: None}) == [1, 7]
+    for bad, message in (("7,3", r"no plan for \[3\]"), ("x", "comma-separated integers")):
+        with pytest.raises(ValueError, match=message):
+            task_ids(bad, {7: None})
 
 
 @pytest.mark.sim
