@@ -39,7 +39,7 @@ from std_srvs.srv import Trigger
 
 from spec_vla_ros.ros import topics
 from spec_vla_ros.ros.conversions import image_to_msg
-from spec_vla_ros.ros.lifecycle import GuardedSpin, end_node, exit_process, stop_event
+from spec_vla_ros.ros.lifecycle import GuardedSpin, end_node, run_node, stop_event
 
 from .bridge_parameters import BRIDGE_PARAMETERS, MODES
 from .libero_goal import (AGENTVIEW_CAMERA, GRIPPER_CONVENTIONS, SEEDING_MODES, WRIST_CAMERA, LiberoGoalEnv,
@@ -340,8 +340,8 @@ def main(args=None) -> int:
 
 
 def run() -> None:
-    """The node's process (its console script): main(), then `exit_process` with its code."""
-    exit_process(main())
+    """The node's process (its console script): lifecycle.run_node(main)."""
+    run_node(main)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ and a shutdown that never hangs.
   TEARDOWN_LIMIT_S, with one line; `bounded_teardown` arms faulthandler's watchdog, a C thread that
   needs no GIL, behind it: stacks on stderr and exit 1. Nothing is lost by then: bags are closed
   and actions published before the teardown starts.
-- Exit: a node's process ends with `exit_process`, without the interpreter's finalizers: after
-  the context is gone, what rclpy objects are left (the executor, its guard conditions) would be
-  freed in whatever order the collector picks, and a recorder stopped after its camera peers were
-  SIGKILLed ended with a segmentation fault there (exit -11, its bag already closed).
+- Exit: a node's process (`run_node`) ends with `exit_process`, without the interpreter's
+  finalizers: after the context is gone, what rclpy objects are left (the executor, its guard
+  conditions) would be freed in whatever order the collector picks. In CI a recorder stopped after
+  its camera peers were SIGKILLed ended with a segmentation fault (exit -11) when only the
+  teardown and the interpreter's exit were left, its bag closed. faulthandler is on in every node
+  process, so a crash that remains prints every thread's Python stack.
 """
 from __future__ import annotations
 
@@ -134,6 +136,13 @@ def exit_process(code: int) -> NoReturn:
         except (OSError, ValueError, AttributeError):       # closed or replaced stream
             pass
     os._exit(code)
+
+
+def run_node(main) -> NoReturn:
+    """A node's console script: faulthandler on (a crash prints the stacks), `main()`, then
+    `exit_process` with its code."""
+    faulthandler.enable()
+    exit_process(main())
 
 
 def end_node(node) -> None:

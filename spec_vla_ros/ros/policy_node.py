@@ -65,7 +65,7 @@ from .camera_intake import (CAMERA_CHECK_PERIOD_S, IMAGE_TRANSPORTS, NO_PUBLISHE
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import DecodeReport
-from .lifecycle import GuardedSpin, RateLimitedLog, end_node, exit_process, stop_event
+from .lifecycle import GuardedSpin, RateLimitedLog, end_node, run_node, stop_event
 from .node_arguments import check_node_arguments
 from ..errors import one_line
 from ..policy import PolicyConfig, VLAPolicy
@@ -345,8 +345,8 @@ def invalid_configuration(error: BaseException) -> int:
 
 
 def run() -> None:
-    """The node's process (its console script): main(), then `exit_process` with its code."""
-    exit_process(main())
+    """The node's process (its console script): lifecycle.run_node(main)."""
+    run_node(main)
 
 
 if __name__ == "__main__":

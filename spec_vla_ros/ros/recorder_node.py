@@ -33,7 +33,7 @@ from rosbags.typesys import Stores, TypesysError, get_typestore
 
 from . import topics
 from .bag_writer import FLUSH_PERIOD_S, FlushingBagWriter
-from .lifecycle import GuardedSpin, end_node, exit_process, stop_event
+from .lifecycle import GuardedSpin, end_node, run_node, stop_event
 from .node_parameters import RECORDER_PARAMETERS
 
 NODE_NAME = "bag_recorder"
@@ -172,8 +172,8 @@ def main(args=None) -> int:
 
 
 def run() -> None:
-    """The node's process (its console script): main(), then `exit_process` with its code."""
-    exit_process(main())
+    """The node's process (its console script): lifecycle.run_node(main)."""
+    run_node(main)
 
 
 if __name__ == "__main__":
