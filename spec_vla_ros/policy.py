@@ -7,57 +7,19 @@ off its executor thread and swap at an action boundary while the old decoder kee
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .decoding.acceptance import DEFAULT_RELAXED_THRESHOLD
 from .decoding.decoder import Decoder
-from .decoding.spec import DEFAULT_NUM_DRAFT_TOKENS, DecoderSpec, acceptance_from_parameters, tree_from_parameter
 from .decoding.stats import DecodeStats
 from .drafts.registry import ResolvedDraft, load
+from .policy_config import RESTART_FIELDS, PolicyConfig  # noqa: F401 (re-exported: the policy's settings)
 from .vla.action_tokenizer import EMBEDDED_NORM_STATS, read_norm_stats, select_norm_stats, token_ids_to_actions
 from .vla.checkpoint import check_checkpoint_files, resolve_dtype
-from .vla.constants import DEFAULT_UNNORM_KEY
-from .vla.miniature import MINIATURE
+from .vla.constants import MINIATURE
 from .vla.preprocess import pixel_values, validate_image
 from .vla.prompt import build_prompt, prompt_token_ids
 from .vla.verifiers import load_verifier
-
-RESTART_FIELDS = ("verifier", "unnorm_key", "device", "dtype")   # cannot change on a running policy
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """The policy's settings, one field per ROS parameter; the decoding ones make `spec`."""
-    verifier: str = MINIATURE          # "miniature" (embedded default) or an OpenVLA HF directory
-    unnorm_key: str = DEFAULT_UNNORM_KEY
-    device: str = "cpu"
-    dtype: str = "auto"                # the checkpoint's own (fp16 -> fp32 on CPU); miniature: fp32 CPU, bf16 CUDA
-    draft: str = "mamba"               # ar | mamba | llama | history (drafts/registry.py)
-    draft_checkpoint: str = ""         # "" = the packaged checkpoint trained for the miniature
-    num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS
-    draft_tree: str = ""               # "" = chains of num_draft_tokens; tree:NODES[:DEPTH[:TOP_K]] | hybrid:...
-    acceptance: str = "strict"         # strict | relaxed (Spec-VLA's exact rule) | relaxed-guarded
-    relaxed_threshold: int = DEFAULT_RELAXED_THRESHOLD
-    center_crop: bool = True
-
-    def replace(self, **changes) -> "PolicyConfig":
-        return replace(self, **changes)
-
-    @property
-    def spec(self) -> DecoderSpec:
-        """The decoding fields as a DecoderSpec; ValueError (one line) if one is invalid."""
-        acceptance = acceptance_from_parameters(self.acceptance, self.relaxed_threshold)
-        return DecoderSpec(self.draft, self.draft_checkpoint, self.num_draft_tokens, acceptance,
-                           tree_from_parameter(self.draft_tree))
-
-    def with_spec(self, spec: DecoderSpec) -> "PolicyConfig":
-        """This config decoding as `spec` says."""
-        return self.replace(draft=spec.draft, draft_checkpoint=spec.draft_checkpoint,
-                            num_draft_tokens=spec.num_draft_tokens, draft_tree=spec.tree.name if spec.tree else "",
-                            acceptance=spec.acceptance.rule,
-                            relaxed_threshold=spec.acceptance.threshold)
 
 
 def check_runtime(config: PolicyConfig) -> None:

@@ -1,6 +1,6 @@
 """Imports run downward, and the folders show the layers:
 
-- the core: vla/, drafts/, decoding/, training/, policy.py, errors.py. It imports neither ROS
+- the core: vla/, drafts/, decoding/, training/, policy.py, policy_config.py, errors.py. It imports neither ROS
   (rclpy, message packages) nor the ROS layer (ros/), nor analysis/, benchmarks/ or commands/;
 - ros/: everything that touches ROS; analysis/ and benchmarks/: libraries over the core;
 - commands/: the command lines, which no other module imports (benchmarks/ included);
@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_STACK = ("torch", "timm", "transformers")
 ROS = ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "diagnostic_msgs", "std_srvs", "rcl_interfaces")
 CORE_PACKAGES = ("spec_vla_ros.vla", "spec_vla_ros.drafts", "spec_vla_ros.decoding", "spec_vla_ros.training")
-CORE_MODULES = ("spec_vla_ros.policy", "spec_vla_ros.errors")
+CORE_MODULES = ("spec_vla_ros.policy", "spec_vla_ros.policy_config", "spec_vla_ros.errors")
 COMMANDS = "spec_vla_ros.commands"
 ROS_LAYER = "spec_vla_ros.ros"
 # What each layer, named by its folders (packages) or modules, must not import, lazily or not.

@@ -14,6 +14,13 @@ def test_the_interface_modules_and_the_bag_readers_load_no_ros():
     assert loaded_after_importing(modules, ROS) == []
 
 
+def test_the_policy_node_checks_its_settings_before_the_model_stack_loads():
+    """The node module, its parameter table and PolicyConfig load neither torch nor transformers'
+    models, so a bad parameter is refused in about a second (test_policy_node_configuration)."""
+    modules = ["spec_vla_ros.ros.policy_node", "spec_vla_ros.ros.policy_parameters", "spec_vla_ros.policy_config"]
+    assert loaded_after_importing(modules, ("torch", "timm", "transformers.models.llama")) == []
+
+
 def test_the_launch_configuration_loads_no_model_stack():
     """`ros2 launch` imports launch_config (with the topics and the bridge's and recorder's tables)."""
     modules = ["spec_vla_ros.ros.launch_config", "spec_vla_ros.ros.node_parameters", "sim_bridge.bridge_parameters"]

@@ -38,7 +38,7 @@ from sim_bridge.constants import LIBERO_EPISODES_PER_TASK, LIBERO_GOAL_NUM_TASKS
 
 from ..decoding.spec import DecoderSpec
 from ..errors import one_line
-from ..policy import PolicyConfig
+from ..policy_config import PolicyConfig
 
 MAX_RUNS = 3                     # runs of one episode at most (its first and 2 reruns after faults)
 PER_EPISODE_SEEDING = "per_episode"

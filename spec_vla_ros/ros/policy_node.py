@@ -68,7 +68,7 @@ from .decode_report import DecodeReport
 from .lifecycle import GuardedSpin, RateLimitedLog, end_node, run_node, stop_event
 from .node_arguments import check_node_arguments
 from ..errors import one_line
-from ..policy import PolicyConfig, VLAPolicy
+from ..policy_config import PolicyConfig
 from .policy_parameters import POLICY_PARAMETERS
 from .conversions import action_to_msg, msg_to_image
 from .policy_workers import PolicyWorkers
@@ -109,6 +109,8 @@ class PolicyNode(Node):
         self.values = {name: self.get_parameter(name).value for name in POLICY_PARAMETERS}
         config = self._policy_config(self.values)
         check_node_settings(self.values)
+        config.spec                                    # the decoding fields: refused before the model stack loads
+        from ..policy import VLAPolicy                 # the model stack (torch, transformers): seconds to import
         resolved = VLAPolicy.validate(config)          # the draft checkpoint, checked once, loaded from this
         self.report = RateLimitedLog(self.get_logger())
         threads = apply_threads(self.values["threads"])
@@ -191,7 +193,8 @@ class PolicyNode(Node):
                                  f"(std_srvs/SetBool, data: true)")
             check_node_settings(values)
             config = self._policy_config(values)
-            self._validated = (config, VLAPolicy.validate(config))
+            from ..policy import validate_config       # loaded by now (__init__)
+            self._validated = (config, validate_config(config))
         except Exception as error:  # noqa: BLE001 -- whatever it is, the change is refused, the node goes on
             reason = one_line(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {one_line(error)}"
             self.get_logger().warning(f"rejected parameter change: {reason}")

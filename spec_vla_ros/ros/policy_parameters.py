@@ -1,9 +1,9 @@
 """The policy node's parameters (DESIGN.md, "ROS interfaces"): name, default, description and
-whether it is read-only, defined once. No ROS here (imports the model stack, through
-spec_vla_ros.policy, for PolicyConfig's defaults).
+whether it is read-only, defined once. No ROS here, and no model stack (PolicyConfig's defaults
+come from spec_vla_ros.policy_config).
 
 The PolicyConfig fields among them have PolicyConfig's defaults; the read-only ones are those a
-running policy cannot change (policy.RESTART_FIELDS: they select the loaded verifier) and
+running policy cannot change (policy_config.RESTART_FIELDS: they select the loaded verifier) and
 `threads` (set once, before the model loads).
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from sim_bridge.constants import LIBERO_CONTROL_HZ
 from ..decoding.acceptance import RULE_DESCRIPTIONS
 from ..decoding.spec import DRAFT_TREE_HELP
 from ..drafts.kinds import AR
-from ..drafts.registry import DRAFT_NAMES
+from ..drafts.kinds import DRAFT_NAMES
 from .node_parameters import Parameter, parameter_table
-from ..policy import RESTART_FIELDS, PolicyConfig
+from ..policy_config import RESTART_FIELDS, PolicyConfig
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP
 
 READ_ONLY = (*RESTART_FIELDS, "threads")
