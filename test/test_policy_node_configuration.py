@@ -4,7 +4,8 @@ configuration: <what is wrong>; ... expected ...`, and nothing else on its outpu
 beside it, no traceback).
 
 Every case is a node process of its own, started as the runner and the launch files start it; all of
-them start at once (each spends ~10 s of CPU importing the model stack before it can refuse)."""
+them start at once (a refused node setting or decoding field costs ~2 s of CPU, one that needs
+the model stack, such as unnorm_key or a checkpoint, ~10 s)."""
 import subprocess
 import time
 from pathlib import Path
