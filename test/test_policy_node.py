@@ -32,7 +32,7 @@ from spec_vla_ros.ros.policy_node import NODE_NAME  # noqa: E402
 from spec_vla_ros.ros.policy_parameters import POLICY_PARAMETERS  # noqa: E402
 from spec_vla_ros.ros.conversions import (SUPPORTED_ENCODINGS, image_to_compressed_msg, image_to_msg,  # noqa: E402
                                           msg_to_image)
-from spec_vla_ros.vla.constants import MAX_INSTRUCTION_CHARS  # noqa: E402
+from spec_vla_ros.vla.constants import ACTION_DIM, MAX_INSTRUCTION_CHARS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -164,26 +164,36 @@ def test_draft_swap_takes_effect_at_an_action_boundary(policy):
 def test_draft_tree_switches_between_chain_and_trees_at_run_time(policy):
     """draft_tree '' -> hybrid:50 -> tree:16 -> '' while actions keep coming: every action's
     statistics name the shape it was decoded in, each switch falls between two actions, and a tree
-    pass verifies more proposals than a chain of num_draft_tokens can. A chain length given as a
-    tree, or a shape out of range, is refused and changes nothing."""
-    chain = f"chain:{POLICY_PARAMETERS['num_draft_tokens'].default}"
+    pass verifies more proposals than a chain can: a chain's first pass (the early guess, verified
+    with the prefill) holds at most the 7 tokens of an action and each later pass at most
+    num_draft_tokens. A chain length given as a tree, or a shape out of range, is refused and
+    changes nothing."""
+    chain_limit = POLICY_PARAMETERS["num_draft_tokens"].default
+    chain = f"chain:{chain_limit}"
+
+    def fits_a_chain(stats) -> bool:
+        first, *later = stats.proposed_per_pass
+        return first <= ACTION_DIM and all(proposed <= chain_limit for proposed in later)
+
     sequence = (("hybrid:50", "hybrid:50:6:8"), ("tree:16", "tree:16:6:8"), ("", chain))
     reports = [policy.step()]
     for text, name in sequence:
         [result] = policy.set_parameters(NODE_NAME, draft_tree=text)
         assert result.successful, result.reason
-        for _ in range(200):                     # the old decoder serves while the new one is built
+        for _ in range(200):     # the old decoder serves while the new one is built; then a tree's wide pass
             reports.append(policy.step())
-            if reports[-1].stats.tree_shape == name:
+            stats = reports[-1].stats
+            if stats.tree_shape == name and (name == chain or not fits_a_chain(stats)):
                 break
         reports.append(policy.step())
     shapes = [report.stats.tree_shape for report in reports]
     runs = [shape for i, shape in enumerate(shapes) if i == 0 or shape != shapes[i - 1]]
     assert runs == [chain] + [name for _, name in sequence], shapes
-    chain_limit = int(chain.split(":")[1])
     for report in reports:
-        widest = max(report.stats.proposed_per_pass)
-        assert widest <= chain_limit if report.stats.tree_shape == chain else widest > chain_limit, report.stats
+        if report.stats.tree_shape == chain:
+            assert fits_a_chain(report.stats), report.stats
+    for _, name in sequence[:2]:
+        assert any(not fits_a_chain(report.stats) for report in reports if report.stats.tree_shape == name), name
     assert [report.actions for report in reports] == list(range(reports[0].actions, reports[0].actions + len(reports)))
     for text, reason in (("chain:3", "num_draft_tokens"), ("tree:0", "nodes"), ("bush:5", "expected")):
         [refused] = policy.set_parameters(NODE_NAME, draft_tree=text)

@@ -1,6 +1,7 @@
-"""`spec-vla-eval --ray` on a local Ray instance with 2 CPU workers and the miniature: the same
-per-episode results as the in-process run, every episode counted once when a worker is killed
-mid-episode, and a resumed run that completes the report without repeats.
+"""`spec-vla-eval --ray` on a local Ray instance with 2 CPU workers and the miniature: every episode
+counted once when a worker is killed mid-episode, and a resumed run that completes the report
+without repeats and gives the same per-episode results as the in-process run (one test: each Ray
+run starts its workers, ~30 s of the suite).
 
 One Ray instance serves the module (it starts in ~20 s here); episodes are a few steps long."""
 import json
@@ -51,26 +52,6 @@ def outcome(record: dict) -> tuple:
     return record["step_tokens"], record["steps"], record["success"], record["actions"]
 
 
-def test_ray_workers_reproduce_the_in_process_episodes(local_ray, tmp_path):
-    ray_dir, local_dir = tmp_path / "ray", tmp_path / "local"
-    report, run = evaluate_on_ray(SPEC, CONFIGURATIONS, [0, 1], 1, ray_dir, address=None, num_workers=2,
-                                  progress=False)
-    assert run.workers == 2 and run.finished == 4 and not run.failed_configurations
-    assert report.extra["settings"]["seeding"] == PER_EPISODE_SEEDING
-
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with LiberoGoalEnv(image_size=IMAGE_SIZE, max_steps=MAX_STEPS, seeding=PER_EPISODE_SEEDING) as env:
-            run_evaluation(env, VLAPolicy(BASE), CONFIGURATIONS, [0, 1], 1, local_dir, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    on_ray = {(r["configuration"], r["task_id"], r["episode"]): outcome(r) for r in log_lines(ray_dir)}
-    in_process = {(r["configuration"], r["task_id"], r["episode"]): outcome(r) for r in log_lines(local_dir)}
-    assert len(on_ray) == 4 and on_ray == in_process
-
-
 def test_a_killed_worker_and_a_draft_that_cannot_load(local_ray, tmp_path):
     """A worker killed mid-episode leaves every episode counted once; a configuration whose draft
     cannot load on the workers fails alone, with its reason, and the others finish."""
@@ -97,7 +78,10 @@ def test_a_killed_worker_and_a_draft_that_cannot_load(local_ray, tmp_path):
     assert [row["configuration"] for row in report.tables[0].rows] == ["ar", "history"]
 
 
-def test_an_interrupted_ray_run_resumes_without_repeats(local_ray, tmp_path):
+def test_an_interrupted_ray_run_resumes_without_repeats_and_gives_the_in_process_episodes(local_ray, tmp_path):
+    """Interrupted at the third dispatch, resumed: every episode once, and each the same as the
+    in-process run of the same episodes (actions, tokens, steps, success)."""
+    ray_dir, local_dir = tmp_path / "ray", tmp_path / "local"
     dispatched = []
 
     def interrupt_at_the_third_dispatch(_pid: int, item: tuple) -> None:
@@ -106,12 +90,26 @@ def test_an_interrupted_ray_run_resumes_without_repeats(local_ray, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate_on_ray(SPEC, CONFIGURATIONS, [0], 2, tmp_path, address=None, num_workers=2, progress=False,
+        evaluate_on_ray(SPEC, CONFIGURATIONS, [0], 2, ray_dir, address=None, num_workers=2, progress=False,
                         on_dispatch=interrupt_at_the_third_dispatch)
-    first = log_lines(tmp_path)
+    first = log_lines(ray_dir)
     assert 1 <= len(first) < 4
-    report, run = evaluate_on_ray(SPEC, CONFIGURATIONS, [0], 2, tmp_path, address=None, num_workers=2,
+    report, run = evaluate_on_ray(SPEC, CONFIGURATIONS, [0], 2, ray_dir, address=None, num_workers=2,
                                   progress=False)
-    keys = [(r["configuration"], r["task_id"], r["episode"]) for r in log_lines(tmp_path)]
-    assert run.finished == 4 - len(first) and len(keys) == len(set(keys)) == 4
+    keys = [(r["configuration"], r["task_id"], r["episode"]) for r in log_lines(ray_dir)]
+    assert run.workers == 2 and run.finished == 4 - len(first) and len(keys) == len(set(keys)) == 4
+    assert not run.failed_configurations
     assert {row["configuration"]: row["episodes"] for row in report.tables[0].rows} == {"ar": 2, "history": 2}
+    assert report.extra["settings"]["seeding"] == PER_EPISODE_SEEDING
+
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with LiberoGoalEnv(image_size=IMAGE_SIZE, max_steps=MAX_STEPS, seeding=PER_EPISODE_SEEDING) as env:
+            run_evaluation(env, VLAPolicy(BASE), CONFIGURATIONS, [0], 2, local_dir, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    on_ray = {(r["configuration"], r["task_id"], r["episode"]): outcome(r) for r in log_lines(ray_dir)}
+    in_process = {(r["configuration"], r["task_id"], r["episode"]): outcome(r) for r in log_lines(local_dir)}
+    assert len(on_ray) == 4 and on_ray == in_process
