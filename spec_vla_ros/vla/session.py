@@ -235,10 +235,9 @@ def lm_head_logits(weight: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """[vocab, H] lm_head weight, [n, H] hidden states -> [n, vocab] float32 logits.
 
     The same product as `lm_head(hidden)`. On the CPU, PyTorch's fp32 `linear` against the
-    32064-row head is slow for a few rows (miniature, one thread: 3.7 ms for 1 row, 7.7 for 2, 11.5
-    for 3, 6.7 for 5), while `weight @ hidden.T` reads the weight once for any number of rows from
-    two on (1.6 ms for 2 rows, 2.3 for 3, 3.2 for 5); a single row is computed as two (itself,
-    twice) to stay on that path. Every pass, whatever its length, so uses one kernel for its
+    32064-row head is slow for a few rows, while `weight @ hidden.T` reads the weight once for any
+    number of rows from two on (timings of both: scripts/draft_costs.py, quoted in the README); a
+    single row is computed as two (itself, twice) to stay on that path. Every pass, whatever its length, so uses one kernel for its
     logits. On CUDA, `linear` as it is."""
     if weight.device.type != "cpu":
         return torch.nn.functional.linear(hidden, weight).float()
