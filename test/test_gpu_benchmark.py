@@ -17,7 +17,7 @@ from spec_vla_ros.decoding.decoder import Decoder
 from spec_vla_ros.decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder
 from spec_vla_ros.vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 
-REQUIRED = ("device", "build", "bandwidth", "passes", "cost_model")
+REQUIRED = ("device", "build", "bandwidth", "passes", "passes_static", "cost_model")
 
 
 def tiny_run(tmp_path, *extra):
@@ -59,9 +59,17 @@ def test_every_section_is_measured_and_written(tmp_path):
     assert all(entry["of_pass_1"] == pytest.approx(entry["ms"] / passes["1"]["ms"]) for entry in trees.values())
     positive += [value for entry in result["drafts"].values() for name, value in entry.items() if name != "accept_ms"]
     assert all(value > 0 for value in positive), seed
+    static, dynamic = result["passes_static"], result["passes"]         # the same passes over the static KV cache
+    assert (static["kv_cache"], dynamic["kv_cache"]) == ("static", "dynamic"), seed
+    assert static["positions"] == dynamic["positions"] and static["pass"].keys() == passes.keys(), seed
+    # preallocated for prompt + action + a pass, so it holds more than the prompt's keys and values
+    assert static["kv_cache_bytes"] > dynamic["kv_cache_bytes"] > 0, seed
+    assert static["of_dynamic"]["pass_4"] == pytest.approx(static["pass"]["4"]["ms"] / passes["4"]["ms"]), seed
 
     configurations = result["decode"]["configurations"]
-    assert set(configurations) == {"ar", RESHAPED_AR, *gpu_benchmark.DECODE_DRAFTS}
+    assert set(configurations) == {"ar", RESHAPED_AR, *gpu_benchmark.DECODE_DRAFTS,
+                                   *gpu_benchmark.STATIC_CONFIGURATIONS}
+    assert configurations["ar/static"]["passes_per_action"] == ACTION_DIM, seed
     assert configurations["ar"]["passes_per_action"] == ACTION_DIM and configurations["ar"]["same_as_ar"] == 1.0
     for name, entry in configurations.items():
         # the random verifier answers with 7 action tokens (no EOS): tokens per pass x passes = 7
@@ -110,7 +118,8 @@ def test_agreement_is_complete_on_a_verifier_without_floating_point_noise(monkey
     observed = gpu_benchmark.observations(model, 2, 3, 8, seed)
     section, agreement = gpu_benchmark.decode_section(model, "cpu", observed, 4, seed)
     assert agreement["noise_floor_same_as_ar"] == 1.0 and agreement["token_agreement"][RESHAPED_AR] == 1.0, seed
-    assert agreement["strict_same_as_ar"] == dict.fromkeys(gpu_benchmark.DECODE_DRAFTS, 1.0), seed
+    assert agreement["strict_same_as_ar"] == dict.fromkeys(gpu_benchmark.DECODE_DRAFTS
+                                                           + tuple(gpu_benchmark.STATIC_CONFIGURATIONS), 1.0), seed
     assert all(section["configurations"][name]["same_as_ar"] == 1.0 for name in section["configurations"]), seed
     truths = {tuple(session.script.truth) for session in sessions}
     assert len(truths) == len(observed), f"seed {seed}: the script should differ between observations"

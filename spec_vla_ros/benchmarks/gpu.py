@@ -10,13 +10,17 @@ then measures, in this order, and writes every figure into one JSON (`--out`):
   passes      prefill ms, and ms of a verifier pass over n = 1..8 new tokens after the prompt,
               with the weight bandwidth each pass achieves (LM weights + KV cache read / time)
               against the copy bandwidth; and of a tree pass (the pending token and a random
-              tree of TREE_PASS_NODES proposals under a tree mask, issue #24) beside pass 1
+              tree of TREE_PASS_NODES proposals under a tree mask, issue #24) beside pass 1;
+              with transformers' DynamicCache (the default)
+  passes_static  the same with the static KV cache (vla/session.py: preallocated once, rollback
+              by length), and each figure's ratio to the dynamic one
   drafts      [optional] a Mamba head (one block) and a Llama head (one decoder layer) at the
               verifier's width with random weights: parameters, begin / step / accept ms
   decode      [optional] AR vs strict speculative decoding per action on the same observations
               (history, mamba, llama drafts; num_draft_tokens k): passes per action, acceptance
               length, draft / verify / total ms, speedup; random heads accept little, and that
-              is reported, not hidden
+              is reported, not hidden; AR and history also with the static KV cache
+              (STATIC_CONFIGURATIONS), their tokens compared with AR's like the others'
   agreement   [optional, from decode] share of actions where strict speculative decoding equals
               AR in bf16, beside AR's own noise floor (decoding/noise_floor.py: AR against AR with
               the prompt verified in a pass one position longer)
@@ -77,6 +81,8 @@ OPTIONAL_SECTIONS = ("drafts", "decode")
 HEAD_CONTEXT = cost_model.DEFAULT_DRAFT_CONTEXT
 DTYPE = torch.bfloat16
 DECODE_DRAFTS = SPECULATIVE_KINDS           # heads (mamba, llama) with random weights, and history
+STATIC = "static"                           # the KV cache beside transformers' dynamic one
+STATIC_CONFIGURATIONS = {f"{AR}/{STATIC}": None, f"history/{STATIC}": "history"}   # name -> draft kind
 
 
 def architecture(name: str) -> VLAConfig:
@@ -200,11 +206,12 @@ def kv_cache_bytes(session: VerifierSession) -> int:
     return sum(t.numel() * t.element_size() for layer in session.cache.layers for t in (layer.keys, layer.values))
 
 
-def passes_section(model, device: str, repeats: int, prompt_tokens: int, copy_gbs: float, seed: int):
+def passes_section(model, device: str, repeats: int, prompt_tokens: int, copy_gbs: float, seed: int,
+                   kv_cache: str = "dynamic"):
     """Prefill ms and ms per pass of n = 1..8 tokens; returns the section and the prefill's step."""
     generator = torch.Generator().manual_seed(seed)
     pixels, prompt = random_pixels(generator, model.config.image_size), random_prompt(generator, prompt_tokens)
-    session = VerifierSession(model)
+    session = VerifierSession(model, kv_cache)
     prefill = session.prefill(pixels, prompt)
     prefill_ms = timed_ms(lambda: session.prefill(pixels, prompt).greedy(), device, repeats)  # logits read, as a decoder does
     length = session.length
@@ -230,12 +237,19 @@ def passes_section(model, device: str, repeats: int, prompt_tokens: int, copy_gb
         parents = random_tree_parents(nodes, generator)
         tree_ms = timed_ms(lambda: tree_pass(parents), device, repeats)
         trees[str(nodes)] = {"ms": tree_ms, "of_pass_1": tree_ms / passes["1"]["ms"]}
-    section = {"prompt_tokens": prompt_tokens, "positions": length, "prefill_ms": prefill_ms,
+    section = {"kv_cache": kv_cache, "prompt_tokens": prompt_tokens, "positions": length, "prefill_ms": prefill_ms,
                "weight_bytes_per_pass": weight_bytes, "kv_cache_bytes": kv_bytes, "pass": passes, "tree_pass": trees,
                "prefill_in_passes": prefill_ms / passes["1"]["ms"],
                "dispatched_ops": {"prefill": count_dispatched_ops(lambda: session.prefill(pixels, prompt)),
                                   "pass_1": count_dispatched_ops(lambda: one_pass(1))}}
     return section, prefill
+
+
+def static_over_dynamic(static: dict, dynamic: dict) -> dict:
+    """Each time of the static section divided by the dynamic one's (below 1: the static cache is faster)."""
+    return {"prefill": static["prefill_ms"] / dynamic["prefill_ms"],
+            **{f"pass_{n}": entry["ms"] / dynamic["pass"][n]["ms"] for n, entry in static["pass"].items()},
+            **{f"tree_pass_{n}": entry["ms"] / dynamic["tree_pass"][n]["ms"] for n, entry in static["tree_pass"].items()}}
 
 
 def random_head(kind: str, model, device: str, seed: int) -> EagleHead:
@@ -289,6 +303,8 @@ def decoders(model, device: str, num_draft_tokens: int, seed: int) -> dict:
         needs_head = DRAFT_KINDS[name].needs_checkpoint
         draft = EagleDraft(random_head(name, model, device, seed), model) if needs_head else HistoryDraft()
         made[name] = Decoder(model, draft, num_draft_tokens, STRICT)
+    for name, kind in STATIC_CONFIGURATIONS.items():
+        made[name] = Decoder(model, HistoryDraft() if kind else None, num_draft_tokens, STRICT, kv_cache=STATIC)
     return made
 
 
@@ -324,9 +340,10 @@ def decode_section(model, device: str, observed: list, num_draft_tokens: int, se
                                                      for s in stats_list])),
             "same_as_ar": same_share([s.tokens for s in stats_list], ar_tokens)}
     agreement = {"noise_floor_same_as_ar": section["configurations"][RESHAPED_AR]["same_as_ar"],
-                 "strict_same_as_ar": {name: section["configurations"][name]["same_as_ar"] for name in DECODE_DRAFTS},
+                 "strict_same_as_ar": {name: section["configurations"][name]["same_as_ar"]
+                                       for name in DECODE_DRAFTS + tuple(STATIC_CONFIGURATIONS)},
                  "token_agreement": {name: token_agreement(records[name], ar_tokens)
-                                     for name in (RESHAPED_AR,) + DECODE_DRAFTS},
+                                     for name in (RESHAPED_AR,) + DECODE_DRAFTS + tuple(STATIC_CONFIGURATIONS)},
                  "dtype": str(DTYPE).replace("torch.", "")}
     return section, agreement
 
@@ -399,7 +416,7 @@ def estimate_s(section: str, out: dict, args) -> float:
         return len(CHECKPOINT_KINDS) * (4 * (args.repeats + 1) * pass_s + 5.0)
     if section == "decode":
         actions = args.episodes * args.steps_per_episode + 1
-        return (2 + len(DECODE_DRAFTS)) * actions * action_s * 2.0 + 5.0
+        return (2 + len(DECODE_DRAFTS) + len(STATIC_CONFIGURATIONS)) * actions * action_s * 2.0 + 5.0
     raise ValueError(section)
 
 
@@ -424,6 +441,9 @@ def benchmark(args) -> dict:
     out["bandwidth"] = bandwidth_section(args.device, args.copy_mib, args.repeats)
     out["passes"], prefill = passes_section(model, args.device, args.repeats, args.prompt_tokens,
                                             out["bandwidth"]["copy_gbs"], args.seed)
+    out["passes_static"], _ = passes_section(model, args.device, args.repeats, args.prompt_tokens,
+                                             out["bandwidth"]["copy_gbs"], args.seed, kv_cache=STATIC)
+    out["passes_static"]["of_dynamic"] = static_over_dynamic(out["passes_static"], out["passes"])
     write(out, args.out)
     for section in OPTIONAL_SECTIONS:
         needed = estimate_s(section, out, args)
@@ -465,6 +485,12 @@ def summary(out: dict) -> str:
                f"({passes['pass']['1']['of_copy_bandwidth']:.0%} of copy); tree pass ms by proposals: "
              + " ".join(f"{n}:{entry['ms']:.2f} ({entry['of_pass_1']:.2f}x pass 1)"
                         for n, entry in passes["tree_pass"].items())]
+    if "passes_static" in out:
+        ratios = out["passes_static"]["of_dynamic"]
+        lines.append(f"static KV cache, ms and x of dynamic: prefill {out['passes_static']['prefill_ms']:.2f} "
+                     f"({ratios['prefill']:.2f}x); pass "
+                     + " ".join(f"{n}:{entry['ms']:.2f} ({ratios[f'pass_{n}']:.2f}x)"
+                                for n, entry in out["passes_static"]["pass"].items()))
     if "drafts" in out:
         lines.append("draft heads begin/step ms: " + ", ".join(
             f"{kind} {entry['begin_ms']:.2f}/{entry['step_ms']:.3f}" for kind, entry in out["drafts"].items()))

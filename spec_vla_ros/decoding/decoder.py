@@ -39,7 +39,7 @@ from ..drafts.kinds import AR
 from ..drafts.tree import DraftTree, TreeShape
 from ..vla.constants import ACTION_DIM, EOS_TOKEN_ID
 from ..vla.model import OpenVLA
-from ..vla.session import VerifierSession, VerifierStep
+from ..vla.session import KV_CACHES, VerifierSession, VerifierStep
 from .acceptance import STRICT, Acceptance
 from .stats import DecodeStats
 
@@ -55,18 +55,22 @@ ROOT = -1                  # the pending position (its logits row is 0; node i's
 class Decoder:
     def __init__(self, model: OpenVLA | None, draft: Draft | None = None, num_draft_tokens: int = 4,
                  acceptance: Acceptance = STRICT, session_factory=None, draft_checkpoint: str = "",
-                 tree: TreeShape | None = None):
+                 tree: TreeShape | None = None, kv_cache: str = "dynamic"):
         """`session_factory` (default: a VerifierSession over `model`) lets offline tools replay
         recorded verifier outputs through this same loop (tree shapes need sessions with
         `verify_tree` and `keep_path`). `draft_checkpoint`: the directory the draft head was loaded
         from ('' for none), copied into every DecodeStats. `tree`: the draft's tree shape; None
         proposes chains of `num_draft_tokens`; a hybrid shape wraps the draft in a HybridDraft
-        (drafts/hybrid.py) retrieving from the draft's datastore."""
+        (drafts/hybrid.py) retrieving from the draft's datastore. `kv_cache`: the verifier
+        sessions' cache, "dynamic" or "static" (vla/session.py; same tokens up to float32 noise)."""
         if draft is not None and (not isinstance(num_draft_tokens, int) or num_draft_tokens < 1):
             raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")
         if tree is not None and not isinstance(tree, TreeShape):
             raise ValueError(f"tree must be a TreeShape or None (chains), got {tree!r}")
-        self.new_session = session_factory or (lambda: VerifierSession(model))
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
+        self.kv_cache = kv_cache
+        self.new_session = session_factory or (lambda: VerifierSession(model, kv_cache))
         if draft is not None and tree is not None and tree.hybrid and not isinstance(draft, HybridDraft):
             draft = HybridDraft(draft, draft.datastore)
         self.draft = draft

@@ -10,17 +10,34 @@ ancestors and itself (`tree_attention_mask`) at position prefix length + depth
 (`tree_position_ids`), so every root-to-leaf path is computed as if it had been fed alone. After
 judging, `keep_path` moves the accepted path's keys and values to the positions right after the
 prefix and drops the rest (`move_positions_`): the cache then equals the one a chain pass over
-that path would have built. The three helpers work on plain tensors, so a static KV cache can
-use them as well as transformers' DynamicCache. A chain (every parent the node before it) is a
+that path would have built. The three helpers work on plain tensors, so the static KV cache
+uses them as well as transformers' DynamicCache. A chain (every parent the node before it) is a
 tree of width 1; decoders send chains through `prefill` / `extend` as before.
+
+KV caches (`kv_cache`): "dynamic" (transformers' DynamicCache, a new one per session: keys and
+values grow by concatenation each pass, a rollback crops them) or "static" (`StaticKVCache`: one
+preallocated cache of transformers' StaticLayers per loaded model, reused by every session over
+it; a pass writes its keys and values at the current length, a rollback moves the length, nothing
+is allocated or copied per pass). A static pass attends over the whole preallocated length, with
+an explicit mask (unused positions masked) and explicit positions: fixed shapes and addresses,
+what graph capture on CUDA needs; or, the default on the CPU, over the positions written so far
+(views of the same tensors; masks as the dynamic cache gets them). Both
+caches give the same tokens up to the float32 noise of passes of other shapes (test_static_cache.py;
+CPU cost: scripts/kv_cache_costs.py).
 """
 from __future__ import annotations
 
-import torch
-from transformers import DynamicCache
+import weakref
 
+import torch
+from transformers import Cache, DynamicCache
+from transformers.cache_utils import StaticLayer
+
+from .constants import ACTION_DIM
 from .model import OpenVLA
 from .token_tree import check_tree, tree_depths
+
+KV_CACHES = ("dynamic", "static")
 
 
 class VerifierStep:
@@ -93,16 +110,103 @@ class VerifierStep:
         return (top[:, 0] - top[:, 1]).tolist()
 
 
+class WrittenPositionsLayer(StaticLayer):
+    """transformers' StaticLayer whose attention reads only the positions written so far: views of
+    the preallocated keys and values, so still no allocation or copy per pass."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        written = int(self.cumulative_length)
+        return keys[:, :, :written], values[:, :, :written]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """(key positions, offset) of the pass's mask, for a mask transformers builds itself."""
+        return int(self.cumulative_length) + query_length, 0
+
+
+class StaticKVCache:
+    """The verifier's keys and values, preallocated once per loaded model (StaticLayers;
+    `static_kv_cache(model)`) and lent to one session at a time: each session's
+    prefill claims it (its length back to 0; the old contents are masked, never read), and a
+    session whose cache was claimed by a newer one refuses to run. A claim reserves room for the
+    prompt, an action and a pass of PASS_RESERVE positions; a longer prompt or pass grows it by one
+    fresh allocation, rounded up to GROWTH positions (at a claim nothing is copied, within an action
+    the keys and values so far are)."""
+
+    GROWTH = 64
+    PASS_RESERVE = 64            # positions kept free after prompt + action at a claim (a tree pass)
+
+    def __init__(self, model: OpenVLA, whole_length: bool | None = None):
+        """`whole_length`: attention over the whole preallocated length (fixed shapes, for graph
+        capture) or over the positions written so far; default: whole on CUDA, written on the CPU."""
+        self.num_layers = model.language_model.config.num_hidden_layers
+        if whole_length is None:
+            whole_length = model.projector.fc1.weight.device.type == "cuda"
+        self.whole_length = whole_length
+        self.cache: Cache | None = None
+        self.capacity = 0
+        self.owner: object | None = None
+
+    def _allocate(self, capacity: int) -> Cache:
+        self.capacity = -(-capacity // self.GROWTH) * self.GROWTH
+        layer = StaticLayer if self.whole_length else WrittenPositionsLayer
+        return Cache(layers=[layer(max_cache_len=self.capacity) for _ in range(self.num_layers)])
+
+    def claim(self, owner: object, needed: int) -> Cache:
+        """The cache for a new session's prefill of `needed` positions, empty."""
+        reserve = needed + ACTION_DIM + self.PASS_RESERVE
+        if self.cache is None or reserve > self.capacity:
+            self.cache = self._allocate(reserve)
+        else:
+            self.cache.crop(-int(self.cache.get_seq_length()))
+        self.owner = owner
+        return self.cache
+
+    def check_owner(self, owner: object) -> None:
+        if self.owner is not owner:
+            raise RuntimeError("this verifier session's static KV cache was claimed by a newer session; "
+                               "a session is valid until the next prefill over the same model")
+
+    def fit(self, owner: object, length: int, extra: int) -> Cache:
+        """The owner's cache, grown (keys and values copied once) if `extra` positions after
+        `length` would not fit."""
+        self.check_owner(owner)
+        if length + extra > self.capacity:
+            old, self.cache = self.cache, self._allocate(length + extra)
+            for new_layer, old_layer in zip(self.cache.layers, old.layers):
+                new_layer.update(old_layer.keys[:, :, :length], old_layer.values[:, :, :length])
+        return self.cache
+
+
+_STATIC_CACHES: "weakref.WeakKeyDictionary[OpenVLA, StaticKVCache]" = weakref.WeakKeyDictionary()
+
+
+def static_kv_cache(model: OpenVLA) -> StaticKVCache:
+    """The one StaticKVCache of this loaded model (made at the first call)."""
+    if model not in _STATIC_CACHES:
+        _STATIC_CACHES[model] = StaticKVCache(model)
+    return _STATIC_CACHES[model]
+
+
 class VerifierSession:
-    def __init__(self, model: OpenVLA):
+    def __init__(self, model: OpenVLA, kv_cache: "str | StaticKVCache" = "dynamic"):
+        """`kv_cache`: "dynamic", "static" (the model's StaticKVCache) or a StaticKVCache of this model."""
+        if not isinstance(kv_cache, StaticKVCache) and kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
         self.model = model
-        self.cache: DynamicCache | None = None
+        self.static = kv_cache if isinstance(kv_cache, StaticKVCache) else \
+            static_kv_cache(model) if kv_cache == "static" else None
+        self.cache: Cache | None = None
         self.passes = 0
         self.tree: tuple[int, list[int]] | None = None    # (prefix length, parents) of the last tree pass
 
     @property
+    def kv_cache(self) -> str:
+        return "dynamic" if self.static is None else "static"
+
+    @property
     def length(self) -> int:
-        return 0 if self.cache is None else self.cache.get_seq_length()
+        return 0 if self.cache is None else int(self.cache.get_seq_length())
 
     @torch.inference_mode()
     def prefill(self, pixel_values: torch.Tensor, prompt_ids: list[int], proposals: list[int] = (),
@@ -113,7 +217,8 @@ class VerifierSession:
         device = self.model.projector.fc1.weight.device
         ids = torch.tensor([list(prompt_ids) + list(proposals)], device=device)
         embeds = self.model.embed_inputs(pixel_values.unsqueeze(0).to(device), ids)
-        self.cache, self.tree = DynamicCache(), None
+        self.tree = None
+        self.cache = DynamicCache() if self.static is None else self.static.claim(self, embeds.shape[1])
         if parents is None:
             return self._forward(embeds, num_logits=1 + len(proposals))
         prompt_length = embeds.shape[1] - len(proposals)          # BOS, patches, prompt tokens
@@ -121,7 +226,7 @@ class VerifierSession:
         # the prompt is a chain, the proposals a tree hanging from its last position
         whole = list(range(-1, prompt_length - 1)) + [prompt_length - 1 if parent < 0 else prompt_length + parent
                                                       for parent in parents]
-        step = self._forward(embeds, 1 + len(proposals), self._mask(tree_attention_mask(0, whole, device)),
+        step = self._forward(embeds, 1 + len(proposals), tree_attention_mask(0, whole, device),
                              tree_position_ids(0, whole, device))
         self.tree = (prompt_length, list(parents))
         return step
@@ -145,8 +250,7 @@ class VerifierSession:
         device = self.model.projector.fc1.weight.device
         prefix = self.length
         ids = torch.tensor([list(token_ids)], device=device)
-        step = self._forward(self.model.embed_tokens(ids), len(token_ids),
-                             self._mask(tree_attention_mask(prefix, parents, device)),
+        step = self._forward(self.model.embed_tokens(ids), len(token_ids), tree_attention_mask(prefix, parents, device),
                              tree_position_ids(prefix, parents, device))
         self.tree = (prefix, list(parents))
         return step
@@ -160,14 +264,19 @@ class VerifierSession:
             raise RuntimeError("keep_path() without a tree pass before it")
         prefix, parents = self.tree
         check_path(path, parents)
+        if self.static is not None:
+            self.static.check_owner(self)
         for layer in self.cache.layers:
             move_positions_(layer.keys, prefix, path)
             move_positions_(layer.values, prefix, path)
         self.tree = None
         self.truncate(prefix + len(path))
 
+    @torch.inference_mode()
     def truncate(self, length: int) -> None:
         """Roll the KV cache back to its first `length` positions (rejected proposals)."""
+        if self.static is not None:
+            self.static.check_owner(self)
         if length < self.length:
             self.cache.crop(length - self.length)       # transformers 5: a negative count removes tokens
 
@@ -180,11 +289,24 @@ class VerifierSession:
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
             ~allowed, torch.finfo(dtype).min)
 
-    def _forward(self, embeds: torch.Tensor, num_logits: int, attention_mask: torch.Tensor | None = None,
+    def _forward(self, embeds: torch.Tensor, num_logits: int, allowed: torch.Tensor | None = None,
                  position_ids: torch.Tensor | None = None) -> VerifierStep:
-        language_model = self.model.language_model
+        """One pass over `embeds` after the cache; `allowed` ([1, 1, n, prefix + n] boolean, a tree's)
+        and `position_ids` default to a chain's (causal, positions after the prefix), built by
+        transformers. A static cache attending over its whole length gets both explicitly, `allowed`
+        padded with False over the unused positions."""
+        language_model, count = self.model.language_model, embeds.shape[1]
+        if self.static is not None:
+            prefix = self.length
+            self.cache = self.static.fit(self, prefix, count)
+            if self.static.whole_length:          # fixed shapes: the mask covers every preallocated position
+                if allowed is None:
+                    allowed = chain_attention_mask(prefix, count, embeds.device)
+                    position_ids = torch.arange(prefix, prefix + count, device=embeds.device)[None]
+                allowed = torch.nn.functional.pad(allowed, (0, self.static.capacity - allowed.shape[-1]), value=False)
+        mask = None if allowed is None else self._mask(allowed)
         out = language_model.model(inputs_embeds=embeds, cache=self.cache, use_cache=True,
-                                   attention_mask=attention_mask, position_ids=position_ids)
+                                   attention_mask=mask, position_ids=position_ids)
         self.passes += 1
         hidden, weight = out.last_hidden_state[0], language_model.lm_head.weight
         if weight.device.type == "cpu":             # rows computed when the decoder asks for them
@@ -197,6 +319,11 @@ class VerifierSession:
 def tree_position_ids(prefix_length: int, parents: list[int], device=None) -> torch.Tensor:
     """[1, n] position ids: prefix length + depth (a path's nodes sit where a chain would put them)."""
     return (prefix_length + torch.tensor(tree_depths(parents), dtype=torch.long, device=device))[None]
+
+
+def chain_attention_mask(prefix_length: int, count: int, device=None) -> torch.Tensor:
+    """[1, 1, n, prefix + n] boolean: a chain's (causal) mask, the tree mask of parents i - 1."""
+    return torch.ones(count, prefix_length + count, dtype=torch.bool, device=device).tril(prefix_length)[None, None]
 
 
 def tree_attention_mask(prefix_length: int, parents: list[int], device=None) -> torch.Tensor:

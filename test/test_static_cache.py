@@ -1,0 +1,235 @@
+"""The static KV cache (vla/session.py, issue #26 item 1) against transformers' DynamicCache.
+
+The miniature verifier in float32 on fresh random inputs. A static pass attends over the whole
+preallocated length with the unused positions masked, so its float32 results move by the same
+~1e-5 as a pass of another shape (decoding.acceptance); the invariants are therefore: every pass's
+hidden states within SHAPE_NOISE of the dynamic session's; strict decoding with every draft and
+tree shape gives AR's tokens except at a near-tie; a relaxed rule gives the dynamic cache's tokens
+unless the dynamic run met a near-tie. And the cache itself: allocated once per model, rolled
+back by moving its length, lent to one session at a time. Every test that draws prints its seed.
+"""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from spec_vla_ros.decoding.acceptance import STRICT_TIE_TOLERANCE_FP32, Acceptance
+from spec_vla_ros.decoding.decoder import Decoder
+from spec_vla_ros.drafts.registry import load_draft
+from spec_vla_ros.drafts.tree import TreeShape
+from spec_vla_ros.vla.constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
+from spec_vla_ros.vla.session import StaticKVCache, VerifierSession, static_kv_cache
+
+SEED = int.from_bytes(os.urandom(4), "little")
+SHAPE_NOISE = 1e-4
+SHAPES = [None, TreeShape(16, 4, 4), TreeShape(16, 4, 4, hybrid=True)]      # None: a chain of k
+
+
+def fresh(offset: int = 0) -> np.random.Generator:
+    return np.random.default_rng(SEED + offset)
+
+
+def random_tokens(rng, count):
+    return rng.integers(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1, count).tolist()
+
+
+def random_tree(rng, count):
+    return [-1 if index == 0 else int(rng.integers(-1, index)) for index in range(count)]
+
+
+def path_to(node, parents):
+    path = []
+    while node >= 0:
+        path.append(node)
+        node = parents[node]
+    return path[::-1]
+
+
+def random_observation(rng):
+    pixels = torch.from_numpy(rng.standard_normal((6, 224, 224)).astype(np.float32))
+    prompt = [1] + rng.integers(300, 29000, int(rng.integers(8, 20))).tolist() + [29871]
+    return pixels, prompt
+
+
+@pytest.fixture(scope="module")
+def trained_drafts(miniature):
+    return {name: load_draft(name, "", miniature) for name in ("mamba", "llama", "history")}
+
+
+@pytest.fixture(scope="module")
+def observations(miniature):
+    """(pixels, prompt, AR's generated tokens, AR's logits rows) for fresh random observations."""
+    rng = fresh(1)
+    made = []
+    for _ in range(6):
+        pixels, prompt = random_observation(rng)
+        session = VerifierSession(miniature.model)
+        step = session.prefill(pixels, prompt)
+        rows, tokens = [step.logits[-1]], [step.greedy()[-1]]
+        while len(tokens) < 7 and tokens[-1] != 2:
+            step = session.extend(tokens[-1:])
+            rows.append(step.logits[-1])
+            tokens.append(step.greedy()[-1])
+        made.append((pixels, prompt, tokens, torch.stack(rows)))
+    return made
+
+
+def assert_ar_up_to_near_ties(generated, ar_generated, ar_rows, message):
+    for position, (mine, theirs) in enumerate(zip(generated, ar_generated)):
+        if mine != theirs:
+            gap = float(ar_rows[position, theirs] - ar_rows[position, mine])
+            assert 0 <= gap <= STRICT_TIE_TOLERANCE_FP32, f"{message}: token {position} is {mine}, AR's {theirs}"
+            return
+    assert len(generated) == len(ar_generated), message
+
+
+def test_a_static_session_computes_what_a_dynamic_one_does(miniature):
+    """Random sequences of prefills (with early guesses as chains or trees), extends, tree passes
+    with a kept path, and rollbacks, side by side on the dynamic cache and the static one, the latter
+    attending over the positions written (the CPU's default) and over its whole length (CUDA's)."""
+    whole = StaticKVCache(miniature.model, whole_length=True)
+    assert not static_kv_cache(miniature.model).whole_length           # the CPU's default
+    for trial in range(3):
+        rng = fresh(100 + trial)
+        message = f"seed {SEED}, trial {trial}"
+        pixels, prompt = random_observation(rng)
+        sessions = [VerifierSession(miniature.model, "dynamic"), VerifierSession(miniature.model, "static"),
+                    VerifierSession(miniature.model, whole)]
+        early = random_tokens(rng, int(rng.integers(0, 5)))
+        parents = random_tree(rng, len(early)) if early and rng.random() < 0.5 else None
+        steps = [session.prefill(pixels, prompt, early, parents) for session in sessions]
+        operations = ["prefill"]
+        if parents is not None:
+            path = path_to(int(rng.integers(0, len(early))), parents)
+            for session in sessions:
+                session.keep_path(path)
+        for _ in range(8):
+            for step in steps[1:]:
+                torch.testing.assert_close(step.hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0,
+                                           msg=lambda text: f"{message}, after {operations}: {text}")
+            assert sessions[0].length == sessions[1].length == sessions[2].length, (message, operations)
+            operation = ["extend", "tree", "truncate"][int(rng.integers(0, 3))]
+            operations.append(operation)
+            if operation == "extend":
+                tokens = random_tokens(rng, int(rng.integers(1, 6)))
+                steps = [session.extend(tokens) for session in sessions]
+            elif operation == "tree":
+                count = int(rng.integers(2, 20))
+                tokens, tree = random_tokens(rng, count), random_tree(rng, count)
+                steps = [session.verify_tree(tokens, tree) for session in sessions]
+                path = path_to(int(rng.integers(0, count)), tree)
+                for step in steps[1:]:
+                    torch.testing.assert_close(step.hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0)
+                for session in sessions:
+                    session.keep_path(path)
+                steps = [session.extend(tokens[path[-1]:path[-1] + 1]) for session in sessions]
+            else:
+                length = int(rng.integers(len(prompt), sessions[0].length + 1))
+                for session in sessions:
+                    session.truncate(length)
+                steps = [session.extend(random_tokens(fresh(200 + trial), 1)) for session in sessions]
+
+
+def test_the_static_cache_is_allocated_once_per_model_and_rolled_back_by_its_length(miniature):
+    rng = fresh(300)
+    pixels, prompt = random_observation(rng)
+    first = VerifierSession(miniature.model, "static")
+    first.prefill(pixels, prompt)
+    cache = static_kv_cache(miniature.model)
+    assert first.static is cache and cache.owner is first
+    keys = cache.cache.layers[0].keys
+    address, capacity = keys.data_ptr(), cache.capacity
+    assert capacity >= first.length + 7 + StaticKVCache.PASS_RESERVE and capacity % StaticKVCache.GROWTH == 0
+    length = first.length
+    first.extend(random_tokens(rng, 5))
+    first.truncate(length + 2)                                 # a rollback moves the length
+    assert first.length == length + 2
+    first.verify_tree(random_tokens(rng, 6), [-1, 0, 0, 1, -1, 4])
+    first.keep_path([0, 1, 3])
+    assert first.length == length + 5
+    second = VerifierSession(miniature.model, "static")        # the next action's session reuses it
+    second.prefill(pixels, prompt)
+    assert second.length == length and cache.cache.layers[0].keys.data_ptr() == address
+    assert cache.capacity == capacity, f"seed {SEED}"
+
+    # a pass that does not fit grows the cache once; the prefix's keys and values come along
+    dynamic = VerifierSession(miniature.model)
+    dynamic.prefill(pixels, prompt)
+    count = capacity - length + 3
+    tokens, tree = random_tokens(rng, count), random_tree(rng, count)
+    wide = [session.verify_tree(tokens, tree) for session in (dynamic, second)]
+    assert cache.capacity > capacity and cache.cache.layers[0].keys.data_ptr() != address
+    torch.testing.assert_close(wide[1].hidden, wide[0].hidden, atol=SHAPE_NOISE, rtol=0, msg=lambda t: f"seed {SEED}: {t}")
+
+
+def test_a_session_whose_static_cache_was_claimed_refuses_to_run(miniature):
+    pixels, prompt = random_observation(fresh(400))
+    old, new = VerifierSession(miniature.model, "static"), VerifierSession(miniature.model, "static")
+    old.prefill(pixels, prompt)
+    new.prefill(pixels, prompt)
+    length = new.length
+    for use in (lambda: old.extend([ACTION_TOKEN_MIN]), lambda: old.truncate(3),
+                lambda: old.verify_tree([ACTION_TOKEN_MIN], [-1])):
+        with pytest.raises(RuntimeError, match="claimed by a newer session"):
+            use()
+    assert new.length == length                               # the newer session's cache untouched
+    new.extend([ACTION_TOKEN_MIN])
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.name if shape else "chain")
+def test_strict_decoding_on_the_static_cache_gives_ar_tokens_except_at_near_ties(miniature, observations,
+                                                                               trained_drafts, shape):
+    for name, draft in trained_drafts.items():
+        decoder = Decoder(miniature.model, draft, 3, Acceptance(0), tree=shape, kv_cache="static")
+        for index, (pixels, prompt, ar_generated, ar_rows) in enumerate(observations):
+            _, stats = decoder.decode(pixels, prompt)
+            assert_ar_up_to_near_ties(stats.generated, ar_generated, ar_rows,
+                                      f"seed {SEED}, draft {name}, observation {index}")
+    ar = Decoder(miniature.model, kv_cache="static")
+    for index, (pixels, prompt, ar_generated, ar_rows) in enumerate(observations):
+        assert_ar_up_to_near_ties(ar.decode(pixels, prompt)[1].generated, ar_generated, ar_rows,
+                                  f"seed {SEED}, static AR, observation {index}")
+
+
+class MarginSession(VerifierSession):
+    """Records the smallest top-2 logit margin of every pass (a near-tie can flip between caches)."""
+    smallest = [float("inf")]
+
+    def _forward(self, *args, **kwargs):
+        step = super()._forward(*args, **kwargs)
+        MarginSession.smallest[0] = min(MarginSession.smallest[0], min(step.top2_margins()))
+        return step
+
+
+@pytest.mark.parametrize("rule,threshold", [("relaxed", 0), ("relaxed", 9), ("relaxed-guarded", 9)])
+def test_relaxed_decoding_on_the_static_cache_gives_the_dynamic_caches_tokens(miniature, observations, rule,
+                                                                              threshold):
+    """History draft (its proposals depend on tokens only): identical tokens and acceptance, unless
+    the dynamic run's verifier met a near-tie."""
+    compared = 0
+    for shape in (None, TreeShape(8, 3, 2, hybrid=True)):
+        decoders = {kv: Decoder(miniature.model, load_draft("history", "", miniature), 3,
+                                Acceptance.from_name(rule, threshold), tree=shape,
+                                session_factory=lambda kv=kv: MarginSession(miniature.model, kv))
+                    for kv in ("dynamic", "static")}
+        for index, (pixels, prompt, _, _) in enumerate(observations):      # one episode
+            MarginSession.smallest[0] = float("inf")
+            dynamic = decoders["dynamic"].decode(pixels, prompt)[1]
+            static = decoders["static"].decode(pixels, prompt)[1]
+            if MarginSession.smallest[0] <= STRICT_TIE_TOLERANCE_FP32:
+                for decoder in decoders.values():         # the histories may differ from here: start again
+                    decoder.reset_episode()
+                continue
+            assert (static.generated, static.accepted_per_pass) == (dynamic.generated, dynamic.accepted_per_pass), \
+                f"seed {SEED}, {rule} {threshold}, {shape}, observation {index}"
+            compared += 1
+    # the random miniature meets a near-tie in about half its actions (any row of any pass counts here)
+    assert compared >= 3, f"seed {SEED}: near-ties left only {compared} of {2 * len(observations)} comparisons"
+
+
+def test_an_unknown_kv_cache_is_refused_in_one_line(miniature):
+    for make in (lambda: Decoder(miniature.model, kv_cache="paged"),
+                 lambda: VerifierSession(miniature.model, "paged")):
+        with pytest.raises(ValueError, match="kv_cache must be one of dynamic, static, got 'paged'"):
+            make()
