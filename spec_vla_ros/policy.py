@@ -16,10 +16,14 @@ from .drafts.registry import ResolvedDraft, load
 from .policy_config import RESTART_FIELDS, PolicyConfig  # noqa: F401 (re-exported: the policy's settings)
 from .vla.action_tokenizer import EMBEDDED_NORM_STATS, read_norm_stats, select_norm_stats, token_ids_to_actions
 from .vla.checkpoint import check_checkpoint_files, resolve_dtype
+from .vla.compiled_passes import compile_on
 from .vla.constants import MINIATURE
 from .vla.preprocess import pixel_values, validate_image
 from .vla.prompt import build_prompt, prompt_token_ids
 from .vla.verifiers import load_verifier
+
+
+WARM_UP_INSTRUCTION = "warm up"      # the observation compiled passes are first run on (a black image)
 
 
 def check_runtime(config: PolicyConfig) -> None:
@@ -29,6 +33,7 @@ def check_runtime(config: PolicyConfig) -> None:
     select_norm_stats(EMBEDDED_NORM_STATS if config.verifier == MINIATURE else read_norm_stats(config.verifier),
                       config.unnorm_key)
     resolve_dtype(config.dtype, config.device)
+    config.check_compile()
     if not (config.device == "cpu" or config.device.startswith("cuda")):
         raise ValueError(f"device '{config.device}' is not supported; expected 'cpu' or 'cuda[:N]'")
 
@@ -58,6 +63,7 @@ class VLAPolicy:
         self.norm_stats = select_norm_stats(self.verifier.norm_stats, config.unnorm_key)
         self._lock = threading.Lock()
         self.config = config
+        self.warm_up_seconds = 0.0          # compiling the verifier's passes (compile: auto on CUDA, on)
         self.decoder = self.build_decoder(config, resolved)
 
     validate = staticmethod(validate_config)
@@ -76,8 +82,16 @@ class VLAPolicy:
         if (resolved.kind, resolved.checkpoint) != (spec.draft, spec.draft_checkpoint):
             raise ValueError(f"the resolved draft '{resolved.kind}' ({resolved.checkpoint or 'packaged'}) is not "
                              f"the config's '{spec.draft}' ({spec.draft_checkpoint or 'packaged'})")
-        return Decoder(self.verifier.model, load(resolved, self.verifier), spec.num_draft_tokens, spec.acceptance,
-                       draft_checkpoint=draft_directory(resolved), tree=spec.tree)
+        decoder = Decoder(self.verifier.model, load(resolved, self.verifier), spec.num_draft_tokens, spec.acceptance,
+                          draft_checkpoint=draft_directory(resolved), tree=spec.tree,
+                          compiled=compile_on(config.compile, config.device))
+        if decoder.compiled:        # compile its pass lengths now, not in an action (shares the model's cache)
+            with self._lock:
+                pixels = pixel_values(np.zeros((224, 224, 3), np.uint8), config.center_crop,
+                                      self.verifier.image_normalization)
+                self.warm_up_seconds += decoder.warm_up(pixels, prompt_token_ids(self.verifier.tokenizer,
+                                                                                 WARM_UP_INSTRUCTION))
+        return decoder
 
     def set_decoder(self, decoder: Decoder, config: PolicyConfig) -> None:
         """Install a decoder; the action in flight (if any) finishes with the old one."""

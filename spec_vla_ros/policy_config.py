@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 
 from .decoding.acceptance import DEFAULT_RELAXED_THRESHOLD
 from .decoding.spec import DEFAULT_NUM_DRAFT_TOKENS, DecoderSpec, acceptance_from_parameters, tree_from_parameter
-from .vla.constants import DEFAULT_UNNORM_KEY, MINIATURE
+from .vla.constants import COMPILE_MODES, DEFAULT_UNNORM_KEY, MINIATURE
 
-RESTART_FIELDS = ("verifier", "unnorm_key", "device", "dtype")   # cannot change on a running policy
+RESTART_FIELDS = ("verifier", "unnorm_key", "device", "dtype", "compile")   # cannot change on a running policy
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class PolicyConfig:
     unnorm_key: str = DEFAULT_UNNORM_KEY
     device: str = "cpu"
     dtype: str = "auto"                # the checkpoint's own (fp16 -> fp32 on CPU); miniature: fp32 CPU, bf16 CUDA
+    compile: str = "auto"              # COMPILE_MODES: verifier passes compiled (CUDA graphs) on CUDA; on | off
     draft: str = "mamba"               # ar | mamba | llama | history (drafts/registry.py)
     draft_checkpoint: str = ""         # "" = the packaged checkpoint trained for the miniature
     num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS
@@ -26,6 +27,12 @@ class PolicyConfig:
     acceptance: str = "strict"         # strict | relaxed (Spec-VLA's exact rule) | relaxed-guarded
     relaxed_threshold: int = DEFAULT_RELAXED_THRESHOLD
     center_crop: bool = True
+
+    def check_compile(self) -> None:
+        """ValueError (one line) unless `compile` is one of COMPILE_MODES."""
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile '{self.compile}' is not one of {', '.join(COMPILE_MODES)} (auto: compiled "
+                             "verifier passes on CUDA, eager on the CPU)")
 
     def replace(self, **changes) -> "PolicyConfig":
         return replace(self, **changes)

@@ -65,11 +65,15 @@ def test_every_section_is_measured_and_written(tmp_path):
     # preallocated for prompt + action + a pass, so it holds more than the prompt's keys and values
     assert static["kv_cache_bytes"] > dynamic["kv_cache_bytes"] > 0, seed
     assert static["of_dynamic"]["pass_4"] == pytest.approx(static["pass"]["4"]["ms"] / passes["4"]["ms"]), seed
+    compiled = result["passes_compiled"]                # compiled per bucket (traced, eager backend, on the CPU)
+    assert compiled["kv_cache"] == "compiled" and compiled["warm_up_s"] > 0 and static["warm_up_s"] == 0, seed
+    assert compiled["pass"].keys() == passes.keys() and compiled["tree_pass"].keys() == trees.keys(), seed
 
     configurations = result["decode"]["configurations"]
     assert set(configurations) == {"ar", RESHAPED_AR, *gpu_benchmark.DECODE_DRAFTS,
-                                   *gpu_benchmark.STATIC_CONFIGURATIONS}
-    assert configurations["ar/static"]["passes_per_action"] == ACTION_DIM, seed
+                                   *gpu_benchmark.CACHE_CONFIGURATIONS}
+    assert configurations["ar/static"]["passes_per_action"] == configurations["ar/compiled"]["passes_per_action"] \
+        == ACTION_DIM, seed
     assert configurations["ar"]["passes_per_action"] == ACTION_DIM and configurations["ar"]["same_as_ar"] == 1.0
     for name, entry in configurations.items():
         # the random verifier answers with 7 action tokens (no EOS): tokens per pass x passes = 7
@@ -119,7 +123,7 @@ def test_agreement_is_complete_on_a_verifier_without_floating_point_noise(monkey
     section, agreement = gpu_benchmark.decode_section(model, "cpu", observed, 4, seed)
     assert agreement["noise_floor_same_as_ar"] == 1.0 and agreement["token_agreement"][RESHAPED_AR] == 1.0, seed
     assert agreement["strict_same_as_ar"] == dict.fromkeys(gpu_benchmark.DECODE_DRAFTS
-                                                           + tuple(gpu_benchmark.STATIC_CONFIGURATIONS), 1.0), seed
+                                                           + tuple(gpu_benchmark.CACHE_CONFIGURATIONS), 1.0), seed
     assert all(section["configurations"][name]["same_as_ar"] == 1.0 for name in section["configurations"]), seed
     truths = {tuple(session.script.truth) for session in sessions}
     assert len(truths) == len(observed), f"seed {seed}: the script should differ between observations"

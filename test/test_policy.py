@@ -80,6 +80,7 @@ def test_bad_instructions_are_rejected(policy, instruction, message):
     ({"unnorm_key": "libero_spatial"}, r"unnorm_key 'libero_spatial' is not in .*expected one of \['libero_goal'\]"),
     ({"dtype": "int8"}, "dtype 'int8' is not supported"),
     ({"device": "tpu"}, "device 'tpu' is not supported"),
+    ({"compile": "yes"}, r"compile 'yes' is not one of auto, on, off"),
     ({"draft_tree": "chain:3"}, r"draft_tree 'chain:3': a chain's length is the num_draft_tokens parameter"),
     ({"draft_tree": "tree:2:3"}, r"tree shape 'tree:2:3': tree depth 3 needs at least as many nodes"),
     ({"draft_tree": 50}, r"draft_tree 50: expected a string"),
@@ -93,6 +94,23 @@ def test_invalid_configs_fail_before_loading(changes, message):
 def test_running_policy_refuses_to_change_its_verifier(policy):
     with pytest.raises(ValueError, match="'dtype' cannot change"):
         policy.build_decoder(policy.config.replace(dtype="bfloat16"))
+    with pytest.raises(ValueError, match="'compile' cannot change"):
+        policy.build_decoder(policy.config.replace(compile="on"))
+
+
+def test_compiled_passes_are_warmed_up_before_the_first_action(policy, rng):
+    """compile=auto is eager on the CPU; compile=on compiles every pass length the decoder runs
+    (mamba, k 4: buckets 1..8) when the policy starts, and acting compiles nothing more."""
+    from torch._dynamo.utils import counters
+    assert policy.config.compile == "auto" and not policy.decoder.compiled and policy.warm_up_seconds == 0
+    compiled = VLAPolicy(policy.config.replace(compile="on"))
+    assert compiled.decoder.compiled and compiled.warm_up_seconds > 0
+    graphs = counters["stats"]["unique_graphs"]
+    image = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    eager_tokens, _ = policy.decode(image, "put the bowl on the plate")
+    compiled_tokens, stats = compiled.decode(image, "put the bowl on the plate")
+    assert counters["stats"]["unique_graphs"] == graphs, "a pass was compiled during an action"
+    assert stats.verifier_passes >= 1 and len(compiled_tokens) == len(eager_tokens) == 7
 
 
 

@@ -1,4 +1,5 @@
-"""The static KV cache (vla/session.py, issue #26 item 1) against transformers' DynamicCache.
+"""The static KV cache (vla/session.py) and compiled passes (vla/compiled_passes.py), issue #26,
+against transformers' DynamicCache and eager passes.
 
 The miniature verifier in float32 on fresh random inputs. A static pass attends over the whole
 preallocated length with the unused positions masked, so its float32 results move by the same
@@ -18,8 +19,10 @@ from spec_vla_ros.decoding.acceptance import STRICT_TIE_TOLERANCE_FP32, Acceptan
 from spec_vla_ros.decoding.decoder import Decoder
 from spec_vla_ros.drafts.registry import load_draft
 from spec_vla_ros.drafts.tree import TreeShape
+from spec_vla_ros.policy_config import PolicyConfig
+from spec_vla_ros.vla.compiled_passes import PASS_BUCKETS, bucket_for, compile_on, pad_query_rows
 from spec_vla_ros.vla.constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
-from spec_vla_ros.vla.session import StaticKVCache, VerifierSession, static_kv_cache
+from spec_vla_ros.vla.session import StaticKVCache, VerifierSession, static_kv_cache, tree_attention_mask
 
 SEED = int.from_bytes(os.urandom(4), "little")
 SHAPE_NOISE = 1e-4
@@ -233,3 +236,84 @@ def test_an_unknown_kv_cache_is_refused_in_one_line(miniature):
                  lambda: VerifierSession(miniature.model, "paged")):
         with pytest.raises(ValueError, match="kv_cache must be one of dynamic, static, got 'paged'"):
             make()
+
+
+# --- compiled passes (vla/compiled_passes.py): traced with torch.compile's eager backend on the CPU ----
+
+def compile_count() -> int:
+    """Graphs torch.compile has traced in this process so far."""
+    from torch._dynamo.utils import counters
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compiled_passes_compute_what_eager_ones_do(miniature):
+    """Random extends, tree passes with a kept path and rollbacks: each pass padded to its bucket,
+    traced as one graph (fullgraph), gives the eager dynamic session's hidden states and length."""
+    rng = fresh(500)
+    pixels, prompt = random_observation(rng)
+    sessions = [VerifierSession(miniature.model), VerifierSession(miniature.model, compiled=True)]
+    assert sessions[1].static.compiled is not None and sessions[1].static.whole_length
+    steps = [session.prefill(pixels, prompt) for session in sessions]
+    operations = []
+    for _ in range(10):
+        torch.testing.assert_close(steps[1].hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0,
+                                   msg=lambda text: f"seed {SEED}, after {operations}: {text}")
+        assert sessions[0].length == sessions[1].length, (SEED, operations)
+        operation = ["extend", "tree", "truncate"][int(rng.integers(0, 3))]
+        operations.append(operation)
+        if operation == "extend":
+            tokens = random_tokens(rng, int(rng.integers(1, 6)))
+            steps = [session.extend(tokens) for session in sessions]
+        elif operation == "tree":
+            count = int(rng.integers(2, 12))
+            tokens, tree = random_tokens(rng, count), random_tree(rng, count)
+            steps = [session.verify_tree(tokens, tree) for session in sessions]
+            torch.testing.assert_close(steps[1].hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0)
+            path = path_to(int(rng.integers(0, count)), tree)
+            for session in sessions:
+                session.keep_path(path)
+            steps = [session.extend(tokens[path[-1]:path[-1] + 1]) for session in sessions]
+        else:
+            length = int(rng.integers(len(prompt), sessions[0].length + 1))
+            token = random_tokens(rng, 1)
+            for session in sessions:
+                session.truncate(length)
+            steps = [session.extend(token) for session in sessions]
+    assert sessions[1].static.compiled.buckets_run <= set(PASS_BUCKETS)
+
+
+def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, observations, trained_drafts):
+    """Warm-up compiles the buckets of the decoder's passes (k = 3: 1, 2, 4); decoding then traces
+    no new graph, and strict decoding gives AR's tokens except at near-ties."""
+    decoder = Decoder(miniature.model, trained_drafts["mamba"], 3, Acceptance(0), compiled=True)
+    assert decoder.largest_pass == 4
+    pixels, prompt, _, _ = observations[0]
+    assert decoder.warm_up(pixels, prompt) > 0
+    compiled = static_kv_cache(miniature.model, compiled=True).compiled
+    assert {1, 2, 4} <= compiled.buckets_run
+    before = compile_count()
+    for index, (pixels, prompt, ar_generated, ar_rows) in enumerate(observations):
+        _, stats = decoder.decode(pixels, prompt)
+        assert_ar_up_to_near_ties(stats.generated, ar_generated, ar_rows, f"seed {SEED}, observation {index}")
+    assert compile_count() == before, "a pass was compiled during an action"
+    assert Decoder(miniature.model, trained_drafts["mamba"], 3).warm_up(pixels, prompt) == 0.0   # eager: nothing
+
+
+def test_a_padded_pass_has_one_key_per_padding_query():
+    allowed = tree_attention_mask(5, [-1, 0, -1])               # 3 real queries after 5 cached positions
+    allowed = torch.nn.functional.pad(allowed, (0, 16 - allowed.shape[-1]), value=False)
+    padded = pad_query_rows(allowed, 8, 5)                     # bucket 8: 5 padding queries, keys 8..12
+    assert padded.shape == (1, 1, 8, 16) and torch.equal(padded[:, :, :3], allowed)
+    assert padded[0, 0, 3:].nonzero().tolist() == [[i, 8 + i] for i in range(5)]
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    assert torch.equal(pad_query_rows(additive, 8, 5) == 0, padded)
+    assert [bucket_for(n) for n in (1, 3, 4, 5, 50, 64, 65)] == [1, 4, 4, 8, 64, 64, None]
+
+
+def test_the_compile_setting_is_checked_and_auto_compiles_on_cuda_only():
+    assert [compile_on(mode, "cpu") for mode in ("auto", "on", "off")] == [False, True, False]
+    assert [compile_on(mode, "cuda:1") for mode in ("auto", "on", "off")] == [True, True, False]
+    with pytest.raises(ValueError, match="compile must be one of auto, on, off, got 'yes'"):
+        compile_on("yes", "cpu")
+    with pytest.raises(ValueError, match="compile 'yes' is not one of auto, on, off"):
+        PolicyConfig(compile="yes").check_compile()

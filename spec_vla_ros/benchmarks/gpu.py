@@ -14,13 +14,16 @@ then measures, in this order, and writes every figure into one JSON (`--out`):
               with transformers' DynamicCache (the default)
   passes_static  the same with the static KV cache (vla/session.py: preallocated once, rollback
               by length), and each figure's ratio to the dynamic one
+  passes_compiled  the same with compiled passes (vla/compiled_passes.py: torch.compile per length
+              bucket, CUDA graphs on CUDA; on the CPU traced with the eager backend), the seconds
+              its warm-up took to compile every bucket, and each figure's ratio to the dynamic one
   drafts      [optional] a Mamba head (one block) and a Llama head (one decoder layer) at the
               verifier's width with random weights: parameters, begin / step / accept ms
   decode      [optional] AR vs strict speculative decoding per action on the same observations
               (history, mamba, llama drafts; num_draft_tokens k): passes per action, acceptance
               length, draft / verify / total ms, speedup; random heads accept little, and that
-              is reported, not hidden; AR and history also with the static KV cache
-              (STATIC_CONFIGURATIONS), their tokens compared with AR's like the others'
+              is reported, not hidden; AR and history also with the static KV cache and with
+              compiled passes (CACHE_CONFIGURATIONS), their tokens compared with AR's like the others'
   agreement   [optional, from decode] share of actions where strict speculative decoding equals
               AR in bf16, beside AR's own noise floor (decoding/noise_floor.py: AR against AR with
               the prompt verified in a pass one position longer)
@@ -58,6 +61,7 @@ from ..drafts.mamba import kernels_usable
 from ..drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
 from ..vla.model import VLAConfig
+from ..vla import compiled_passes
 from ..vla.session import VerifierSession
 from .choices import GPU_ARCHES
 from .decode import build_random_architecture, random_tree_parents, timed_ms
@@ -77,12 +81,13 @@ TINY_VISION_OVERRIDES = (
     {"patch_size": 14, "embed_dim": 48, "depth": 3, "num_heads": 2, "mlp_ratio": 3.7362, "class_token": False,
      "global_pool": "map"},
 )
-OPTIONAL_SECTIONS = ("drafts", "decode")
+OPTIONAL_SECTIONS = ("passes_compiled", "drafts", "decode")
+COMPILE_S_PER_BUCKET = {"cuda": 60.0, "cpu": 5.0}     # budget guesses for compiling one pass bucket
 HEAD_CONTEXT = cost_model.DEFAULT_DRAFT_CONTEXT
 DTYPE = torch.bfloat16
 DECODE_DRAFTS = SPECULATIVE_KINDS           # heads (mamba, llama) with random weights, and history
-STATIC = "static"                           # the KV cache beside transformers' dynamic one
-STATIC_CONFIGURATIONS = {f"{AR}/{STATIC}": None, f"history/{STATIC}": "history"}   # name -> draft kind
+STATIC, COMPILED = "static", "compiled"     # the static KV cache, and compiled passes over it
+CACHE_CONFIGURATIONS = {f"{kind}/{mode}": (kind, mode) for mode in (STATIC, COMPILED) for kind in (AR, "history")}
 
 
 def architecture(name: str) -> VLAConfig:
@@ -208,10 +213,13 @@ def kv_cache_bytes(session: VerifierSession) -> int:
 
 def passes_section(model, device: str, repeats: int, prompt_tokens: int, copy_gbs: float, seed: int,
                    kv_cache: str = "dynamic"):
-    """Prefill ms and ms per pass of n = 1..8 tokens; returns the section and the prefill's step."""
+    """Prefill ms and ms per pass of n = 1..8 tokens; returns the section and the prefill's step.
+    `kv_cache`: "dynamic", "static" or COMPILED (static, passes compiled: warmed up first, timed)."""
     generator = torch.Generator().manual_seed(seed)
     pixels, prompt = random_pixels(generator, model.config.image_size), random_prompt(generator, prompt_tokens)
-    session = VerifierSession(model, kv_cache)
+    compiled = kv_cache == COMPILED
+    session = VerifierSession(model, STATIC if compiled else kv_cache, compiled=compiled)
+    warm_up_s = compiled_passes.warm_up(session, pixels, prompt, max(TREE_PASS_NODES) + 1) if compiled else 0.0
     prefill = session.prefill(pixels, prompt)
     prefill_ms = timed_ms(lambda: session.prefill(pixels, prompt).greedy(), device, repeats)  # logits read, as a decoder does
     length = session.length
@@ -237,7 +245,7 @@ def passes_section(model, device: str, repeats: int, prompt_tokens: int, copy_gb
         parents = random_tree_parents(nodes, generator)
         tree_ms = timed_ms(lambda: tree_pass(parents), device, repeats)
         trees[str(nodes)] = {"ms": tree_ms, "of_pass_1": tree_ms / passes["1"]["ms"]}
-    section = {"kv_cache": kv_cache, "prompt_tokens": prompt_tokens, "positions": length, "prefill_ms": prefill_ms,
+    section = {"kv_cache": kv_cache, "warm_up_s": warm_up_s, "prompt_tokens": prompt_tokens, "positions": length, "prefill_ms": prefill_ms,
                "weight_bytes_per_pass": weight_bytes, "kv_cache_bytes": kv_bytes, "pass": passes, "tree_pass": trees,
                "prefill_in_passes": prefill_ms / passes["1"]["ms"],
                "dispatched_ops": {"prefill": count_dispatched_ops(lambda: session.prefill(pixels, prompt)),
@@ -297,21 +305,28 @@ def observations(model, episodes: int, steps: int, prompt_tokens: int, seed: int
     return made
 
 
-def decoders(model, device: str, num_draft_tokens: int, seed: int) -> dict:
+def decoders(model, device: str, num_draft_tokens: int, seed: int, compiled: bool = True) -> dict:
+    """AR, its noise floor, the drafts, and CACHE_CONFIGURATIONS (the compiled ones if `compiled`)."""
     made = {AR: Decoder(model), RESHAPED_AR: reshaped_ar_decoder(model)}
     for name in DECODE_DRAFTS:
         needs_head = DRAFT_KINDS[name].needs_checkpoint
         draft = EagleDraft(random_head(name, model, device, seed), model) if needs_head else HistoryDraft()
         made[name] = Decoder(model, draft, num_draft_tokens, STRICT)
-    for name, kind in STATIC_CONFIGURATIONS.items():
-        made[name] = Decoder(model, HistoryDraft() if kind else None, num_draft_tokens, STRICT, kv_cache=STATIC)
+    for name, (kind, mode) in CACHE_CONFIGURATIONS.items():
+        if mode == COMPILED and not compiled:
+            continue
+        made[name] = Decoder(model, HistoryDraft() if kind != AR else None, num_draft_tokens, STRICT, kv_cache=STATIC,
+                             compiled=mode == COMPILED)
     return made
 
 
-def decode_section(model, device: str, observed: list, num_draft_tokens: int, seed: int) -> tuple[dict, dict]:
-    """AR vs strict speculative per action, interleaved observation by observation; and agreement."""
-    configs = decoders(model, device, num_draft_tokens, seed)
-    for decoder in configs.values():                        # warm-up, untimed
+def decode_section(model, device: str, observed: list, num_draft_tokens: int, seed: int,
+                   compiled: bool = True) -> tuple[dict, dict]:
+    """AR vs strict speculative per action, interleaved observation by observation; and agreement.
+    `compiled`: with the compiled configurations (their passes compiled by the section before)."""
+    configs = decoders(model, device, num_draft_tokens, seed, compiled)
+    for decoder in configs.values():                        # warm-up, untimed (compiled: every pass length)
+        decoder.warm_up(observed[0][1], observed[0][2])
         decoder.decode(observed[0][1], observed[0][2])
         decoder.reset_episode()
     records = {name: [] for name in configs}
@@ -341,9 +356,10 @@ def decode_section(model, device: str, observed: list, num_draft_tokens: int, se
             "same_as_ar": same_share([s.tokens for s in stats_list], ar_tokens)}
     agreement = {"noise_floor_same_as_ar": section["configurations"][RESHAPED_AR]["same_as_ar"],
                  "strict_same_as_ar": {name: section["configurations"][name]["same_as_ar"]
-                                       for name in DECODE_DRAFTS + tuple(STATIC_CONFIGURATIONS)},
+                                       for name in DECODE_DRAFTS + tuple(CACHE_CONFIGURATIONS) if name in records},
                  "token_agreement": {name: token_agreement(records[name], ar_tokens)
-                                     for name in (RESHAPED_AR,) + DECODE_DRAFTS + tuple(STATIC_CONFIGURATIONS)},
+                                     for name in (RESHAPED_AR,) + DECODE_DRAFTS + tuple(CACHE_CONFIGURATIONS)
+                                     if name in records},
                  "dtype": str(DTYPE).replace("torch.", "")}
     return section, agreement
 
@@ -412,11 +428,15 @@ def estimate_s(section: str, out: dict, args) -> float:
     """Seconds a section is expected to take, from the passes measured so far (generous)."""
     pass_s = out["passes"]["pass"]["1"]["ms"] / 1e3
     action_s = out["passes"]["prefill_ms"] / 1e3 + (ACTION_DIM - 1) * pass_s
+    if section == "passes_compiled":
+        buckets = len(compiled_passes.PASS_BUCKETS)
+        return buckets * COMPILE_S_PER_BUCKET[torch.device(args.device).type] + 3 * (args.repeats + 1) * (
+            8 + len(TREE_PASS_NODES)) * pass_s + 5.0
     if section == "drafts":
         return len(CHECKPOINT_KINDS) * (4 * (args.repeats + 1) * pass_s + 5.0)
     if section == "decode":
         actions = args.episodes * args.steps_per_episode + 1
-        return (2 + len(DECODE_DRAFTS) + len(STATIC_CONFIGURATIONS)) * actions * action_s * 2.0 + 5.0
+        return (2 + len(DECODE_DRAFTS) + len(CACHE_CONFIGURATIONS)) * actions * action_s * 2.0 + 5.0
     raise ValueError(section)
 
 
@@ -452,13 +472,17 @@ def benchmark(args) -> dict:
                                        f"section estimated at {needed:.1f} s")
             continue
         try:
-            if section == "drafts":
+            if section == "passes_compiled":
+                out[section], _ = passes_section(model, args.device, args.repeats, args.prompt_tokens,
+                                                 out["bandwidth"]["copy_gbs"], args.seed, kv_cache=COMPILED)
+                out[section]["of_dynamic"] = static_over_dynamic(out[section], out["passes"])
+            elif section == "drafts":
                 out["drafts"] = drafts_section(model, args.device, args.repeats, prefill, args.num_draft_tokens,
                                                args.seed)
             else:
                 observed = observations(model, args.episodes, args.steps_per_episode, args.prompt_tokens, args.seed)
                 out["decode"], out["agreement"] = decode_section(model, args.device, observed, args.num_draft_tokens,
-                                                                 args.seed)
+                                                                 args.seed, compiled="passes_compiled" in out)
         except Exception as error:        # a prepared run on a borrowed GPU keeps what it measured
             out["errors"][section] = f"{type(error).__name__}: {error}"
         write(out, args.out)
@@ -485,12 +509,14 @@ def summary(out: dict) -> str:
                f"({passes['pass']['1']['of_copy_bandwidth']:.0%} of copy); tree pass ms by proposals: "
              + " ".join(f"{n}:{entry['ms']:.2f} ({entry['of_pass_1']:.2f}x pass 1)"
                         for n, entry in passes["tree_pass"].items())]
-    if "passes_static" in out:
-        ratios = out["passes_static"]["of_dynamic"]
-        lines.append(f"static KV cache, ms and x of dynamic: prefill {out['passes_static']['prefill_ms']:.2f} "
-                     f"({ratios['prefill']:.2f}x); pass "
-                     + " ".join(f"{n}:{entry['ms']:.2f} ({ratios[f'pass_{n}']:.2f}x)"
-                                for n, entry in out["passes_static"]["pass"].items()))
+    for section, label in (("passes_static", "static KV cache"), ("passes_compiled", "compiled passes")):
+        if section in out:
+            ratios = out[section]["of_dynamic"]
+            warm_up = f" (warm-up {out[section]['warm_up_s']:.1f} s)" if out[section]["warm_up_s"] else ""
+            lines.append(f"{label}{warm_up}, ms and x of dynamic: prefill {out[section]['prefill_ms']:.2f} "
+                         f"({ratios['prefill']:.2f}x); pass "
+                         + " ".join(f"{n}:{entry['ms']:.2f} ({ratios[f'pass_{n}']:.2f}x)"
+                                    for n, entry in out[section]["pass"].items()))
     if "drafts" in out:
         lines.append("draft heads begin/step ms: " + ", ".join(
             f"{kind} {entry['begin_ms']:.2f}/{entry['step_ms']:.3f}" for kind, entry in out["drafts"].items()))

@@ -16,7 +16,7 @@ from sim_bridge.libero_goal import LiberoGoalEnv, check_headless_rendering
 
 from ..decoding.spec import DEFAULT_NUM_DRAFT_TOKENS, DecoderSpec, check_num_draft_tokens
 from ..drafts.kinds import AR, DRAFT_NAMES
-from ..vla.constants import MINIATURE
+from ..vla.constants import COMPILE_MODES, MINIATURE
 from ..vla.threads import DEFAULT_THREADS, THREADS_HELP, apply_threads, check_threads
 from .arguments import ArgumentParser, fail, library_constant, library_doc, parse_checkpoints
 
@@ -94,6 +94,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
     parser.add_argument("--dtype", default="auto",
                         help="auto (the checkpoint's own dtype) | float32 | bfloat16 | float16")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                        help="auto: the verifier's passes compiled (CUDA graphs) on CUDA, eager on the CPU; on: "
+                             "compiled on any device; off: eager")
     parser.add_argument("--num-draft-tokens", type=int, default=DEFAULT_NUM_DRAFT_TOKENS,
                         help="tokens a draft proposes per verifier pass (1-7)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",
@@ -131,8 +134,8 @@ def main(argv=None) -> int:
     from ..policy import PolicyConfig
 
     try:                                          # the policy's cheap checks (checkpoints included)
-        base = PolicyConfig(verifier=args.verifier, device=args.device, dtype=args.dtype, draft=AR,
-                            num_draft_tokens=args.num_draft_tokens)
+        base = PolicyConfig(verifier=args.verifier, device=args.device, dtype=args.dtype, compile=args.compile,
+                            draft=AR, num_draft_tokens=args.num_draft_tokens)
         for configuration in configurations:
             policy_class().validate(base.with_spec(configuration))
     except ValueError as error:

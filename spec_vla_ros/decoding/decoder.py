@@ -37,6 +37,7 @@ from ..drafts.base import Draft
 from ..drafts.hybrid import HybridDraft
 from ..drafts.kinds import AR
 from ..drafts.tree import DraftTree, TreeShape
+from ..vla import compiled_passes
 from ..vla.constants import ACTION_DIM, EOS_TOKEN_ID
 from ..vla.model import OpenVLA
 from ..vla.session import KV_CACHES, VerifierSession, VerifierStep
@@ -55,22 +56,24 @@ ROOT = -1                  # the pending position (its logits row is 0; node i's
 class Decoder:
     def __init__(self, model: OpenVLA | None, draft: Draft | None = None, num_draft_tokens: int = 4,
                  acceptance: Acceptance = STRICT, session_factory=None, draft_checkpoint: str = "",
-                 tree: TreeShape | None = None, kv_cache: str = "dynamic"):
+                 tree: TreeShape | None = None, kv_cache: str = "dynamic", compiled: bool = False):
         """`session_factory` (default: a VerifierSession over `model`) lets offline tools replay
         recorded verifier outputs through this same loop (tree shapes need sessions with
         `verify_tree` and `keep_path`). `draft_checkpoint`: the directory the draft head was loaded
         from ('' for none), copied into every DecodeStats. `tree`: the draft's tree shape; None
         proposes chains of `num_draft_tokens`; a hybrid shape wraps the draft in a HybridDraft
         (drafts/hybrid.py) retrieving from the draft's datastore. `kv_cache`: the verifier
-        sessions' cache, "dynamic" or "static" (vla/session.py; same tokens up to float32 noise)."""
+        sessions' cache, "dynamic" or "static" (vla/session.py; same tokens up to float32 noise);
+        `compiled`: passes after the prompt compiled per length bucket over the static cache
+        (vla/compiled_passes.py; `warm_up` compiles them before the first action)."""
         if draft is not None and (not isinstance(num_draft_tokens, int) or num_draft_tokens < 1):
             raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")
         if tree is not None and not isinstance(tree, TreeShape):
             raise ValueError(f"tree must be a TreeShape or None (chains), got {tree!r}")
         if kv_cache not in KV_CACHES:
             raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
-        self.kv_cache = kv_cache
-        self.new_session = session_factory or (lambda: VerifierSession(model, kv_cache))
+        self.kv_cache, self.compiled = kv_cache, compiled
+        self.new_session = session_factory or (lambda: VerifierSession(model, kv_cache, compiled))
         if draft is not None and tree is not None and tree.hybrid and not isinstance(draft, HybridDraft):
             draft = HybridDraft(draft, draft.datastore)
         self.draft = draft
@@ -83,6 +86,19 @@ class Decoder:
     def shape(self) -> TreeShape:
         """What the draft proposes in: the tree shape, or the chain of num_draft_tokens."""
         return self.tree or TreeShape.chain(self.num_draft_tokens)
+
+    @property
+    def largest_pass(self) -> int:
+        """Positions of this decoder's longest pass after the prompt: the pending token and the most
+        proposals a pass verifies (1 for AR)."""
+        return 1 if self.draft is None else 1 + self.shape.nodes
+
+    def warm_up(self, pixel_values: torch.Tensor, prompt_ids: list[int]) -> float:
+        """Compile the passes this decoder will run (compiled only; nothing otherwise) on this
+        observation, before the first action; -> seconds."""
+        if not self.compiled:
+            return 0.0
+        return compiled_passes.warm_up(self.new_session(), pixel_values, prompt_ids, self.largest_pass)
 
     @property
     def draft_name(self) -> str:

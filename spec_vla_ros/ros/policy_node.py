@@ -110,6 +110,7 @@ class PolicyNode(Node):
         config = self._policy_config(self.values)
         check_node_settings(self.values)
         config.spec                                    # the decoding fields: refused before the model stack loads
+        config.check_compile()
         from ..policy import VLAPolicy                 # the model stack (torch, transformers): seconds to import
         resolved = VLAPolicy.validate(config)          # the draft checkpoint, checked once, loaded from this
         self.report = RateLimitedLog(self.get_logger())
@@ -118,7 +119,9 @@ class PolicyNode(Node):
                                f"({threads} torch thread{'s' if threads != 1 else ''})")
         started = time.monotonic()
         self.policy = VLAPolicy(config, resolved)
-        self.get_logger().info(f"policy ready in {time.monotonic() - started:.1f} s")
+        warm_up = self.policy.warm_up_seconds
+        self.get_logger().info(f"policy ready in {time.monotonic() - started:.1f} s"
+                               + (f" (of it {warm_up:.1f} s compiling the verifier's passes)" if warm_up else ""))
 
         self.workers = PolicyWorkers(self.policy, lambda: self.get_clock().now(), self.values, self._publish,
                                      self.get_logger(), self.report)

@@ -34,6 +34,9 @@ POLICY_PARAMETERS = parameter_table(
     _parameter("device", _CONFIG.device, "torch device: cpu or cuda[:N]"),
     _parameter("dtype", _CONFIG.dtype, "auto (the checkpoint's own dtype; the miniature: fp32 on CPU, bf16 on "
                                        "CUDA), float32, bfloat16 or float16"),
+    _parameter("compile", _CONFIG.compile, "auto (verifier passes compiled per length and replayed as CUDA graphs "
+                                           "on CUDA, warmed up at start; eager on the CPU), on (compiled on any "
+                                           "device; on the CPU traced, not faster) or off (eager)"),
     _parameter("draft", _CONFIG.draft, f"draft model: {' | '.join(DRAFT_NAMES)} ({AR}: autoregressive, no draft); "
                                        "a change takes effect at the next action"),
     _parameter("draft_checkpoint", _CONFIG.draft_checkpoint,

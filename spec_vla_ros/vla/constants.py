@@ -54,3 +54,7 @@ LIBERO_GOAL_Q01 = (-0.8785714507102966, -0.7553571462631226, -0.9375, -0.1510714
 LIBERO_GOAL_Q99 = (0.9375, 0.9107142686843872, 0.9375, 0.20357142388820648,
                    0.26357144117355347, 0.375, 1.0)
 LIBERO_GOAL_MASK = (True, True, True, True, True, True, False)
+
+# The `compile` setting (vla/compiled_passes.py): auto = verifier passes compiled (CUDA graphs) on CUDA
+# and eager on the CPU; on = compiled on any device (on the CPU: traced, not faster); off = eager.
+COMPILE_MODES = ("auto", "on", "off")

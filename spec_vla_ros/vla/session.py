@@ -33,6 +33,7 @@ import torch
 from transformers import Cache, DynamicCache
 from transformers.cache_utils import StaticLayer
 
+from .compiled_passes import CompiledPasses, bucket_for
 from .constants import ACTION_DIM
 from .model import OpenVLA
 from .token_tree import check_tree, tree_depths
@@ -135,17 +136,24 @@ class StaticKVCache:
 
     GROWTH = 64
     PASS_RESERVE = 64            # positions kept free after prompt + action at a claim (a tree pass)
+    PROMPT_SLACK = 64            # compiled: room for prompts this much longer than the first (a new
+                                 # allocation changes the passes' shapes, and they compile again)
 
-    def __init__(self, model: OpenVLA, whole_length: bool | None = None):
+    def __init__(self, model: OpenVLA, whole_length: bool | None = None, compiled: bool = False,
+                 backend: str | None = None):
         """`whole_length`: attention over the whole preallocated length (fixed shapes, for graph
-        capture) or over the positions written so far; default: whole on CUDA, written on the CPU."""
+        capture) or over the positions written so far; default: whole on CUDA, written on the CPU.
+        `compiled`: passes after the prompt run compiled per length bucket (vla/compiled_passes.py;
+        whole length implied), with torch.compile's `backend` (default: CUDA graphs on CUDA,
+        tracing only on the CPU)."""
         self.num_layers = model.language_model.config.num_hidden_layers
         if whole_length is None:
             whole_length = model.projector.fc1.weight.device.type == "cuda"
-        self.whole_length = whole_length
+        self.whole_length = whole_length or compiled
         self.cache: Cache | None = None
         self.capacity = 0
         self.owner: object | None = None
+        self.compiled = CompiledPasses(model.language_model, self, backend) if compiled else None
 
     def _allocate(self, capacity: int) -> Cache:
         self.capacity = -(-capacity // self.GROWTH) * self.GROWTH
@@ -156,7 +164,7 @@ class StaticKVCache:
         """The cache for a new session's prefill of `needed` positions, empty."""
         reserve = needed + ACTION_DIM + self.PASS_RESERVE
         if self.cache is None or reserve > self.capacity:
-            self.cache = self._allocate(reserve)
+            self.cache = self._allocate(reserve + (self.PROMPT_SLACK if self.compiled is not None else 0))
         else:
             self.cache.crop(-int(self.cache.get_seq_length()))
         self.owner = owner
@@ -178,23 +186,26 @@ class StaticKVCache:
         return self.cache
 
 
-_STATIC_CACHES: "weakref.WeakKeyDictionary[OpenVLA, StaticKVCache]" = weakref.WeakKeyDictionary()
+_STATIC_CACHES: "weakref.WeakKeyDictionary[OpenVLA, dict[bool, StaticKVCache]]" = weakref.WeakKeyDictionary()
 
 
-def static_kv_cache(model: OpenVLA) -> StaticKVCache:
-    """The one StaticKVCache of this loaded model (made at the first call)."""
-    if model not in _STATIC_CACHES:
-        _STATIC_CACHES[model] = StaticKVCache(model)
-    return _STATIC_CACHES[model]
+def static_kv_cache(model: OpenVLA, compiled: bool = False) -> StaticKVCache:
+    """The StaticKVCache of this loaded model, with compiled passes or without (made at the first call)."""
+    caches = _STATIC_CACHES.setdefault(model, {})
+    if compiled not in caches:
+        caches[compiled] = StaticKVCache(model, compiled=compiled)
+    return caches[compiled]
 
 
 class VerifierSession:
-    def __init__(self, model: OpenVLA, kv_cache: "str | StaticKVCache" = "dynamic"):
-        """`kv_cache`: "dynamic", "static" (the model's StaticKVCache) or a StaticKVCache of this model."""
+    def __init__(self, model: OpenVLA, kv_cache: "str | StaticKVCache" = "dynamic", compiled: bool = False):
+        """`kv_cache`: "dynamic", "static" (the model's StaticKVCache) or a StaticKVCache of this
+        model; `compiled`: the model's StaticKVCache with compiled passes (whatever `kv_cache` says)."""
         if not isinstance(kv_cache, StaticKVCache) and kv_cache not in KV_CACHES:
             raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
         self.model = model
-        self.static = kv_cache if isinstance(kv_cache, StaticKVCache) else \
+        self.static = static_kv_cache(model, compiled=True) if compiled else \
+            kv_cache if isinstance(kv_cache, StaticKVCache) else \
             static_kv_cache(model) if kv_cache == "static" else None
         self.cache: Cache | None = None
         self.passes = 0
@@ -295,20 +306,25 @@ class VerifierSession:
         and `position_ids` default to a chain's (causal, positions after the prefix), built by
         transformers. A static cache attending over its whole length gets both explicitly, `allowed`
         padded with False over the unused positions."""
-        language_model, count = self.model.language_model, embeds.shape[1]
+        language_model, count, bucket = self.model.language_model, embeds.shape[1], None
         if self.static is not None:
             prefix = self.length
-            self.cache = self.static.fit(self, prefix, count)
+            if self.static.compiled is not None and prefix > 0:       # a prefill runs eagerly
+                bucket = bucket_for(count)
+            self.cache = self.static.fit(self, prefix, bucket or count)
             if self.static.whole_length:          # fixed shapes: the mask covers every preallocated position
                 if allowed is None:
                     allowed = chain_attention_mask(prefix, count, embeds.device)
                     position_ids = torch.arange(prefix, prefix + count, device=embeds.device)[None]
                 allowed = torch.nn.functional.pad(allowed, (0, self.static.capacity - allowed.shape[-1]), value=False)
         mask = None if allowed is None else self._mask(allowed)
-        out = language_model.model(inputs_embeds=embeds, cache=self.cache, use_cache=True,
-                                   attention_mask=mask, position_ids=position_ids)
+        if bucket is not None:
+            hidden = self.static.compiled.run(embeds, mask, position_ids, prefix, bucket)[0]
+        else:
+            hidden = language_model.model(inputs_embeds=embeds, cache=self.cache, use_cache=True,
+                                          attention_mask=mask, position_ids=position_ids).last_hidden_state[0]
         self.passes += 1
-        hidden, weight = out.last_hidden_state[0], language_model.lm_head.weight
+        weight = language_model.lm_head.weight
         if weight.device.type == "cpu":             # rows computed when the decoder asks for them
             return VerifierStep(hidden, embeds[0], lm_head_weight=weight, num_logits=num_logits)
         return VerifierStep(hidden, embeds[0], logits=lm_head_logits(weight, hidden[-num_logits:]))
