@@ -64,6 +64,7 @@ class VLAPolicy:
         self._lock = threading.Lock()
         self.config = config
         self.warm_up_seconds = 0.0          # compiling the verifier's passes (compile: auto on CUDA, on)
+        self.compile_error = ""             # why compiling failed (the passes then run eagerly)
         self.decoder = self.build_decoder(config, resolved)
 
     validate = staticmethod(validate_config)
@@ -82,16 +83,25 @@ class VLAPolicy:
         if (resolved.kind, resolved.checkpoint) != (spec.draft, spec.draft_checkpoint):
             raise ValueError(f"the resolved draft '{resolved.kind}' ({resolved.checkpoint or 'packaged'}) is not "
                              f"the config's '{spec.draft}' ({spec.draft_checkpoint or 'packaged'})")
-        decoder = Decoder(self.verifier.model, load(resolved, self.verifier), spec.num_draft_tokens, spec.acceptance,
-                          draft_checkpoint=draft_directory(resolved), tree=spec.tree,
-                          compiled=compile_on(config.compile, config.device))
-        if decoder.compiled:        # compile its pass lengths now, not in an action (shares the model's cache)
+        draft = load(resolved, self.verifier)
+
+        def decoder(compiled: bool) -> Decoder:
+            return Decoder(self.verifier.model, draft, spec.num_draft_tokens, spec.acceptance,
+                           draft_checkpoint=draft_directory(resolved), tree=spec.tree, compiled=compiled)
+        if not compile_on(config.compile, config.device):
+            return decoder(False)
+        compiled = decoder(True)    # compile its pass lengths now, not in an action (shares the model's cache)
+        try:
             with self._lock:
                 pixels = pixel_values(np.zeros((224, 224, 3), np.uint8), config.center_crop,
                                       self.verifier.image_normalization)
-                self.warm_up_seconds += decoder.warm_up(pixels, prompt_token_ids(self.verifier.tokenizer,
-                                                                                 WARM_UP_INSTRUCTION))
-        return decoder
+                self.warm_up_seconds += compiled.warm_up(pixels, prompt_token_ids(self.verifier.tokenizer,
+                                                                                  WARM_UP_INSTRUCTION))
+        except Exception as error:  # torch.compile or graph capture failing on this machine: eager passes
+            self.compile_error = f"compiling the verifier's passes failed, running them eagerly: " \
+                                 f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            return decoder(False)
+        return compiled
 
     def set_decoder(self, decoder: Decoder, config: PolicyConfig) -> None:
         """Install a decoder; the action in flight (if any) finishes with the old one."""

@@ -113,6 +113,22 @@ def test_compiled_passes_are_warmed_up_before_the_first_action(policy, rng):
     assert stats.verifier_passes >= 1 and len(compiled_tokens) == len(eager_tokens) == 7
 
 
+def test_a_policy_whose_passes_fail_to_compile_runs_them_eagerly(policy, rng, monkeypatch):
+    """Compilation is the GPU path's, untested on many machines: if the warm-up raises, the policy
+    says why in one line and decodes eagerly instead of failing to start."""
+    from spec_vla_ros.decoding.decoder import Decoder
+
+    def broken(self, pixel_values, prompt_ids):
+        raise RuntimeError("inductor: no C++ compiler\nlong traceback")
+    monkeypatch.setattr(Decoder, "warm_up", broken)
+    fallback = VLAPolicy(policy.config.replace(compile="on"))
+    assert not fallback.decoder.compiled and fallback.warm_up_seconds == 0
+    assert fallback.compile_error == ("compiling the verifier's passes failed, running them eagerly: "
+                                      "RuntimeError: inductor: no C++ compiler")
+    action, _ = fallback.act(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "open the middle drawer")
+    assert action.shape == (7,)
+
+
 
 @pytest.mark.parametrize("spec_text", ["mamba@hybrid:50", "llama:relaxed:5@tree:16:3:4", "history", "ar"])
 def test_a_decoder_spec_and_the_policy_config_say_the_same(policy, spec_text):

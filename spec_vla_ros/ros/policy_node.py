@@ -122,6 +122,8 @@ class PolicyNode(Node):
         warm_up = self.policy.warm_up_seconds
         self.get_logger().info(f"policy ready in {time.monotonic() - started:.1f} s"
                                + (f" (of it {warm_up:.1f} s compiling the verifier's passes)" if warm_up else ""))
+        if self.policy.compile_error:
+            self.get_logger().warning(self.policy.compile_error)
 
         self.workers = PolicyWorkers(self.policy, lambda: self.get_clock().now(), self.values, self._publish,
                                      self.get_logger(), self.report)
