@@ -87,6 +87,40 @@ def assert_ar_up_to_near_ties(generated, ar_generated, ar_rows, message):
     assert len(generated) == len(ar_generated), message
 
 
+def assert_same_passes(steps, message):
+    for step in steps[1:]:
+        torch.testing.assert_close(step.hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0,
+                                   msg=lambda text: f"{message}: {text}")
+
+
+def random_passes(sessions, steps, rng, prompt, count, max_tree, message):
+    """`count` random extends, tree passes with a kept path, and rollbacks (each followed by one
+    token), the same on every session; after each, every session's hidden states are within
+    SHAPE_NOISE of the first session's and the lengths equal. `steps`: the prefill's."""
+    operations = ["prefill"]
+    for _ in range(count):
+        assert_same_passes(steps, f"{message}, after {operations}")
+        assert len({session.length for session in sessions}) == 1, (message, operations)
+        operation = ["extend", "tree", "truncate"][int(rng.integers(0, 3))]
+        operations.append(operation)
+        if operation == "extend":
+            tokens = random_tokens(rng, int(rng.integers(1, 6)))
+            steps = [session.extend(tokens) for session in sessions]
+        elif operation == "tree":
+            size = int(rng.integers(2, max_tree))
+            tokens, tree = random_tokens(rng, size), random_tree(rng, size)
+            assert_same_passes([session.verify_tree(tokens, tree) for session in sessions], f"{message}, tree pass")
+            path = path_to(int(rng.integers(0, size)), tree)
+            for session in sessions:
+                session.keep_path(path)
+            steps = [session.extend(tokens[path[-1]:path[-1] + 1]) for session in sessions]
+        else:
+            length, token = int(rng.integers(len(prompt), sessions[0].length + 1)), random_tokens(rng, 1)
+            for session in sessions:
+                session.truncate(length)
+            steps = [session.extend(token) for session in sessions]
+
+
 def test_a_static_session_computes_what_a_dynamic_one_does(miniature):
     """Random sequences of prefills (with early guesses as chains or trees), extends, tree passes
     with a kept path, and rollbacks, side by side on the dynamic cache and the static one, the latter
@@ -95,43 +129,17 @@ def test_a_static_session_computes_what_a_dynamic_one_does(miniature):
     assert not static_kv_cache(miniature.model).whole_length           # the CPU's default
     for trial in range(3):
         rng = fresh(100 + trial)
-        message = f"seed {SEED}, trial {trial}"
         pixels, prompt = random_observation(rng)
         sessions = [VerifierSession(miniature.model, "dynamic"), VerifierSession(miniature.model, "static"),
                     VerifierSession(miniature.model, whole)]
         early = random_tokens(rng, int(rng.integers(0, 5)))
         parents = random_tree(rng, len(early)) if early and rng.random() < 0.5 else None
         steps = [session.prefill(pixels, prompt, early, parents) for session in sessions]
-        operations = ["prefill"]
         if parents is not None:
             path = path_to(int(rng.integers(0, len(early))), parents)
             for session in sessions:
                 session.keep_path(path)
-        for _ in range(8):
-            for step in steps[1:]:
-                torch.testing.assert_close(step.hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0,
-                                           msg=lambda text: f"{message}, after {operations}: {text}")
-            assert sessions[0].length == sessions[1].length == sessions[2].length, (message, operations)
-            operation = ["extend", "tree", "truncate"][int(rng.integers(0, 3))]
-            operations.append(operation)
-            if operation == "extend":
-                tokens = random_tokens(rng, int(rng.integers(1, 6)))
-                steps = [session.extend(tokens) for session in sessions]
-            elif operation == "tree":
-                count = int(rng.integers(2, 20))
-                tokens, tree = random_tokens(rng, count), random_tree(rng, count)
-                steps = [session.verify_tree(tokens, tree) for session in sessions]
-                path = path_to(int(rng.integers(0, count)), tree)
-                for step in steps[1:]:
-                    torch.testing.assert_close(step.hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0)
-                for session in sessions:
-                    session.keep_path(path)
-                steps = [session.extend(tokens[path[-1]:path[-1] + 1]) for session in sessions]
-            else:
-                length = int(rng.integers(len(prompt), sessions[0].length + 1))
-                for session in sessions:
-                    session.truncate(length)
-                steps = [session.extend(random_tokens(fresh(200 + trial), 1)) for session in sessions]
+        random_passes(sessions, steps, rng, prompt, 8, 20, f"seed {SEED}, trial {trial}")
 
 
 def test_the_static_cache_is_allocated_once_per_model_and_rolled_back_by_its_length(miniature):
@@ -254,31 +262,7 @@ def test_compiled_passes_compute_what_eager_ones_do(miniature):
     sessions = [VerifierSession(miniature.model), VerifierSession(miniature.model, compiled=True)]
     assert sessions[1].static.compiled is not None and sessions[1].static.whole_length
     steps = [session.prefill(pixels, prompt) for session in sessions]
-    operations = []
-    for _ in range(10):
-        torch.testing.assert_close(steps[1].hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0,
-                                   msg=lambda text: f"seed {SEED}, after {operations}: {text}")
-        assert sessions[0].length == sessions[1].length, (SEED, operations)
-        operation = ["extend", "tree", "truncate"][int(rng.integers(0, 3))]
-        operations.append(operation)
-        if operation == "extend":
-            tokens = random_tokens(rng, int(rng.integers(1, 6)))
-            steps = [session.extend(tokens) for session in sessions]
-        elif operation == "tree":
-            count = int(rng.integers(2, 12))
-            tokens, tree = random_tokens(rng, count), random_tree(rng, count)
-            steps = [session.verify_tree(tokens, tree) for session in sessions]
-            torch.testing.assert_close(steps[1].hidden, steps[0].hidden, atol=SHAPE_NOISE, rtol=0)
-            path = path_to(int(rng.integers(0, count)), tree)
-            for session in sessions:
-                session.keep_path(path)
-            steps = [session.extend(tokens[path[-1]:path[-1] + 1]) for session in sessions]
-        else:
-            length = int(rng.integers(len(prompt), sessions[0].length + 1))
-            token = random_tokens(rng, 1)
-            for session in sessions:
-                session.truncate(length)
-            steps = [session.extend(token) for session in sessions]
+    random_passes(sessions, steps, rng, prompt, 10, 12, f"seed {SEED}")
     assert sessions[1].static.compiled.buckets_run <= set(PASS_BUCKETS)
 
 
