@@ -19,7 +19,7 @@ class PolicyConfig:
     unnorm_key: str = DEFAULT_UNNORM_KEY
     device: str = "cpu"
     dtype: str = "auto"                # the checkpoint's own (fp16 -> fp32 on CPU); miniature: fp32 CPU, bf16 CUDA
-    compile: str = "auto"              # COMPILE_MODES: verifier passes compiled (CUDA graphs) on CUDA; on | off
+    compile: str = "auto"              # COMPILE_MODES: verifier passes compiled (CUDA graphs) on CUDA; always | never
     draft: str = "mamba"               # ar | mamba | llama | history (drafts/registry.py)
     draft_checkpoint: str = ""         # "" = the packaged checkpoint trained for the miniature
     num_draft_tokens: int = DEFAULT_NUM_DRAFT_TOKENS

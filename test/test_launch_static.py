@@ -208,14 +208,14 @@ def test_launch_file_builds_the_same_nodes_as_the_runner(path):
     assert environment == node_environment()
 
 
-START_UP_SETTINGS = ("verifier", "draft", "draft_checkpoint", "device", "dtype", "unnorm_key", "num_draft_tokens",
-                     "acceptance", "relaxed_threshold", "center_crop")
+START_UP_SETTINGS = ("verifier", "draft", "draft_checkpoint", "device", "dtype", "compile", "unnorm_key",
+                     "num_draft_tokens", "acceptance", "relaxed_threshold", "center_crop")
 
 
 @pytest.mark.parametrize("configuration", sorted(CONFIGURATIONS))
 def test_every_start_up_setting_is_a_launch_argument_reaching_the_policy(configuration):
     values = {"verifier": "/models/openvla", "draft": "llama", "draft_checkpoint": "/drafts", "device": "cuda:1",
-              "dtype": "bfloat16", "unnorm_key": "libero_goal_no_noops", "num_draft_tokens": "3",
+              "dtype": "bfloat16", "compile": "never", "unnorm_key": "libero_goal_no_noops", "num_draft_tokens": "3",
               "acceptance": "relaxed-guarded", "relaxed_threshold": "5", "center_crop": "false"}
     [policy] = [node for node in resolve(configuration, values) if node.name == "spec_vla_policy"]
     assert policy.parameters == {**values, "num_draft_tokens": 3, "relaxed_threshold": 5, "center_crop": False}

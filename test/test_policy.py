@@ -80,7 +80,7 @@ def test_bad_instructions_are_rejected(policy, instruction, message):
     ({"unnorm_key": "libero_spatial"}, r"unnorm_key 'libero_spatial' is not in .*expected one of \['libero_goal'\]"),
     ({"dtype": "int8"}, "dtype 'int8' is not supported"),
     ({"device": "tpu"}, "device 'tpu' is not supported"),
-    ({"compile": "yes"}, r"compile 'yes' is not one of auto, on, off"),
+    ({"compile": "yes"}, r"compile 'yes' is not one of auto, always, never"),
     ({"draft_tree": "chain:3"}, r"draft_tree 'chain:3': a chain's length is the num_draft_tokens parameter"),
     ({"draft_tree": "tree:2:3"}, r"tree shape 'tree:2:3': tree depth 3 needs at least as many nodes"),
     ({"draft_tree": 50}, r"draft_tree 50: expected a string"),
@@ -95,15 +95,15 @@ def test_running_policy_refuses_to_change_its_verifier(policy):
     with pytest.raises(ValueError, match="'dtype' cannot change"):
         policy.build_decoder(policy.config.replace(dtype="bfloat16"))
     with pytest.raises(ValueError, match="'compile' cannot change"):
-        policy.build_decoder(policy.config.replace(compile="on"))
+        policy.build_decoder(policy.config.replace(compile="always"))
 
 
 def test_compiled_passes_are_warmed_up_before_the_first_action(policy, rng):
-    """compile=auto is eager on the CPU; compile=on compiles every pass length the decoder runs
+    """compile=auto is eager on the CPU; compile=always compiles every pass length the decoder runs
     (mamba, k 4: buckets 1..8) when the policy starts, and acting compiles nothing more."""
     from torch._dynamo.utils import counters
     assert policy.config.compile == "auto" and not policy.decoder.compiled and policy.warm_up_seconds == 0
-    compiled = VLAPolicy(policy.config.replace(compile="on"))
+    compiled = VLAPolicy(policy.config.replace(compile="always"))
     assert compiled.decoder.compiled and compiled.warm_up_seconds > 0
     graphs = counters["stats"]["unique_graphs"]
     image = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
@@ -121,7 +121,7 @@ def test_a_policy_whose_passes_fail_to_compile_runs_them_eagerly(policy, rng, mo
     def broken(self, pixel_values, prompt_ids):
         raise RuntimeError("inductor: no C++ compiler\nlong traceback")
     monkeypatch.setattr(Decoder, "warm_up", broken)
-    fallback = VLAPolicy(policy.config.replace(compile="on"))
+    fallback = VLAPolicy(policy.config.replace(compile="always"))
     assert not fallback.decoder.compiled and fallback.warm_up_seconds == 0
     assert fallback.compile_error == ("compiling the verifier's passes failed, running them eagerly: "
                                       "RuntimeError: inductor: no C++ compiler")

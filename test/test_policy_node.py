@@ -212,7 +212,7 @@ def test_the_node_declares_its_parameter_table(policy):
         assert (descriptor.description, descriptor.read_only) == (parameter.description, parameter.read_only), name
         assert descriptor.type == Parameter.Type.from_parameter_value(parameter.default).value, name
     assert {name for name, p in POLICY_PARAMETERS.items() if p.read_only} == {
-        "verifier", "unnorm_key", "device", "dtype", "threads"}
+        "verifier", "unnorm_key", "device", "dtype", "compile", "threads"}
 
 
 def test_invalid_parameter_changes_are_rejected(policy):
@@ -224,7 +224,8 @@ def test_invalid_parameter_changes_are_rejected(policy):
                                 ("relaxed_threshold", -1, "threshold"),
                                 ("num_draft_tokens", 0, "num_draft_tokens"),
                                 ("control_hz", 0.0, "control_hz"),
-                                ("verifier", "/elsewhere", "read-only")):
+                                ("verifier", "/elsewhere", "read-only"),
+                                ("compile", "never", "read-only")):
         [result] = policy.set_parameters(NODE_NAME, **{name: value})
         assert not result.successful, name
         assert reason in result.reason, result.reason

@@ -295,9 +295,9 @@ def test_a_padded_pass_has_one_key_per_padding_query():
 
 
 def test_the_compile_setting_is_checked_and_auto_compiles_on_cuda_only():
-    assert [compile_on(mode, "cpu") for mode in ("auto", "on", "off")] == [False, True, False]
-    assert [compile_on(mode, "cuda:1") for mode in ("auto", "on", "off")] == [True, True, False]
-    with pytest.raises(ValueError, match="compile must be one of auto, on, off, got 'yes'"):
+    assert [compile_on(mode, "cpu") for mode in ("auto", "always", "never")] == [False, True, False]
+    assert [compile_on(mode, "cuda:1") for mode in ("auto", "always", "never")] == [True, True, False]
+    with pytest.raises(ValueError, match="compile must be one of auto, always, never, got 'yes'"):
         compile_on("yes", "cpu")
-    with pytest.raises(ValueError, match="compile 'yes' is not one of auto, on, off"):
+    with pytest.raises(ValueError, match="compile 'yes' is not one of auto, always, never"):
         PolicyConfig(compile="yes").check_compile()

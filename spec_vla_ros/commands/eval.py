@@ -95,8 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="auto",
                         help="auto (the checkpoint's own dtype) | float32 | bfloat16 | float16")
     parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
-                        help="auto: the verifier's passes compiled (CUDA graphs) on CUDA, eager on the CPU; on: "
-                             "compiled on any device; off: eager")
+                        help="auto: the verifier's passes compiled (CUDA graphs) on CUDA, eager on the CPU; always: "
+                             "compiled on any device; never: eager")
     parser.add_argument("--num-draft-tokens", type=int, default=DEFAULT_NUM_DRAFT_TOKENS,
                         help="tokens a draft proposes per verifier pass (1-7)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="DRAFT=PATH",

@@ -81,7 +81,7 @@ POLICY_ARGUMENTS = (
     Argument("draft_checkpoint", "draft checkpoint directory (or one with mamba/ and llama/); '' = packaged"),
     Argument("device", "torch device: cpu | cuda | cuda:N"),
     Argument("dtype", "auto (the checkpoint's own dtype) | float32 | bfloat16 | float16"),
-    Argument("compile", "auto (verifier passes as CUDA graphs on CUDA, eager on the CPU) | on | off"),
+    Argument("compile", "auto (verifier passes as CUDA graphs on CUDA, eager on the CPU) | always | never"),
     Argument("unnorm_key", "dataset statistics key for de-normalizing actions, e.g. libero_goal"),
     Argument("num_draft_tokens", "tokens the draft proposes per verifier pass (1-7)"),
     Argument("draft_tree", "'' = chains of num_draft_tokens | tree:NODES[:DEPTH[:TOP_K]] | hybrid:NODES[...], "

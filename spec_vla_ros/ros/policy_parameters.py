@@ -35,8 +35,8 @@ POLICY_PARAMETERS = parameter_table(
     _parameter("dtype", _CONFIG.dtype, "auto (the checkpoint's own dtype; the miniature: fp32 on CPU, bf16 on "
                                        "CUDA), float32, bfloat16 or float16"),
     _parameter("compile", _CONFIG.compile, "auto (verifier passes compiled per length and replayed as CUDA graphs "
-                                           "on CUDA, warmed up at start; eager on the CPU), on (compiled on any "
-                                           "device; on the CPU traced, not faster) or off (eager)"),
+                                           "on CUDA, warmed up at start; eager on the CPU), always (compiled on "
+                                           "any device; on the CPU traced, not faster) or never (eager)"),
     _parameter("draft", _CONFIG.draft, f"draft model: {' | '.join(DRAFT_NAMES)} ({AR}: autoregressive, no draft); "
                                        "a change takes effect at the next action"),
     _parameter("draft_checkpoint", _CONFIG.draft_checkpoint,

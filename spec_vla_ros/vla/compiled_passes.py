@@ -15,7 +15,7 @@ its length set by the prompt), run eagerly over the same cache.
 On the CPU the same code runs with torch.compile's "eager" backend: it traces every pass as one
 graph (fullgraph: a graph break is an error) and runs it without code generation, which is what
 the CPU tests check; it is not faster there, so `compile="auto"` (compile_on) compiles on CUDA only
-and `compile="on"` everywhere.
+and `compile="always"` everywhere.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def compile_on(mode: str, device) -> bool:
     """Whether the `compile` setting `mode` (COMPILE_MODES) compiles the verifier's passes on `device`."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-    return mode == "on" or (mode == "auto" and torch.device(device).type == "cuda")
+    return mode == "always" or (mode == "auto" and torch.device(device).type == "cuda")
 
 
 def bucket_for(count: int) -> int | None:

@@ -56,5 +56,6 @@ LIBERO_GOAL_Q99 = (0.9375, 0.9107142686843872, 0.9375, 0.20357142388820648,
 LIBERO_GOAL_MASK = (True, True, True, True, True, True, False)
 
 # The `compile` setting (vla/compiled_passes.py): auto = verifier passes compiled (CUDA graphs) on CUDA
-# and eager on the CPU; on = compiled on any device (on the CPU: traced, not faster); off = eager.
-COMPILE_MODES = ("auto", "on", "off")
+# and eager on the CPU; always = compiled on any device (on the CPU: traced, not faster); never = eager.
+# Not on/off: YAML 1.1 (parameter files, launch arguments) reads those as booleans.
+COMPILE_MODES = ("auto", "always", "never")
