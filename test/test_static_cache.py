@@ -204,13 +204,19 @@ def test_strict_decoding_on_the_static_cache_gives_ar_tokens_except_at_near_ties
 
 
 class MarginSession(VerifierSession):
-    """Records the smallest top-2 logit margin of every pass (a near-tie can flip between caches)."""
-    smallest = [float("inf")]
+    """Keeps every pass's step, to find the logits rows the decoder read and their top-2 margins."""
+    steps = []
 
     def _forward(self, *args, **kwargs):
         step = super()._forward(*args, **kwargs)
-        MarginSession.smallest[0] = min(MarginSession.smallest[0], min(step.top2_margins()))
+        MarginSession.steps.append(step)
         return step
+
+
+def smallest_read_margin(steps) -> float:
+    """The smallest top-2 logit margin among the rows the decoder read (computed lazily on the CPU):
+    where it is a near-tie, the other cache may read the other token."""
+    return min((step.top2_margins()[row] for step in steps for row in step._greedy), default=float("inf"))
 
 
 @pytest.mark.parametrize("rule,threshold", [("relaxed", 0), ("relaxed", 9), ("relaxed-guarded", 9)])
@@ -225,18 +231,18 @@ def test_relaxed_decoding_on_the_static_cache_gives_the_dynamic_caches_tokens(mi
                                 session_factory=lambda kv=kv: MarginSession(miniature.model, kv))
                     for kv in ("dynamic", "static")}
         for index, (pixels, prompt, _, _) in enumerate(observations):      # one episode
-            MarginSession.smallest[0] = float("inf")
+            MarginSession.steps.clear()
             dynamic = decoders["dynamic"].decode(pixels, prompt)[1]
             static = decoders["static"].decode(pixels, prompt)[1]
-            if MarginSession.smallest[0] <= STRICT_TIE_TOLERANCE_FP32:
+            if smallest_read_margin(MarginSession.steps) <= STRICT_TIE_TOLERANCE_FP32:
                 for decoder in decoders.values():         # the histories may differ from here: start again
                     decoder.reset_episode()
                 continue
             assert (static.generated, static.accepted_per_pass) == (dynamic.generated, dynamic.accepted_per_pass), \
                 f"seed {SEED}, {rule} {threshold}, {shape}, observation {index}"
             compared += 1
-    # the random miniature meets a near-tie in about half its actions (any row of any pass counts here)
-    assert compared >= 3, f"seed {SEED}: near-ties left only {compared} of {2 * len(observations)} comparisons"
+    # the random miniature reads a row within the tolerance of a tie in about half its actions
+    assert compared >= 2, f"seed {SEED}: near-ties left only {compared} of {2 * len(observations)}"
 
 
 def test_an_unknown_kv_cache_is_refused_in_one_line(miniature):

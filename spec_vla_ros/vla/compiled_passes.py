@@ -26,6 +26,10 @@ import torch
 from .constants import COMPILE_MODES
 
 PASS_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+# torch.compile keeps the graphs of one function's code together, whatever object it is bound to: every
+# bucket of every loaded model (and each new cache allocation) is one more. Its default of 8 would make the
+# ninth a hard error under fullgraph.
+RECOMPILE_LIMIT = 256
 
 
 def compile_on(mode: str, device) -> bool:
@@ -54,6 +58,9 @@ class CompiledPasses:
             backend = "inductor" if device.type == "cuda" else "eager"
         options = {"mode": "reduce-overhead"} if backend == "inductor" and device.type == "cuda" else {}
         self.backend = backend
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
+                                                               RECOMPILE_LIMIT)
         self.compiled = torch.compile(self._forward, backend=backend, fullgraph=True, dynamic=False, **options)
         self.buckets_run: set[int] = set()
 
