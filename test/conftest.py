@@ -1,6 +1,8 @@
 """Shared fixtures: the embedded miniature verifier is built once per test session (~5 s); a small
 LIBERO-GOAL environment once per module that asks for one."""
 import faulthandler
+import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import torch
 THREADS_AT_START = torch.get_num_threads()
 
 
+ROS_DOMAINS = 200       # ROS_DOMAIN_ID 1..200: each test module its own, offset by this run's pid
+_modules_started = itertools.count()
 HANG_LIMIT_S = 720      # past pytest-timeout's 600 s (pytest.ini): its backstop
 EXIT_LIMIT_S = 120
 
@@ -33,6 +37,22 @@ def pytest_unconfigure(config):
     """The run's last step: from here the interpreter's exit (DDS participants of the tests that
     are still alive are torn down there) is bounded too."""
     faulthandler.dump_traceback_later(EXIT_LIMIT_S, exit=True, file=sys.__stderr__)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_domain_of_its_own():
+    """Each test module's DDS traffic on a ROS domain of its own: ROS_DOMAIN_ID, which every node
+    process a test starts inherits and ros_helpers' clients read. Many modules SIGKILL nodes and
+    camera drivers, and a killed Fast DDS participant leaves its shared-memory ports behind on its
+    domain; in CI a camera driver started after a long run of such modules on one domain was never
+    discovered. A module starting on a fresh domain meets none of that (and no other run's nodes)."""
+    previous = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = str(1 + (os.getpid() + next(_modules_started)) % ROS_DOMAINS)
+    yield
+    if previous is None:
+        os.environ.pop("ROS_DOMAIN_ID")
+    else:
+        os.environ["ROS_DOMAIN_ID"] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
-"""Helpers for the multi-process ROS tests: node processes and a client node, both on a ROS
-domain of this test process's own (other test runs on the machine may be using DDS too), with
+"""Helpers for the multi-process ROS tests: node processes and a client node, both on the ROS
+domain of the running test module (conftest's `ros_domain_of_its_own`), with
 the DDS settings the launch files and the runner give their nodes (in this process too, so the
 clients use the same transports as the nodes)."""
 from __future__ import annotations
@@ -25,13 +25,17 @@ from spec_vla_ros.ros.launch_config import ResolvedNode, config_dir, node_enviro
 from spec_vla_ros.ros.launcher import Launcher, node_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_ID = 1 + os.getpid() % 100
 CLIENT_TEARDOWN_S = 10.0
 os.environ.update(node_environment())
 
 
+def domain_id() -> int:
+    """The running test module's ROS domain (conftest sets ROS_DOMAIN_ID per module)."""
+    return int(os.environ["ROS_DOMAIN_ID"])
+
+
 def ros_environment(**extra) -> dict:
-    return dict(Launcher.environment(), ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONPATH=str(REPO_ROOT), **extra)
+    return dict(Launcher.environment(), ROS_DOMAIN_ID=str(domain_id()), PYTHONPATH=str(REPO_ROOT), **extra)
 
 
 class Answer(NamedTuple):
@@ -71,7 +75,7 @@ class Client:
 
     def __init__(self, name: str = "test_client"):
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
+        rclpy.init(context=self.context, domain_id=domain_id())
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

@@ -1,5 +1,5 @@
-"""The node processes' lifecycle helpers without DDS: the rate-limited log with rclpy's real
-logger, the spin step that no exception ends, and the bounded teardown."""
+"""The node processes' lifecycle helpers: the rate-limited log with rclpy's real logger, the spin
+step that no exception ends, a half-built node destroyed in order, and the bounded teardown."""
 import subprocess
 import sys
 
@@ -8,8 +8,11 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy is not installed")
 
 import rclpy.logging  # noqa: E402
+import rclpy.node  # noqa: E402
+from rclpy._rclpy_pybind11 import RCLError  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
 
-from spec_vla_ros.ros.lifecycle import GuardedSpin, RateLimitedLog  # noqa: E402
+from spec_vla_ros.ros.lifecycle import GuardedSpin, RateLimitedLog, destroyed_on_error  # noqa: E402
 
 
 def test_one_log_reports_several_severities_with_rclpys_logger():
@@ -47,6 +50,38 @@ def test_guarded_spin_counts_and_logs_what_the_executor_raises_and_goes_on():
         spin.spin_once(timeout_sec=0.0)
     assert spin.errors == 3 and len(counted) == 3 and spin.executor.calls == 5
     assert len(logger.lines) == 1 and "TypeError" in logger.lines[0] and "(1 so far)" in logger.lines[0]
+
+
+class HalfBuiltNode(rclpy.node.Node):
+    """A node whose constructor fails after rclpy made it, as an invalid configuration does."""
+
+    def __init__(self, context, fail: bool, made: list):
+        super().__init__("half_built", context=context)
+        made.append(self)
+        with destroyed_on_error(self):
+            self.declare_parameter("draft", "mamba")
+            self.create_publisher(String, "chatter", 1)
+            if fail:
+                raise ValueError("draft 'eagle': expected one of ...")
+
+
+def test_a_node_whose_constructor_fails_is_destroyed_before_the_error_goes_on():
+    """The half-built node's rcl handles are gone when the error reaches the caller (not left to
+    the garbage collector); a constructor that succeeds leaves its node alive."""
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=0)
+    made = []
+    try:
+        with pytest.raises(ValueError, match="draft 'eagle'"):
+            HalfBuiltNode(context, fail=True, made=made)
+        assert list(made[0].publishers) == []
+        with pytest.raises(RCLError, match="node pointer is invalid"):
+            made[0].handle.get_fully_qualified_name()
+        alive = HalfBuiltNode(context, fail=False, made=made)
+        assert len(list(alive.publishers)) == 2 and alive.handle.get_fully_qualified_name() == "/half_built"
+        alive.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
 
 
 def test_bounded_teardown_ends_a_blocked_process():

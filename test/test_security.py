@@ -211,8 +211,8 @@ def dds_security(keystore):
     """None if this ROS installation starts a node in the keystore's enclave; else the reason it does
     not, which must be the missing DDS-Security plugins (anything else is a broken keystore)."""
     pytest.importorskip("rclpy", reason="rclpy is not installed")
-    from ros_helpers import DOMAIN_ID
-    reason = security.probe(keystore, OPERATOR, domain_id=DOMAIN_ID)
+    from ros_helpers import domain_id
+    reason = security.probe(keystore, OPERATOR, domain_id=domain_id())
     assert reason is None or security.NO_SECURITY_PLUGINS in reason, reason
     return reason
 

@@ -22,21 +22,47 @@ from spec_vla_ros.ros.policy_node import NODE_NAME, STOP_WAIT_S  # noqa: E402
 pytestmark = pytest.mark.ros
 STOP_BOUND_S = STOP_WAIT_S + TEARDOWN_LIMIT_S + 10     # + interpreter exit on a busy 2-core machine
 KILLS = 3
+DISCOVERY_WAIT_S = 60        # a peer's start, discovery and the first action: ~10 s on a busy 2-core machine
+PEER_TRIES = 3
 ACTION_LINE = re.compile(r"\baction \d+ \[")                 # the policy node's per-action log line
 
 
-def start_camera_peer(tmp_path, index: int) -> subprocess.Popen:
+def start_camera_peer(tmp_path, index: str) -> subprocess.Popen:
     log = (tmp_path / f"camera_peer_{index}.log").open("w")
     return subprocess.Popen([sys.executable, str(REPO_ROOT / "test" / "camera_peer.py")], cwd=tmp_path,
                             env=ros_environment(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_for(condition, timeout_s: float, what: str, process: NodeProcess) -> None:
+def acted_within(policy: NodeProcess, actions_before: int, timeout_s: float) -> bool:
+    """Whether the policy node logs an action beyond `actions_before` within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert process.process.poll() is None, f"{process.log_path.name} exited waiting for {what}:\n{process.log[-3000:]}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout_s} s:\n{process.log[-3000:]}"
+    while len(ACTION_LINE.findall(policy.log)) <= actions_before:
+        assert policy.process.poll() is None, f"the policy node exited:\n{policy.log[-3000:]}"
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.2)
+    return True
+
+
+def serve_and_kill_a_camera_peer(tmp_path, index: int, policy: NodeProcess, peers: list) -> None:
+    """Start camera peers until one is acted on (each given DISCOVERY_WAIT_S), SIGKILL each one.
+
+    A peer the policy node never discovers (seen once in CI: 'no publisher on camera topic' for
+    120 s) is killed too and another one started: what is under test is the stop after killed TCP
+    peers, and discovery has tests of its own; every such peer is printed with its log."""
+    for attempt in range(PEER_TRIES):
+        actions_before = len(ACTION_LINE.findall(policy.log))
+        peer = start_camera_peer(tmp_path, f"{index}_{attempt}")
+        peers.append(peer)
+        acted = acted_within(policy, actions_before, DISCOVERY_WAIT_S)
+        peer.kill()                                         # SIGKILL: its TCP connections just vanish
+        peer.wait()
+        if acted:
+            return
+        print(f"camera peer {index} try {attempt}: no action in {DISCOVERY_WAIT_S} s; its log:\n"
+              f"{(tmp_path / f'camera_peer_{index}_{attempt}.log').read_text()[-1500:]}")
+    pytest.fail(f"no action on the frames of {PEER_TRIES} camera peers in a row (printed above); "
+                f"the policy node's log:\n{policy.log[-3000:]}")
 
 
 def stop_within_bound(process: NodeProcess, sig=signal.SIGINT) -> tuple[int, float]:
@@ -59,13 +85,7 @@ def test_nodes_stop_in_bounded_time_after_peers_were_killed(tmp_path):
     peers = []
     try:
         for index in range(KILLS):
-            actions_before = len(ACTION_LINE.findall(policy.log))
-            peer = start_camera_peer(tmp_path, index)
-            peers.append(peer)
-            wait_for(lambda: len(ACTION_LINE.findall(policy.log)) > actions_before, 120,
-                     f"an action on camera peer {index}'s frames", policy)
-            peer.kill()                                         # SIGKILL: its TCP connections just vanish
-            peer.wait()
+            serve_and_kill_a_camera_peer(tmp_path, index, policy, peers)
         recorder_code, recorder_s = stop_within_bound(recorder, signal.SIGTERM)
         policy_code, policy_s = stop_within_bound(policy)
     finally:

@@ -65,7 +65,7 @@ from .camera_intake import (CAMERA_CHECK_PERIOD_S, IMAGE_TRANSPORTS, NO_PUBLISHE
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import DecodeReport
-from .lifecycle import GuardedSpin, RateLimitedLog, end_node, run_node, stop_event
+from .lifecycle import GuardedSpin, RateLimitedLog, destroyed_on_error, end_node, run_node, stop_event
 from .node_arguments import check_node_arguments
 from ..errors import one_line
 from ..policy_config import PolicyConfig
@@ -103,27 +103,28 @@ class PolicyNode(Node):
 
     def __init__(self):
         super().__init__(NODE_NAME)
-        for parameter in POLICY_PARAMETERS.values():
-            self.declare_parameter(parameter.name, parameter.default, ParameterDescriptor(
-                description=parameter.description, read_only=parameter.read_only))
-        self.values = {name: self.get_parameter(name).value for name in POLICY_PARAMETERS}
-        config = self._policy_config(self.values)
-        check_node_settings(self.values)
-        config.spec                                    # the decoding fields: refused before the model stack loads
-        config.check_compile()
-        from ..policy import VLAPolicy                 # the model stack (torch, transformers): seconds to import
-        resolved = VLAPolicy.validate(config)          # the draft checkpoint, checked once, loaded from this
-        self.report = RateLimitedLog(self.get_logger())
-        threads = apply_threads(self.values["threads"])
-        self.get_logger().info(f"loading verifier '{config.verifier}' with draft '{config.draft}' "
-                               f"({threads} torch thread{'s' if threads != 1 else ''})")
-        started = time.monotonic()
-        self.policy = VLAPolicy(config, resolved)
-        warm_up = self.policy.warm_up_seconds
-        self.get_logger().info(f"policy ready in {time.monotonic() - started:.1f} s"
-                               + (f" (of it {warm_up:.1f} s compiling the verifier's passes)" if warm_up else ""))
-        if self.policy.compile_error:
-            self.get_logger().warning(self.policy.compile_error)
+        with destroyed_on_error(self):   # a configuration error: the half-built node destroyed in order
+            for parameter in POLICY_PARAMETERS.values():
+                self.declare_parameter(parameter.name, parameter.default, ParameterDescriptor(
+                    description=parameter.description, read_only=parameter.read_only))
+            self.values = {name: self.get_parameter(name).value for name in POLICY_PARAMETERS}
+            config = self._policy_config(self.values)
+            check_node_settings(self.values)
+            config.spec                                    # the decoding fields: refused before the model stack loads
+            config.check_compile()
+            from ..policy import VLAPolicy                 # the model stack (torch, transformers): seconds to import
+            resolved = VLAPolicy.validate(config)          # the draft checkpoint, checked once, loaded from this
+            self.report = RateLimitedLog(self.get_logger())
+            threads = apply_threads(self.values["threads"])
+            self.get_logger().info(f"loading verifier '{config.verifier}' with draft '{config.draft}' "
+                                   f"({threads} torch thread{'s' if threads != 1 else ''})")
+            started = time.monotonic()
+            self.policy = VLAPolicy(config, resolved)
+            warm_up = self.policy.warm_up_seconds
+            self.get_logger().info(f"policy ready in {time.monotonic() - started:.1f} s"
+                                   + (f" (of it {warm_up:.1f} s compiling the verifier's passes)" if warm_up else ""))
+            if self.policy.compile_error:
+                self.get_logger().warning(self.policy.compile_error)
 
         self.workers = PolicyWorkers(self.policy, lambda: self.get_clock().now(), self.values, self._publish,
                                      self.get_logger(), self.report)

@@ -33,7 +33,7 @@ from rosbags.typesys import Stores, TypesysError, get_typestore
 
 from . import topics
 from .bag_writer import FLUSH_PERIOD_S, FlushingBagWriter
-from .lifecycle import GuardedSpin, end_node, run_node, stop_event
+from .lifecycle import GuardedSpin, destroyed_on_error, end_node, run_node, stop_event
 from .node_parameters import RECORDER_PARAMETERS
 
 NODE_NAME = "bag_recorder"
@@ -56,29 +56,30 @@ def bag_qos(qos: QoSProfile) -> Qos:
 class BagRecorder(Node):
     def __init__(self):
         super().__init__(NODE_NAME)
-        for parameter in RECORDER_PARAMETERS.values():
-            self.declare_parameter(parameter.name, parameter.default, ParameterDescriptor(
-                description=parameter.description, read_only=parameter.read_only))
-        self.topics = list(self.get_parameter("topics").value)
-        output = self.get_parameter("output").value or f"bags/spec_vla_{datetime.now():%Y%m%d_%H%M%S}"
-        self.path = Path(output)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.typestore = get_typestore(Stores.ROS2_KILTED)
-        self.writer = FlushingBagWriter(self.path)
-        self.writer.open()
-        self.counts: dict[str, int] = {}
-        self._bag_connections = {}       # resolved topic -> rosbags connection
-        self._topic_subscriptions = {}   # configured topic -> rclpy subscription
-        self._unrecordable = set()       # configured topics of a type rosbags or this Python lacks
-        for topic in self.topics:
-            if topic in KNOWN_TOPICS:     # reliable (a best-effort publisher is handled in _poll_graph)
-                durability = (DurabilityPolicy.TRANSIENT_LOCAL if KNOWN_TOPICS[topic].qos.transient_local
-                              else DurabilityPolicy.VOLATILE)
-                self._subscribe(topic, KNOWN_TOPICS[topic].msgtype, QoSProfile(
-                    depth=QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
-        self.create_timer(GRAPH_POLL_PERIOD_S, self._poll_graph)
-        self.create_timer(FLUSH_PERIOD_S, self._flush)
-        self.get_logger().info(f"recording {', '.join(self.topics)} to {self.path}")
+        with destroyed_on_error(self):  # a configuration error: the half-built node destroyed in order
+            for parameter in RECORDER_PARAMETERS.values():
+                self.declare_parameter(parameter.name, parameter.default, ParameterDescriptor(
+                    description=parameter.description, read_only=parameter.read_only))
+            self.topics = list(self.get_parameter("topics").value)
+            output = self.get_parameter("output").value or f"bags/spec_vla_{datetime.now():%Y%m%d_%H%M%S}"
+            self.path = Path(output)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.typestore = get_typestore(Stores.ROS2_KILTED)
+            self.writer = FlushingBagWriter(self.path)
+            self.writer.open()
+            self.counts: dict[str, int] = {}
+            self._bag_connections = {}       # resolved topic -> rosbags connection
+            self._topic_subscriptions = {}   # configured topic -> rclpy subscription
+            self._unrecordable = set()       # configured topics of a type rosbags or this Python lacks
+            for topic in self.topics:
+                if topic in KNOWN_TOPICS:     # reliable (a best-effort publisher is handled in _poll_graph)
+                    durability = (DurabilityPolicy.TRANSIENT_LOCAL if KNOWN_TOPICS[topic].qos.transient_local
+                                  else DurabilityPolicy.VOLATILE)
+                    self._subscribe(topic, KNOWN_TOPICS[topic].msgtype, QoSProfile(
+                        depth=QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
+            self.create_timer(GRAPH_POLL_PERIOD_S, self._poll_graph)
+            self.create_timer(FLUSH_PERIOD_S, self._flush)
+            self.get_logger().info(f"recording {', '.join(self.topics)} to {self.path}")
 
     def close(self) -> None:
         self.writer.close()
