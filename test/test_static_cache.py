@@ -20,7 +20,8 @@ from spec_vla_ros.decoding.decoder import Decoder
 from spec_vla_ros.drafts.registry import load_draft
 from spec_vla_ros.drafts.tree import TreeShape
 from spec_vla_ros.policy_config import PolicyConfig
-from spec_vla_ros.vla.compiled_passes import PASS_BUCKETS, bucket_for, compile_on, pad_query_rows
+from spec_vla_ros.vla.compiled_passes import (PASS_BUCKETS, bucket_for, compile_on, pad_query_rows, prefill_bucket,
+                                              warm_up_prefill_buckets)
 from spec_vla_ros.vla.constants import ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 from spec_vla_ros.vla.session import StaticKVCache, VerifierSession, static_kv_cache, tree_attention_mask
 
@@ -261,26 +262,36 @@ def compile_count() -> int:
 
 
 def test_compiled_passes_compute_what_eager_ones_do(miniature):
-    """Random extends, tree passes with a kept path and rollbacks: each pass padded to its bucket,
-    traced as one graph (fullgraph), gives the eager dynamic session's hidden states and length."""
+    """The prefill and random extends, tree passes with a kept path and rollbacks: each pass padded
+    to its bucket, traced as one graph (fullgraph), gives the eager dynamic session's hidden states
+    and length."""
     rng = fresh(500)
     pixels, prompt = random_observation(rng)
     sessions = [VerifierSession(miniature.model), VerifierSession(miniature.model, compiled=True)]
     assert sessions[1].static.compiled is not None and sessions[1].static.whole_length
     steps = [session.prefill(pixels, prompt) for session in sessions]
+    prefill = prefill_bucket(sessions[0].length)
     random_passes(sessions, steps, rng, prompt, 10, 12, f"seed {SEED}")
-    assert sessions[1].static.compiled.buckets_run <= set(PASS_BUCKETS)
+    assert prefill in sessions[1].static.compiled.buckets_run
+    assert sessions[1].static.compiled.buckets_run - {prefill} <= set(PASS_BUCKETS)
 
 
 def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, observations, trained_drafts):
-    """Warm-up compiles the buckets of the decoder's passes (k = 3: 1, 2, 4); decoding then traces
-    no new graph, and strict decoding gives AR's tokens except at near-ties."""
+    """Warm-up compiles the buckets of the decoder's passes (k = 3: 1, 2, 4) and of prefills of
+    prompts around this one's length; decoding observations with other prompts then traces no new
+    graph, and strict decoding gives AR's tokens except at near-ties."""
     decoder = Decoder(miniature.model, trained_drafts["mamba"], 3, Acceptance(0), compiled=True)
     assert decoder.largest_pass == 4
     pixels, prompt, _, _ = observations[0]
     assert decoder.warm_up(pixels, prompt) > 0
     compiled = static_kv_cache(miniature.model, compiled=True).compiled
     assert {1, 2, 4} <= compiled.buckets_run
+    session = VerifierSession(miniature.model)
+    session.prefill(pixels, prompt[:1])
+    image = session.length - 1                                    # the image's positions after BOS
+    assert set(warm_up_prefill_buckets(image, len(prompt), 4)) <= compiled.buckets_run
+    assert {prefill_bucket(image + len(other) + guess) for _, other, _, _ in observations
+            for guess in range(5)} <= compiled.buckets_run, "a prefill of these prompts is not warmed up"
     before = compile_count()
     for index, (pixels, prompt, ar_generated, ar_rows) in enumerate(observations):
         _, stats = decoder.decode(pixels, prompt)

@@ -82,7 +82,7 @@ TINY_VISION_OVERRIDES = (
      "global_pool": "map"},
 )
 OPTIONAL_SECTIONS = ("passes_compiled", "drafts", "decode")
-COMPILE_S_PER_BUCKET = {"cuda": 60.0, "cpu": 5.0}     # budget guesses for compiling one pass bucket
+COMPILE_S_PER_BUCKET = {"cuda": 60.0, "cpu": 5.0}     # budget guesses for compiling one pass or prefill bucket
 HEAD_CONTEXT = cost_model.DEFAULT_DRAFT_CONTEXT
 DTYPE = torch.bfloat16
 DECODE_DRAFTS = SPECULATIVE_KINDS           # heads (mamba, llama) with random weights, and history
@@ -429,7 +429,8 @@ def estimate_s(section: str, out: dict, args) -> float:
     pass_s = out["passes"]["pass"]["1"]["ms"] / 1e3
     action_s = out["passes"]["prefill_ms"] / 1e3 + (ACTION_DIM - 1) * pass_s
     if section == "passes_compiled":
-        buckets = len(compiled_passes.PASS_BUCKETS)
+        buckets = len(compiled_passes.PASS_BUCKETS) + 1 + len(compiled_passes.warm_up_prefill_buckets(
+            0, args.prompt_tokens, max(TREE_PASS_NODES) + 1))       # + 1: where the image's length falls
         return buckets * COMPILE_S_PER_BUCKET[torch.device(args.device).type] + 3 * (args.repeats + 1) * (
             8 + len(TREE_PASS_NODES)) * pass_s + 5.0
     if section == "drafts":

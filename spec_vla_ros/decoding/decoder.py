@@ -64,7 +64,7 @@ class Decoder:
         proposes chains of `num_draft_tokens`; a hybrid shape wraps the draft in a HybridDraft
         (drafts/hybrid.py) retrieving from the draft's datastore. `kv_cache`: the verifier
         sessions' cache, "dynamic" or "static" (vla/session.py; same tokens up to float32 noise);
-        `compiled`: passes after the prompt compiled per length bucket over the static cache
+        `compiled`: passes and prefills compiled per length bucket over the static cache
         (vla/compiled_passes.py; `warm_up` compiles them before the first action)."""
         if draft is not None and (not isinstance(num_draft_tokens, int) or num_draft_tokens < 1):
             raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")

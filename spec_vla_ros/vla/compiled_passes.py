@@ -8,9 +8,11 @@ Graphs need fixed shapes and addresses, so compiled passes run over a StaticKVCa
 over its whole preallocated length (explicit mask and positions, vla/session.py), and a pass of n
 positions is padded to the next of PASS_BUCKETS: the padding positions attend only to themselves,
 their keys and values land after the real ones and are dropped at once (the cache's length moves
-back), and no real position attends to them. So each bucket compiles once; `warm_up` compiles them
-all before the first action. Passes longer than the last bucket, and every prefill (one per action,
-its length set by the prompt), run eagerly over the same cache.
+back), and no real position attends to them. So each bucket compiles once. A prefill (image
+patches, prompt and the early guess: one per action, its length set by the instruction) is padded
+the same way to the next multiple of PREFILL_BUCKET. `warm_up` compiles the pass buckets and the
+prefill buckets of prompts up to WARM_UP_PROMPT_MARGIN tokens shorter or longer than its own
+before the first action; passes longer than the last bucket run eagerly over the same cache.
 
 On the CPU the same code runs with torch.compile's "eager" backend: it traces every pass as one
 graph (fullgraph: a graph break is an error) and runs it without code generation, which is what
@@ -26,6 +28,8 @@ import torch
 from .constants import COMPILE_MODES
 
 PASS_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+PREFILL_BUCKET = 32              # prefill lengths padded to a multiple of this: one graph per 32 positions
+WARM_UP_PROMPT_MARGIN = 32       # warm-up: prefill buckets for prompts this many tokens shorter or longer
 # torch.compile keeps the graphs of one function's code together, whatever object it is bound to: every
 # bucket of every loaded model (and each new cache allocation) is one more. Its default of 8 would make the
 # ninth a hard error under fullgraph.
@@ -44,8 +48,13 @@ def bucket_for(count: int) -> int | None:
     return next((bucket for bucket in PASS_BUCKETS if bucket >= count), None)
 
 
+def prefill_bucket(count: int) -> int:
+    """The prefill length a prefill of `count` positions is padded to."""
+    return -(-count // PREFILL_BUCKET) * PREFILL_BUCKET
+
+
 class CompiledPasses:
-    """The language model's forward over a static cache, compiled per bucket: `run(embeds, allowed,
+    """The language model's forward over a static cache, compiled per bucket (a pass's or a prefill's): `run(embeds, allowed,
     positions)` with `allowed` [1, 1, n, capacity] and `positions` [1, n] as the static cache builds
     them, -> hidden [1, n, H] (a copy: a CUDA graph's output is overwritten by its next replay)."""
 
@@ -98,9 +107,22 @@ def pad_query_rows(mask: torch.Tensor, first_key: int, padding: int) -> torch.Te
 
 
 def warm_up(session, pixel_values: torch.Tensor, prompt_ids: list[int], largest: int) -> float:
-    """Compile every bucket up to the one holding `largest` positions with passes after a prefill of
-    this observation; -> seconds. Nothing of it stays in the cache."""
+    """Compile, with this observation, the prefill buckets of prompts up to WARM_UP_PROMPT_MARGIN
+    tokens shorter or longer than `prompt_ids` (with an early guess of up to `largest` positions),
+    then every pass bucket up to the one holding `largest` positions; -> seconds. The longest
+    prefill runs first: it sizes the static cache, whose capacity every graph's shapes include.
+    Nothing of it stays in the cache."""
     start = time.perf_counter()
+    words = list(prompt_ids[1:]) or list(prompt_ids)
+
+    def prompt_of(count: int) -> list[int]:             # `count` ids: BOS, then the prompt's words again
+        return list(prompt_ids[:1]) + (words * (1 + count // len(words)))[:count - 1]
+
+    longest = len(prompt_ids) + WARM_UP_PROMPT_MARGIN + largest
+    session.prefill(pixel_values, prompt_of(longest))
+    image = session.length - longest                    # the positions the image adds
+    for bucket in warm_up_prefill_buckets(image, len(prompt_ids), largest)[1:]:
+        session.prefill(pixel_values, prompt_of(bucket - image))
     session.prefill(pixel_values, prompt_ids)
     length = session.length
     last = bucket_for(largest) or PASS_BUCKETS[-1]
@@ -110,3 +132,12 @@ def warm_up(session, pixel_values: torch.Tensor, prompt_ids: list[int], largest:
         session.extend([prompt_ids[-1]] * bucket)
         session.truncate(length)
     return time.perf_counter() - start
+
+
+def warm_up_prefill_buckets(image_positions: int, prompt_length: int, largest: int) -> list[int]:
+    """The prefill buckets `warm_up` compiles, longest first: prompts up to WARM_UP_PROMPT_MARGIN
+    tokens shorter or longer than `prompt_length`, with an early guess of up to `largest` positions."""
+    shortest = image_positions + max(1, prompt_length - WARM_UP_PROMPT_MARGIN)
+    longest = image_positions + prompt_length + WARM_UP_PROMPT_MARGIN + largest
+    return list(range(prefill_bucket(longest), prefill_bucket(shortest) - 1, -PREFILL_BUCKET))
+

@@ -33,7 +33,7 @@ import torch
 from transformers import Cache, DynamicCache
 from transformers.cache_utils import StaticLayer
 
-from .compiled_passes import CompiledPasses, bucket_for
+from .compiled_passes import CompiledPasses, bucket_for, prefill_bucket
 from .constants import ACTION_DIM
 from .model import OpenVLA
 from .token_tree import check_tree, tree_depths
@@ -143,12 +143,16 @@ class StaticKVCache:
                  backend: str | None = None):
         """`whole_length`: attention over the whole preallocated length (fixed shapes, for graph
         capture) or over the positions written so far; default: whole on CUDA, written on the CPU.
-        `compiled`: passes after the prompt run compiled per length bucket (vla/compiled_passes.py;
+        `compiled`: passes and prefills run compiled per length bucket (vla/compiled_passes.py;
         whole length implied), with torch.compile's `backend` (default: CUDA graphs on CUDA,
         tracing only on the CPU)."""
-        self.num_layers = model.language_model.config.num_hidden_layers
+        config = model.language_model.config
+        self.num_layers = config.num_hidden_layers
+        self.heads = (config.num_key_value_heads, getattr(config, "head_dim", None)
+                      or config.hidden_size // config.num_attention_heads)
+        self.dtype, self.device = model.language_model.dtype, model.projector.fc1.weight.device
         if whole_length is None:
-            whole_length = model.projector.fc1.weight.device.type == "cuda"
+            whole_length = self.device.type == "cuda"
         self.whole_length = whole_length or compiled
         self.cache: Cache | None = None
         self.capacity = 0
@@ -158,7 +162,10 @@ class StaticKVCache:
     def _allocate(self, capacity: int) -> Cache:
         self.capacity = -(-capacity // self.GROWTH) * self.GROWTH
         layer = StaticLayer if self.whole_length else WrittenPositionsLayer
-        return Cache(layers=[layer(max_cache_len=self.capacity) for _ in range(self.num_layers)])
+        cache = Cache(layers=[layer(max_cache_len=self.capacity) for _ in range(self.num_layers)])
+        # now, not at the first write: a compiled prefill would otherwise be traced for an empty cache
+        cache.early_initialization(1, *self.heads, self.dtype, self.device)
+        return cache
 
     def claim(self, owner: object, needed: int) -> Cache:
         """The cache for a new session's prefill of `needed` positions, empty."""
@@ -309,8 +316,8 @@ class VerifierSession:
         language_model, count, bucket = self.model.language_model, embeds.shape[1], None
         if self.static is not None:
             prefix = self.length
-            if self.static.compiled is not None and prefix > 0:       # a prefill runs eagerly
-                bucket = bucket_for(count)
+            if self.static.compiled is not None:
+                bucket = bucket_for(count) if prefix > 0 else prefill_bucket(count)
             self.cache = self.static.fit(self, prefix, bucket or count)
             if self.static.whole_length:          # fixed shapes: the mask covers every preallocated position
                 if allowed is None:
