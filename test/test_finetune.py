@@ -180,6 +180,15 @@ def test_loss_falls_and_the_directory_loads_and_acts(tiny_verifier, task_demos, 
     assert losses[-1] < 0.2 * losses[0], losses
     assert len(record["history"][-1]["val_exact"]) == 7 and record["dataset"]["val_episodes"] == 2
     frames = Frames.read([task_demos], 0.3, 512)
+    last = record["history"][-1]
+    by_task = last["val_by_task"]                              # the pooled figures split by instruction
+    assert set(by_task) == {frames.instructions[int(frame)] for frame in frames.val} and len(by_task) == 2
+    assert sum(task["frames"] for task in by_task.values()) == len(frames.val)
+    pooled = sum(task["frames"] * task["val_loss"] for task in by_task.values()) / len(frames.val)
+    assert pooled == pytest.approx(last["val_loss"], abs=1e-3)
+    for dimension in range(7):
+        pooled = sum(task["frames"] * task["val_exact"][dimension] for task in by_task.values()) / len(frames.val)
+        assert pooled == pytest.approx(last["val_exact"][dimension], abs=1e-3)
     assert json.loads((out / "dataset_statistics.json").read_text()) == {
         "libero_goal": json.loads(json.dumps(frames.statistics.to_json_entry()))}
     policy = VLAPolicy(PolicyConfig(verifier=str(out), draft="ar"))

@@ -253,8 +253,9 @@ class Inputs:
 
 @torch.no_grad()
 def evaluate(model: OpenVLA, inputs: Inputs, frames: np.ndarray, batch_size: int) -> dict:
-    """Loss and per-dimension exact / within-3-bins accuracy on `frames`, and the exact accuracy of
-    always answering the most frequent training token of each dimension."""
+    """Loss and per-dimension exact / within-3-bins accuracy on `frames`, overall and per task
+    (`val_by_task`, by instruction: a pooled figure hides a task that does not learn), and the
+    exact accuracy of always answering the most frequent training token of each dimension."""
     model.eval()
     losses, exact, within = [], [], []
     for start in range(0, len(frames), batch_size):
@@ -262,17 +263,25 @@ def evaluate(model: OpenVLA, inputs: Inputs, frames: np.ndarray, batch_size: int
         features, prompts, labels = inputs.batch(chunk)
         with inputs.autocast():
             logits = action_logits(model, features, prompts, labels).float()
-        losses.append(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum").item())
+        losses.append(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(-1, ACTION_DIM)
+                      .sum(1).cpu())
         hits = token_hits(logits, labels)
         exact.append(hits[0].cpu())
         within.append(hits[1].cpu())
     model.train()
+    losses, exact, within = torch.cat(losses), torch.cat(exact).float(), torch.cat(within).float()
+
+    def scores(rows) -> dict:
+        return {"val_loss": round(losses[rows].sum().item() / (len(losses[rows]) * ACTION_DIM), 4),
+                "val_exact": [round(v, 4) for v in exact[rows].mean(0).tolist()],
+                "val_within3": [round(v, 4) for v in within[rows].mean(0).tolist()]}
     tokens = inputs.frames.tokens
     modes = torch.from_numpy(tokens[inputs.frames.train]).mode(dim=0).values.numpy()
-    return {"val_loss": round(sum(losses) / (len(frames) * ACTION_DIM), 4),
-            "val_exact": [round(v, 4) for v in torch.cat(exact).float().mean(0).tolist()],
-            "val_within3": [round(v, 4) for v in torch.cat(within).float().mean(0).tolist()],
-            "val_most_frequent_exact": [round(float(v), 4) for v in (tokens[frames] == modes).mean(0)]}
+    instructions = np.array([inputs.frames.instructions[frame] for frame in frames])
+    by_task = {task: {"frames": int((instructions == task).sum()), **scores(torch.from_numpy(instructions == task))}
+               for task in sorted(set(instructions))}
+    most_frequent = [round(float(v), 4) for v in (tokens[frames] == modes).mean(0)]
+    return {**scores(slice(None)), "val_most_frequent_exact": most_frequent, "val_by_task": by_task}
 
 
 def learning_rate(step: int, args) -> float:
@@ -287,7 +296,10 @@ def learning_rate(step: int, args) -> float:
 def describe(metrics: dict) -> str:
     parts = []
     for name, value in metrics.items():
-        if isinstance(value, list):
+        if name == "val_by_task":
+            parts.append("val_loss by task " + ", ".join(f"'{task}' {scores['val_loss']}"
+                                                         for task, scores in value.items()))
+        elif isinstance(value, list):
             parts.append(f"{name} [{' '.join(f'{v:.2f}' for v in value)}]")
         elif name != "step":
             parts.append(f"{name} {value}")
