@@ -57,7 +57,13 @@ def test_every_section_is_measured_and_written(tmp_path):
     assert sorted(trees, key=int) == [str(n) for n in gpu_benchmark.TREE_PASS_NODES], seed
     positive += [entry["ms"] for entry in trees.values()]
     assert all(entry["of_pass_1"] == pytest.approx(entry["ms"] / passes["1"]["ms"]) for entry in trees.values())
-    positive += [value for entry in result["drafts"].values() for name, value in entry.items() if name != "accept_ms"]
+    positive += [value for entry in result["drafts"].values() for name, value in entry.items()
+                 if name not in ("accept_ms", "compiled")]
+    assert "compiled" not in result["drafts"]["llama"], seed        # its cache grows a position per step: eager
+    compiled_steps = result["drafts"]["mamba"]["compiled"]         # traced with the passes' compile setting
+    positive += [compiled_steps[name] for name in ("compile_s", "step_ms", "propose_4_ms")]
+    assert compiled_steps["step_of_eager"] == pytest.approx(compiled_steps["step_ms"]
+                                                            / result["drafts"]["mamba"]["step_ms"]), seed
     assert all(value > 0 for value in positive), seed
     static, dynamic = result["passes_static"], result["passes"]         # the same passes over the static KV cache
     assert (static["kv_cache"], dynamic["kv_cache"]) == ("static", "dynamic"), seed

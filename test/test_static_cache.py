@@ -296,8 +296,35 @@ def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, obse
     for index, (pixels, prompt, ar_generated, ar_rows) in enumerate(observations):
         _, stats = decoder.decode(pixels, prompt)
         assert_ar_up_to_near_ties(stats.generated, ar_generated, ar_rows, f"seed {SEED}, observation {index}")
-    assert compile_count() == before, "a pass was compiled during an action"
+    assert compile_count() == before, "a pass or a draft step was compiled during an action"
     assert Decoder(miniature.model, trained_drafts["mamba"], 3).warm_up(pixels, prompt) == 0.0   # eager: nothing
+
+
+def test_a_compiled_mamba_step_drafts_what_the_eager_one_does(miniature, trained_drafts):
+    """A Mamba head's one-token step traced as one graph: from random prompts and verifier hidden
+    states, the same chains after every accepted prefix, and its state stays the eager one's
+    (rollback to a snapshot included); a Llama head keeps eager steps."""
+    from spec_vla_ros.drafts.eagle_head import EagleDraft
+    head = trained_drafts["mamba"].head
+    eager, compiled = EagleDraft(head, miniature.model), EagleDraft(head, miniature.model)
+    assert compiled.compile_steps(True) and not eager.compile_steps(False)
+    assert not EagleDraft(trained_drafts["llama"].head, miniature.model).compile_steps(True)
+    generator = torch.Generator().manual_seed(SEED % 2**31)
+    width = miniature.model.hidden_size
+    for accepted in range(5):
+        hidden, embeds = torch.randn(30, width, generator=generator), torch.randn(30, width, generator=generator)
+        true_hidden = torch.randn(7, width, generator=generator)
+        token = int(torch.randint(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1, (1,), generator=generator))
+        for draft in (eager, compiled):
+            draft.begin(hidden, embeds)
+        proposals = [draft.propose(token, 6) for draft in (eager, compiled)]
+        assert proposals[0] == proposals[1], f"seed {SEED}, accepted {accepted}"
+        for draft in (eager, compiled):
+            draft.accept([token] + proposals[0][:accepted], true_hidden[:accepted + 1])
+        assert eager.propose(proposals[0][0], 4) == compiled.propose(proposals[0][0], 4), f"seed {SEED}"
+        for layer_eager, layer_compiled in zip(eager.state, compiled.state):
+            for a, b in zip(layer_eager, layer_compiled):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_a_padded_pass_has_one_key_per_padding_query():

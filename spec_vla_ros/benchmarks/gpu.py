@@ -18,7 +18,9 @@ then measures, in this order, and writes every figure into one JSON (`--out`):
               bucket, CUDA graphs on CUDA; on the CPU traced with the eager backend), the seconds
               its warm-up took to compile every bucket, and each figure's ratio to the dynamic one
   drafts      [optional] a Mamba head (one block) and a Llama head (one decoder layer) at the
-              verifier's width with random weights: parameters, begin / step / accept ms
+              verifier's width with random weights: parameters, begin / step / accept ms; when
+              passes_compiled ran, the Mamba head's steps compiled too (`compiled`: compile
+              seconds, step and proposal ms, their ratio to eager; the Llama head's stay eager)
   decode      [optional] AR vs strict speculative decoding per action on the same observations
               (history, mamba, llama drafts; num_draft_tokens k): passes per action, acceptance
               length, draft / verify / total ms, speedup; random heads accept little, and that
@@ -267,8 +269,11 @@ def random_head(kind: str, model, device: str, seed: int) -> EagleHead:
     return head.to_runtime(device, DTYPE)
 
 
-def drafts_section(model, device: str, repeats: int, prefill, num_draft_tokens: int, seed: int) -> dict:
-    """Per kind: parameters, begin ms, one proposal step ms, k proposals ms, accept of one token ms."""
+def drafts_section(model, device: str, repeats: int, prefill, num_draft_tokens: int, seed: int,
+                   compiled: bool = False) -> dict:
+    """Per kind: parameters, begin ms, one proposal step ms, k proposals ms, accept of one token ms;
+    with `compiled`, for a head whose steps compile (mamba): the same proposals compiled
+    (EagleDraft.compile_steps), the compile's seconds, and each figure's ratio to the eager one."""
     hidden, embeds = prefill.hidden, prefill.input_embeds
     token = ACTION_TOKEN_MIN + 100
     section = {}
@@ -289,6 +294,15 @@ def drafts_section(model, device: str, repeats: int, prefill, num_draft_tokens: 
                          "step_ms": step_ms, f"propose_{num_draft_tokens}_ms": propose_ms,
                          "accept_ms": max(accept_ms, 0.0),
                          "dispatched_ops_per_step": count_dispatched_ops(lambda: draft.propose(token, 1))}
+        if compiled and draft.compile_steps(True):
+            started = time.perf_counter()
+            draft.propose(token, 1)                                  # compiles the step's one graph
+            compiled_step_ms = timed_ms(lambda: draft.propose(token, 1), device, repeats)
+            compiled_propose_ms = timed_ms(lambda: draft.propose(token, num_draft_tokens), device, repeats)
+            section[kind]["compiled"] = {"compile_s": time.perf_counter() - started, "step_ms": compiled_step_ms,
+                                         f"propose_{num_draft_tokens}_ms": compiled_propose_ms,
+                                         "step_of_eager": compiled_step_ms / step_ms,
+                                         "propose_of_eager": compiled_propose_ms / propose_ms}
         del draft, head
     return section
 
@@ -479,7 +493,7 @@ def benchmark(args) -> dict:
                 out[section]["of_dynamic"] = static_over_dynamic(out[section], out["passes"])
             elif section == "drafts":
                 out["drafts"] = drafts_section(model, args.device, args.repeats, prefill, args.num_draft_tokens,
-                                               args.seed)
+                                               args.seed, compiled="passes_compiled" in out)
             else:
                 observed = observations(model, args.episodes, args.steps_per_episode, args.prompt_tokens, args.seed)
                 out["decode"], out["agreement"] = decode_section(model, args.device, observed, args.num_draft_tokens,
@@ -520,7 +534,9 @@ def summary(out: dict) -> str:
                                     for n, entry in out[section]["pass"].items()))
     if "drafts" in out:
         lines.append("draft heads begin/step ms: " + ", ".join(
-            f"{kind} {entry['begin_ms']:.2f}/{entry['step_ms']:.3f}" for kind, entry in out["drafts"].items()))
+            f"{kind} {entry['begin_ms']:.2f}/{entry['step_ms']:.3f}"
+            + (f" (compiled step {entry['compiled']['step_ms']:.3f})" if "compiled" in entry else "")
+            for kind, entry in out["drafts"].items()))
     if "decode" in out:
         lines.append("| configuration | passes/action | accept len | draft ms | verify ms | ms/action | speedup | "
                      "same as AR |")

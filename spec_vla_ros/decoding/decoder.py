@@ -74,6 +74,8 @@ class Decoder:
             raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
         self.kv_cache, self.compiled = kv_cache, compiled
         self.new_session = session_factory or (lambda: VerifierSession(model, kv_cache, compiled))
+        if hasattr(draft, "compile_steps"):          # a draft head's one-token steps, compiled with the passes
+            draft.compile_steps(compiled)
         if draft is not None and tree is not None and tree.hybrid and not isinstance(draft, HybridDraft):
             draft = HybridDraft(draft, draft.datastore)
         self.draft = draft
@@ -94,11 +96,16 @@ class Decoder:
         return 1 if self.draft is None else 1 + self.shape.nodes
 
     def warm_up(self, pixel_values: torch.Tensor, prompt_ids: list[int]) -> float:
-        """Compile the passes this decoder will run (compiled only; nothing otherwise) on this
-        observation, before the first action; -> seconds."""
+        """Compile the passes this decoder will run and its draft's steps (compiled only; nothing
+        otherwise) on this observation, before the first action; -> seconds."""
         if not self.compiled:
             return 0.0
-        return compiled_passes.warm_up(self.new_session(), pixel_values, prompt_ids, self.largest_pass)
+        start = time.perf_counter()
+        compiled_passes.warm_up(self.new_session(), pixel_values, prompt_ids, self.largest_pass)
+        if self.draft is not None:                   # the draft's compiled steps: one action, then forgotten
+            self.decode(pixel_values, prompt_ids)
+            self.reset_episode()
+        return time.perf_counter() - start
 
     @property
     def draft_name(self) -> str:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig
 
+from ..vla.compiled_passes import compile_for
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 from ..vla.model import OpenVLA
 from .base import Draft
@@ -207,6 +208,23 @@ class EagleDraft(Draft):
         self.carried = None                          # (state, pending hidden, tokens) of the last action
         self.token_inputs: dict[int, torch.Tensor] = {}   # token id -> head.token_input of its embedding
         self.action_token_inputs: torch.Tensor | None = None   # [256, H] head.token_input of every action token
+        self.step, self.steps_compiled = head.step, False    # the head's one-token step (compile_steps)
+
+    def compile_steps(self, compiled: bool) -> bool:
+        """Run the head's one-token steps compiled (`compile_for`: CUDA graphs on CUDA, traced on
+        the CPU) or eagerly; -> whether they are compiled. A Mamba core's only: its state has a
+        fixed size, so every step of a chain is the same graph (a Llama core's cache grows by a
+        position per step). A CUDA graph's outputs are overwritten by its next replay, and every
+        step's state is kept as a snapshot, so the outputs are copied."""
+        self.step, self.steps_compiled = self.head.step, compiled and self.head.kind == "mamba"
+        if self.steps_compiled:
+            step, _ = compile_for(self.head.step, self.action_rows.device)
+
+            def compiled_step(hidden, token_input, state):
+                out, state = step(hidden, token_input, state)
+                return out.clone(), tuple(tuple(tensor.clone() for tensor in layer) for layer in state)
+            self.step = compiled_step
+        return self.steps_compiled
 
     @property
     def early_source(self) -> str:
@@ -227,7 +245,7 @@ class EagleDraft(Draft):
         proposals = []
         bonuses = self.head.copy_bonus(torch.tensor(previous[:k], device=hidden.device))
         for token, bonus in zip(previous[:k], bonuses):
-            hidden, state = self.head.step(hidden, self._token_input(token), state)
+            hidden, state = self.step(hidden, self._token_input(token), state)
             proposals.append(ACTION_TOKEN_MIN + int((action_logits(hidden[0], self.action_rows) + bonus).argmax()))
         return proposals
 
@@ -256,7 +274,7 @@ class EagleDraft(Draft):
         self.snapshots, self.drafted_after = [core.snapshot(self.state)], next_token
         hidden, token, state, proposals = self.pending, next_token, self.state, []
         for _ in range(k):
-            hidden, state = self.head.step(hidden, self._token_input(token), state)
+            hidden, state = self.step(hidden, self._token_input(token), state)
             self.snapshots.append(core.snapshot(state))
             token = ACTION_TOKEN_MIN + int(action_logits(hidden[0], self.action_rows).argmax())
             proposals.append(token)
@@ -278,7 +296,7 @@ class EagleDraft(Draft):
         core, head = self.head.core, self.head
         self._rollback(0)
         self.snapshots, self.drafted_after = [core.snapshot(self.state)], next_token
-        hidden, state = head.step(self.pending, self._token_input(next_token), self.state)
+        hidden, state = self.step(self.pending, self._token_input(next_token), self.state)
         self.snapshots.append(core.snapshot(state))
         self.state = state                            # rollback restores a snapshot of it
         table = self._action_token_inputs()

@@ -156,7 +156,7 @@ class MambaMixer(nn.Module):
         length axis and module calls (a draft's proposal step on the CPU spends much of its time in
         dispatch, not arithmetic). Without `outputs` the pure-PyTorch path stops at the state."""
         conv_state, ssm_state = state
-        use_kernel = kernels_usable(hidden.device)
+        use_kernel = kernels_usable(hidden.device) and not torch.compiler.is_compiling()   # compiled: inductor's
         x, z = self._in_proj(hidden, outputs or use_kernel)                     # [b, d_inner] each
         conv_state = torch.cat([conv_state[..., 1:], x.unsqueeze(-1)], dim=-1)
         x = F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)

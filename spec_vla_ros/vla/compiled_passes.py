@@ -53,6 +53,20 @@ def prefill_bucket(count: int) -> int:
     return -(-count // PREFILL_BUCKET) * PREFILL_BUCKET
 
 
+def compile_for(function, device, backend: str | None = None):
+    """torch.compile of `function` as the verifier's passes are compiled: one graph (fullgraph),
+    static shapes; `backend` default: inductor replayed as CUDA graphs (mode reduce-overhead) on
+    CUDA, "eager" (tracing only) on the CPU. -> (compiled function, backend)."""
+    device = torch.device(device)
+    if backend is None:
+        backend = "inductor" if device.type == "cuda" else "eager"
+    options = {"mode": "reduce-overhead"} if backend == "inductor" and device.type == "cuda" else {}
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
+                                                           RECOMPILE_LIMIT)
+    return torch.compile(function, backend=backend, fullgraph=True, dynamic=False, **options), backend
+
+
 class CompiledPasses:
     """The language model's forward over a static cache, compiled per bucket (a pass's or a prefill's): `run(embeds, allowed,
     positions)` with `allowed` [1, 1, n, capacity] and `positions` [1, n] as the static cache builds
@@ -62,15 +76,7 @@ class CompiledPasses:
         """`backend`: torch.compile's; default: inductor with mode reduce-overhead (CUDA graphs) on
         CUDA, "eager" (tracing only) on the CPU."""
         self.language_model, self.static = language_model, static
-        device = language_model.lm_head.weight.device
-        if backend is None:
-            backend = "inductor" if device.type == "cuda" else "eager"
-        options = {"mode": "reduce-overhead"} if backend == "inductor" and device.type == "cuda" else {}
-        self.backend = backend
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
-                                                               RECOMPILE_LIMIT)
-        self.compiled = torch.compile(self._forward, backend=backend, fullgraph=True, dynamic=False, **options)
+        self.compiled, self.backend = compile_for(self._forward, language_model.lm_head.weight.device, backend)
         self.buckets_run: set[int] = set()
 
     def _forward(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
