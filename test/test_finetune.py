@@ -37,13 +37,17 @@ TINY_VISION = ({"patch_size": 28, "embed_dim": 32, "depth": 2, "num_heads": 2, "
                 "class_token": False, "global_pool": "map"})
 
 
-def write_libero_file(path, instruction, episodes, convention="opengl"):
-    """A demonstration file as LIBERO's create_dataset.py writes one (episodes: (actions, upright images))."""
+def write_libero_file(path, instruction, episodes, convention="opengl", bddl_file=None):
+    """A demonstration file as LIBERO's create_dataset.py writes one (episodes: (actions, upright images));
+    `bddl_file`: the task's BDDL file named in env_args (None: none named)."""
     with h5py.File(path, "w") as f:
         data = f.create_group("data")
         data.attrs["problem_info"] = json.dumps({"problem_name": "libero_kitchen_tabletop_manipulation",
                                                  "domain_name": "robosuite", "language_instruction": instruction})
-        data.attrs["env_args"] = json.dumps({"type": 1, "env_name": "Libero_Kitchen_Tabletop_Manipulation"})
+        env_args = {"type": 1, "env_name": "Libero_Kitchen_Tabletop_Manipulation"}
+        if bddl_file is not None:
+            env_args["bddl_file"] = bddl_file
+        data.attrs["env_args"] = json.dumps(env_args)
         data.attrs["macros_image_convention"] = convention
         data.attrs["num_demos"] = len(episodes)
         for index, (actions, images) in enumerate(episodes):
@@ -102,6 +106,21 @@ def task_demos(tmp_path_factory):
 def arguments(demos, out, init, *extra):
     return build_parser().parse_args([str(demos), "--out", str(out), "--init", str(init), "--batch-size", "4",
                                       "--lr", "3e-3", "--val-fraction", "0.3", *extra])
+
+
+@pytest.mark.parametrize("bddl_file, expected", [
+    ("/libero/bddl_files/libero_goal/put_the_bowl_on_top_of_the_cabinet.bddl", "put the bowl on top of the cabinet"),
+    ("libero_90/KITCHEN_SCENE10_put_the_black_bowl_in_the_top_drawer_of_the_cabinet.bddl",
+     "put the black bowl in the top drawer of the cabinet"),
+    (None, "put the bowl on the top of the drawer")])
+def test_the_instruction_is_the_tasks_language_as_openvla_trained_and_evaluates(tmp_path, rng, bddl_file, expected):
+    """LIBERO's problem_info holds the BDDL's own words, which differ from the task's language for 5
+    of LIBERO-GOAL's 10 tasks; OpenVLA's data and evaluation use the task's language (from its BDDL
+    file's name), so the reader does too, and problem_info only when no BDDL file is named."""
+    actions, images = random_episode(rng, 4)
+    path = write_libero_file(tmp_path / "a.hdf5", "put the bowl on the top of the drawer", [(actions, images)],
+                             bddl_file=bddl_file)
+    assert DemonstrationFile(path).instruction == expected
 
 
 def test_the_reader_takes_libero_files_as_they_are(tmp_path, rng):

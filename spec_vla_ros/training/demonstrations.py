@@ -6,7 +6,7 @@ LIBERO's demonstration files (the official `libero_goal/*_demo.hdf5`, OpenVLA's 
 
     data                          attrs: problem_info (JSON, with "language_instruction"),
                                          macros_image_convention ("opengl": images upside down),
-                                         env_args, bddl_file_name, ...
+                                         env_args (JSON, with "bddl_file"), bddl_file_name, ...
     data/demo_N/actions           [T, 7] float: dx dy dz droll dpitch dyaw, gripper -1 open / +1 close
     data/demo_N/obs/agentview_rgb [T, H, W, 3] uint8, as robosuite renders them (OpenGL: bottom row
                                          first), which OpenVLA's harness rotates by 180 degrees
@@ -68,9 +68,29 @@ def _attribute_text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def task_language(bddl_file: str) -> str:
+    """LIBERO's language of a task from its BDDL file's name (the benchmark's own rule: the name's
+    words, after a LIBERO-100 scene prefix such as `KITCHEN_SCENE3_`): what LIBERO's `task.language`
+    holds, OpenVLA's evaluation prompts with, and OpenVLA's training data took from the demo file's
+    name (`<task name>_demo.hdf5`)."""
+    name = Path(str(bddl_file)).name
+    name = name[:-len(".bddl")] if name.endswith(".bddl") else name
+    if name[:1].isupper():
+        scene = re.search(r"SCENE\d+_", name)
+        name = name[scene.end():] if scene else name
+    return " ".join(name.split("_"))
+
+
 def instruction_of(path: Path, attributes) -> str:
-    """The task's language instruction from `data`'s `problem_info` attribute (LIBERO's layout);
-    DemonstrationError when it is absent or malformed."""
+    """The task's language instruction: LIBERO's task language from the task's BDDL file named in
+    `env_args` (`task_language`); without one, `problem_info`'s language_instruction. The BDDL's
+    own `(:language ...)` text, which LIBERO puts in problem_info, differs for 5 of LIBERO-GOAL's 10
+    tasks ("put the bowl on the top of the drawer" for "put the bowl on top of the cabinet"): a
+    model trained on it would be prompted with words it never saw. DemonstrationError when neither
+    is usable."""
+    bddl_file = _bddl_file(attributes)
+    if bddl_file:
+        return task_language(bddl_file)
     if "problem_info" not in attributes:
         raise DemonstrationError(f"{path}: data has no 'problem_info' attribute; expected LIBERO's layout with "
                                  "problem_info = JSON {\"language_instruction\": ...}")
@@ -83,6 +103,15 @@ def instruction_of(path: Path, attributes) -> str:
     if not isinstance(language, str) or not language.strip():
         raise DemonstrationError(f"{path}: problem_info's language_instruction is empty or not text: {language!r}")
     return language
+
+
+def _bddl_file(attributes) -> str:
+    """The BDDL file `env_args` names (LIBERO writes it there), or ''."""
+    try:
+        env_args = json.loads(_attribute_text(attributes["env_args"]))
+        return str(env_args.get("bddl_file") or env_args.get("env_kwargs", {}).get("bddl_file_name") or "")
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return ""
 
 
 class DemonstrationFile:
