@@ -214,14 +214,17 @@ class EagleDraft(Draft):
         """Run the head's one-token steps compiled (`compile_for`: CUDA graphs on CUDA, traced on
         the CPU) or eagerly; -> whether they are compiled. A Mamba core's only: its state has a
         fixed size, so every step of a chain is the same graph (a Llama core's cache grows by a
-        position per step). A CUDA graph's outputs are overwritten by its next replay, and every
-        step's state is kept as a snapshot, so the outputs are copied."""
+        position per step). A graph is made for one memory layout of its inputs, and a state that
+        `absorb` made over n positions is a slice whose strides depend on n, so the inputs go in
+        contiguous. A CUDA graph's outputs are overwritten by its next replay, and every step's state
+        is kept as a snapshot, so the outputs are copied."""
         self.step, self.steps_compiled = self.head.step, compiled and self.head.kind == "mamba"
         if self.steps_compiled:
             step, _ = compile_for(self.head.step, self.action_rows.device)
 
             def compiled_step(hidden, token_input, state):
-                out, state = step(hidden, token_input, state)
+                state = tuple(tuple(tensor.contiguous() for tensor in layer) for layer in state)
+                out, state = step(hidden.contiguous(), token_input.contiguous(), state)
                 return out.clone(), tuple(tuple(tensor.clone() for tensor in layer) for layer in state)
             self.step = compiled_step
         return self.steps_compiled
