@@ -65,7 +65,7 @@ from .camera_intake import (CAMERA_CHECK_PERIOD_S, IMAGE_TRANSPORTS, NO_PUBLISHE
 from .control import action_to_velocity
 from .dds import NO_FRAME_HINT, no_publisher_hint
 from .decode_report import DecodeReport
-from .lifecycle import GuardedSpin, RateLimitedLog, destroyed_on_error, end_node, run_node, stop_event
+from .lifecycle import GuardedSpin, RateLimitedLog, destroyed_on_error, end_node, exit_process, run_node, stop_event
 from .node_arguments import check_node_arguments
 from ..errors import one_line
 from ..policy_config import PolicyConfig
@@ -330,7 +330,11 @@ def main(args=None) -> int:
         try:
             node = PolicyNode()
         except (ValueError, ParameterException) as error:
-            return invalid_configuration(error)
+            invalid_configuration(error)
+            # At once, without the teardown: in CI a refused node crashed (exit -11) after its line, while
+            # the half-built node and the participant were torn down; a node that never started has nothing
+            # to close.
+            exit_process(2)
         except RCLError as error:      # rcl cannot create the node, e.g. ROS_SECURITY_ENABLE without the plugins
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start the node: {one_line(error)}")
             return 2
