@@ -5,7 +5,8 @@
 On the decode benchmark's default sample (spec-vla-bench decode: 12 synthetic scenes x 5 control
 steps), miniature verifier, fp32, CPU, one torch thread, each configuration decoded with both
 caches, interleaved observation by observation: AR, and strict speculative decoding with the
-packaged mamba draft (chain of 4) and the llama draft (hybrid:50 tree). Per configuration and
+packaged mamba draft (chain of 4) and the llama draft (chain of 4, and hybrid:50 tree; its head's
+own cache follows the verifier's: a StaticLlamaCache with "static"). Per configuration and
 cache: mean and median ms per action, verifier passes, and the share of actions whose tokens equal
 the dynamic cache's (strict: both are AR up to near-ties).
 
@@ -36,7 +37,7 @@ from spec_vla_ros.vla.preprocess import pixel_values
 from spec_vla_ros.vla.prompt import prompt_token_ids
 from spec_vla_ros.vla.session import KV_CACHES
 
-CONFIGURATIONS = {"ar": (None, 1, None), "mamba chain:4": ("mamba", 4, None),
+CONFIGURATIONS = {"ar": (None, 1, None), "mamba chain:4": ("mamba", 4, None), "llama chain:4": ("llama", 4, None),
                   "llama hybrid:50": ("llama", 4, parse_tree_shape("hybrid:50"))}
 
 

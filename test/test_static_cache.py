@@ -17,6 +17,8 @@ import torch
 
 from spec_vla_ros.decoding.acceptance import STRICT_TIE_TOLERANCE_FP32, Acceptance
 from spec_vla_ros.decoding.decoder import Decoder
+from spec_vla_ros.drafts.eagle_head import EagleDraft, action_logits
+from spec_vla_ros.drafts.llama import StaticLlamaCache
 from spec_vla_ros.drafts.registry import load_draft
 from spec_vla_ros.drafts.tree import TreeShape
 from spec_vla_ros.policy_config import PolicyConfig
@@ -27,6 +29,7 @@ from spec_vla_ros.vla.session import StaticKVCache, VerifierSession, static_kv_c
 
 SEED = int.from_bytes(os.urandom(4), "little")
 SHAPE_NOISE = 1e-4
+DRAFT_TIE = 1e-4            # a draft's two best action logits this close may swap between caches
 SHAPES = [None, TreeShape(16, 4, 4), TreeShape(16, 4, 4, hybrid=True)]      # None: a chain of k
 
 
@@ -276,11 +279,13 @@ def test_compiled_passes_compute_what_eager_ones_do(miniature):
     assert sessions[1].static.compiled.buckets_run - {prefill} <= set(PASS_BUCKETS)
 
 
-def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, observations, trained_drafts):
-    """Warm-up compiles the buckets of the decoder's passes (k = 3: 1, 2, 4) and of prefills of
-    prompts around this one's length; decoding observations with other prompts then traces no new
-    graph, and strict decoding gives AR's tokens except at near-ties."""
-    decoder = Decoder(miniature.model, trained_drafts["mamba"], 3, Acceptance(0), compiled=True)
+@pytest.mark.parametrize("kind", ["mamba", "llama"])
+def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, observations, trained_drafts, kind):
+    """Warm-up compiles the buckets of the decoder's passes (k = 3: 1, 2, 4), of prefills of
+    prompts around this one's length and the draft head's step; decoding observations with other
+    prompts then traces no new graph, and strict decoding gives AR's tokens except at near-ties."""
+    decoder = Decoder(miniature.model, trained_drafts[kind], 3, Acceptance(0), compiled=True)
+    assert trained_drafts[kind].steps_compiled
     assert decoder.largest_pass == 4
     pixels, prompt, _, _ = observations[0]
     assert decoder.warm_up(pixels, prompt) > 0
@@ -297,38 +302,159 @@ def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, obse
         _, stats = decoder.decode(pixels, prompt)
         assert_ar_up_to_near_ties(stats.generated, ar_generated, ar_rows, f"seed {SEED}, observation {index}")
     assert compile_count() == before, "a pass or a draft step was compiled during an action"
-    assert Decoder(miniature.model, trained_drafts["mamba"], 3).warm_up(pixels, prompt) == 0.0   # eager: nothing
+    assert Decoder(miniature.model, trained_drafts[kind], 3).warm_up(pixels, prompt) == 0.0   # eager: nothing
+    assert not trained_drafts[kind].steps_compiled
 
 
-def test_a_compiled_mamba_step_drafts_what_the_eager_one_does(miniature, trained_drafts):
-    """A Mamba head's one-token step traced as one graph: from random prompts and verifier hidden
-    states, the same chains after every accepted prefix, and its state stays the eager one's
-    (rollback to a snapshot included); states absorbed over any number of positions (slices of
-    other strides) reuse the one graph; a Llama head keeps eager steps."""
-    from spec_vla_ros.drafts.eagle_head import EagleDraft
-    head = trained_drafts["mamba"].head
+def assert_same_states(eager, other, message):
+    """A Mamba draft's state tuples, or a Llama draft's keys and values over the written positions,
+    within SHAPE_NOISE (a static cache's attention reads more, masked, positions: float32 noise)."""
+    if isinstance(eager.state, tuple):
+        for layer_eager, layer_other in zip(eager.state, other.state):
+            for a, b in zip(layer_eager, layer_other):
+                torch.testing.assert_close(a, b, atol=SHAPE_NOISE, rtol=SHAPE_NOISE,
+                                           msg=lambda text: f"{message}: {text}")
+        return
+    length = eager.state.get_seq_length()
+    assert other.state.get_seq_length() == length, message
+    for a, b in ((eager.state.layers[0].keys, other.state.layers[0].keys),
+                 (eager.state.layers[0].values, other.state.layers[0].values)):
+        torch.testing.assert_close(a[:, :, :length], b[:, :, :length], atol=SHAPE_NOISE, rtol=SHAPE_NOISE,
+                                   msg=lambda text: f"{message}: {text}")
+
+
+class RecordedSteps:
+    """Wraps a draft's one-token step (EagleDraft.step), keeping the predicted hidden states."""
+
+    def __init__(self, draft):
+        self.step, self.outputs = draft.step, []
+        draft.step = self
+
+    def __call__(self, hidden, token_input, state):
+        out, state = self.step(hidden, token_input, state)
+        self.outputs.append(out.detach().clone())
+        return out, state
+
+
+def assert_same_proposals_up_to_near_ties(proposals, other, recorded: RecordedSteps, action_rows, message):
+    """`other` equals `proposals` (the eager dynamic draft's, its steps' outputs in `recorded`)
+    up to the first token where that draft's two best action logits were within DRAFT_TIE."""
+    for position, (mine, theirs) in enumerate(zip(proposals, other)):
+        if mine != theirs:
+            top = action_logits(recorded.outputs[-len(proposals) + position][0], action_rows).topk(2).values
+            assert float(top[0] - top[1]) <= DRAFT_TIE, f"{message}: proposal {position} is {theirs}, not {mine}"
+            return
+    assert len(proposals) == len(other), message
+
+
+def assert_same_candidates_up_to_near_ties(candidates, other, message):
+    """A draft tree's candidates (tokens, parents, cumulative log-probabilities) equal `other`'s,
+    scores within DRAFT_TIE, up to the first difference, which only a near-tie of two of the
+    first's scores may cause (a swapped pair of siblings, or another candidate expanded)."""
+    (tokens, parents, scores), (other_tokens, other_parents, other_scores) = candidates, other
+    for index in range(len(tokens)):
+        if (tokens[index], parents[index]) != (other_tokens[index], other_parents[index]):
+            gap = float(scores.sort().values.diff().min())
+            assert gap <= DRAFT_TIE, f"{message}: candidate {index} differs with no near-tie (closest scores {gap})"
+            return
+        assert abs(float(scores[index] - other_scores[index])) <= DRAFT_TIE, f"{message}: candidate {index}'s score"
+
+
+def random_window(generator, width, length):
+    return torch.randn(length, width, generator=generator), torch.randn(length, width, generator=generator)
+
+
+@pytest.mark.parametrize("kind", ["mamba", "llama"])
+def test_a_compiled_draft_step_drafts_what_the_eager_one_does(miniature, trained_drafts, kind):
+    """A draft head's one-token step traced as one graph (a Llama head's over its static cache):
+    from random prompts and verifier hidden states, the same chains after every accepted prefix,
+    and its state stays the eager one's (rollback to a snapshot included); states absorbed over
+    any number of positions (Mamba: slices of other strides) reuse the one graph."""
+    head = trained_drafts[kind].head
     eager, compiled = EagleDraft(head, miniature.model), EagleDraft(head, miniature.model)
-    assert compiled.compile_steps(True) and not eager.compile_steps(False)
-    assert not EagleDraft(trained_drafts["llama"].head, miniature.model).compile_steps(True)
+    assert compiled.configure(compiled=True) and not eager.configure(compiled=False)
+    assert (compiled.kv_cache, eager.kv_cache) == ("static" if kind == "llama" else "dynamic", "dynamic")
+    recorded = RecordedSteps(eager)
     generator = torch.Generator().manual_seed(SEED % 2**31)
     width = miniature.model.hidden_size
     for accepted in range(5):
-        hidden, embeds = torch.randn(30, width, generator=generator), torch.randn(30, width, generator=generator)
+        hidden, embeds = random_window(generator, width, 30 + accepted)
         true_hidden = torch.randn(7, width, generator=generator)
         token = int(torch.randint(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1, (1,), generator=generator))
         for draft in (eager, compiled):
             draft.begin(hidden, embeds)
         proposals = [draft.propose(token, 6) for draft in (eager, compiled)]
-        assert proposals[0] == proposals[1], f"seed {SEED}, accepted {accepted}"
+        message = f"seed {SEED}, {kind}, accepted {accepted}"
+        assert_same_proposals_up_to_near_ties(*proposals, recorded, eager.action_rows, message)
         if accepted == 0:
             graphs = compile_count()
         for draft in (eager, compiled):
             draft.accept([token] + proposals[0][:accepted], true_hidden[:accepted + 1])
-        assert eager.propose(proposals[0][0], 4) == compiled.propose(proposals[0][0], 4), f"seed {SEED}"
-        for layer_eager, layer_compiled in zip(eager.state, compiled.state):
-            for a, b in zip(layer_eager, layer_compiled):
-                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert compile_count() == graphs, f"seed {SEED}: a step was compiled again for another state layout"
+        assert_same_proposals_up_to_near_ties(eager.propose(proposals[0][0], 4), compiled.propose(proposals[0][0], 4),
+                                              recorded, eager.action_rows, message)
+        assert_same_states(eager, compiled, message)
+    assert compile_count() == graphs, f"seed {SEED}: a step was compiled again for another state"
+
+
+def test_a_static_llama_cache_drafts_what_a_dynamic_one_does(miniature, trained_drafts):
+    """A Llama draft on its StaticLlamaCache against one on DynamicCaches, over actions with
+    random prompt windows, accepted prefixes and draft trees: the same proposals (up to a near-tie
+    of the dynamic draft's logits), the same keys and values after each rollback; the cache is
+    allocated once and reused by every action (its tensors stay where they are)."""
+    head = trained_drafts["llama"].head
+    dynamic, static = EagleDraft(head, miniature.model), EagleDraft(head, miniature.model)
+    static.configure("static")
+    recorded = RecordedSteps(dynamic)
+    generator = torch.Generator().manual_seed((SEED + 7) % 2**31)
+    width, addresses = miniature.model.hidden_size, set()
+    for action in range(6):
+        message = f"seed {SEED}, action {action}"
+        hidden, embeds = random_window(generator, width, int(torch.randint(3, 40, (1,), generator=generator)))
+        for draft in (dynamic, static):
+            draft.begin(hidden, embeds)
+        addresses.add(static.state.layers[0].keys.data_ptr())
+        read = 0
+        while read < 6:
+            token = int(torch.randint(ACTION_TOKEN_MIN, ACTION_TOKEN_MAX + 1, (1,), generator=generator))
+            if action % 2:                               # a draft tree, then a chain after it
+                assert_same_candidates_up_to_near_ties(*[draft.tree_candidates(token, 3, 3)
+                                                         for draft in (dynamic, static)], message)
+            proposals = [draft.propose(token, 4) for draft in (dynamic, static)]
+            assert_same_proposals_up_to_near_ties(*proposals, recorded, dynamic.action_rows, message)
+            accepted = min(int(torch.randint(0, 6 - read, (1,), generator=generator)) + 1, 1 + len(proposals[0]))
+            true_hidden = torch.randn(accepted, width, generator=generator)
+            for draft in (dynamic, static):
+                draft.accept(([token] + proposals[0])[:accepted], true_hidden)
+            read += accepted
+            assert_same_states(dynamic, static, message)
+    assert static.state is static.static_cache and len(addresses) == 1, "the static cache was allocated again"
+
+
+def test_a_static_llama_cache_grows_once_keeping_what_it_holds(miniature, trained_drafts):
+    """Room for more positions than preallocated (a wide tree): one larger allocation, the keys
+    and values written so far copied, the same cache object; a rollback only moves the length."""
+    core = trained_drafts["llama"].head.core
+    generator = torch.Generator().manual_seed((SEED + 11) % 2**31)
+    width = miniature.model.hidden_size
+    growth = StaticLlamaCache.GROWTH
+    with torch.inference_mode():
+        window = torch.randn(10, width, generator=generator)
+        cache, dynamic = core.absorb(window, core.static_cache(10, torch.float32, "cpu")), core.absorb(window)
+        assert (cache.capacity, cache.length) == (growth, 10)
+        keys = cache.layers[0].keys[:, :, :10].clone()
+        cache.reserve(growth - 10)                                         # fits: nothing allocated
+        assert cache.capacity == growth
+        level = torch.randn(1, growth, width, generator=generator)        # 10 + growth positions
+        (out, grown), (expected, dynamic) = core(level, cache), core(level, dynamic)
+        assert grown is cache and (cache.capacity, cache.length) == (2 * growth, 10 + growth)
+        assert torch.equal(cache.layers[0].keys[:, :, :10], keys)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0, msg=lambda text: f"seed {SEED}: {text}")
+        core.restore(cache, 10)
+        core.restore(dynamic, 10)
+        assert (cache.capacity, cache.length) == (2 * growth, 10)
+        step = torch.randn(1, width, generator=generator)
+        torch.testing.assert_close(core.step_rows(step, cache)[0], core.step_rows(step, dynamic)[0], atol=1e-5,
+                                   rtol=0, msg=lambda text: f"seed {SEED}: {text}")
 
 
 def test_a_padded_pass_has_one_key_per_padding_query():

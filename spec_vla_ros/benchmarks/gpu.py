@@ -19,13 +19,14 @@ then measures, in this order, and writes every figure into one JSON (`--out`):
               its warm-up took to compile every bucket, and each figure's ratio to the dynamic one
   drafts      [optional] a Mamba head (one block) and a Llama head (one decoder layer) at the
               verifier's width with random weights: parameters, begin / step / accept ms; when
-              passes_compiled ran, the Mamba head's steps compiled too (`compiled`: compile
-              seconds, step and proposal ms, their ratio to eager; the Llama head's stay eager)
+              passes_compiled ran, both heads' steps compiled too (the Llama head's over its
+              static KV cache; `compiled`: compile seconds, step and proposal ms, their ratio to eager)
   decode      [optional] AR vs strict speculative decoding per action on the same observations
               (history, mamba, llama drafts; num_draft_tokens k): passes per action, acceptance
               length, draft / verify / total ms, speedup; random heads accept little, and that
-              is reported, not hidden; AR and history also with the static KV cache and with
-              compiled passes (CACHE_CONFIGURATIONS), their tokens compared with AR's like the others'
+              is reported, not hidden; AR and history also with the static KV cache, and every
+              draft with compiled passes and compiled head steps (CACHE_CONFIGURATIONS), their
+              tokens compared with AR's like the others'
   agreement   [optional, from decode] share of actions where strict speculative decoding equals
               AR in bf16, beside AR's own noise floor (decoding/noise_floor.py: AR against AR with
               the prompt verified in a pass one position longer)
@@ -89,7 +90,10 @@ HEAD_CONTEXT = cost_model.DEFAULT_DRAFT_CONTEXT
 DTYPE = torch.bfloat16
 DECODE_DRAFTS = SPECULATIVE_KINDS           # heads (mamba, llama) with random weights, and history
 STATIC, COMPILED = "static", "compiled"     # the static KV cache, and compiled passes over it
-CACHE_CONFIGURATIONS = {f"{kind}/{mode}": (kind, mode) for mode in (STATIC, COMPILED) for kind in (AR, "history")}
+# AR and the history draft on the static cache; every draft with compiled passes and (heads) compiled steps
+CACHE_CONFIGURATIONS = {f"{kind}/{mode}": (kind, mode) for mode, kinds in ((STATIC, (AR, "history")),
+                                                                          (COMPILED, (AR,) + DECODE_DRAFTS))
+                        for kind in kinds}
 
 
 def architecture(name: str) -> VLAConfig:
@@ -272,8 +276,8 @@ def random_head(kind: str, model, device: str, seed: int) -> EagleHead:
 def drafts_section(model, device: str, repeats: int, prefill, num_draft_tokens: int, seed: int,
                    compiled: bool = False) -> dict:
     """Per kind: parameters, begin ms, one proposal step ms, k proposals ms, accept of one token ms;
-    with `compiled`, for a head whose steps compile (mamba): the same proposals compiled
-    (EagleDraft.compile_steps), the compile's seconds, and each figure's ratio to the eager one."""
+    with `compiled`: the same proposals compiled (EagleDraft.configure; a Llama head's over its
+    static KV cache), the compile's seconds, and each figure's ratio to the eager one."""
     hidden, embeds = prefill.hidden, prefill.input_embeds
     token = ACTION_TOKEN_MIN + 100
     section = {}
@@ -294,8 +298,9 @@ def drafts_section(model, device: str, repeats: int, prefill, num_draft_tokens: 
                          "step_ms": step_ms, f"propose_{num_draft_tokens}_ms": propose_ms,
                          "accept_ms": max(accept_ms, 0.0),
                          "dispatched_ops_per_step": count_dispatched_ops(lambda: draft.propose(token, 1))}
-        if compiled and draft.compile_steps(True):
+        if compiled and draft.configure(compiled=True):
             started = time.perf_counter()
+            draft.begin(hidden, embeds)                              # a Llama head: onto its static cache
             draft.propose(token, 1)                                  # compiles the step's one graph
             compiled_step_ms = timed_ms(lambda: draft.propose(token, 1), device, repeats)
             compiled_propose_ms = timed_ms(lambda: draft.propose(token, num_draft_tokens), device, repeats)
@@ -329,8 +334,9 @@ def decoders(model, device: str, num_draft_tokens: int, seed: int, compiled: boo
     for name, (kind, mode) in CACHE_CONFIGURATIONS.items():
         if mode == COMPILED and not compiled:
             continue
-        made[name] = Decoder(model, HistoryDraft() if kind != AR else None, num_draft_tokens, STRICT, kv_cache=STATIC,
-                             compiled=mode == COMPILED)
+        draft = None if kind == AR else HistoryDraft() if not DRAFT_KINDS[kind].needs_checkpoint else \
+            EagleDraft(random_head(kind, model, device, seed), model)           # the eager heads' weights
+        made[name] = Decoder(model, draft, num_draft_tokens, STRICT, kv_cache=STATIC, compiled=mode == COMPILED)
     return made
 
 
@@ -447,11 +453,14 @@ def estimate_s(section: str, out: dict, args) -> float:
             0, args.prompt_tokens, max(TREE_PASS_NODES) + 1))       # + 1: where the image's length falls
         return buckets * COMPILE_S_PER_BUCKET[torch.device(args.device).type] + 3 * (args.repeats + 1) * (
             8 + len(TREE_PASS_NODES)) * pass_s + 5.0
+    # with compiled passes, each draft head's step compiles too: in the drafts section and again in decode's
+    step_compile_s = len(CHECKPOINT_KINDS) * COMPILE_S_PER_BUCKET[torch.device(args.device).type] \
+        if "passes_compiled" in out else 0.0
     if section == "drafts":
-        return len(CHECKPOINT_KINDS) * (4 * (args.repeats + 1) * pass_s + 5.0)
+        return len(CHECKPOINT_KINDS) * (4 * (args.repeats + 1) * pass_s + 5.0) + step_compile_s
     if section == "decode":
         actions = args.episodes * args.steps_per_episode + 1
-        return (2 + len(DECODE_DRAFTS) + len(CACHE_CONFIGURATIONS)) * actions * action_s * 2.0 + 5.0
+        return (2 + len(DECODE_DRAFTS) + len(CACHE_CONFIGURATIONS)) * actions * action_s * 2.0 + 5.0 + step_compile_s
     raise ValueError(section)
 
 

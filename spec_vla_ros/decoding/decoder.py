@@ -63,9 +63,10 @@ class Decoder:
         from ('' for none), copied into every DecodeStats. `tree`: the draft's tree shape; None
         proposes chains of `num_draft_tokens`; a hybrid shape wraps the draft in a HybridDraft
         (drafts/hybrid.py) retrieving from the draft's datastore. `kv_cache`: the verifier
-        sessions' cache, "dynamic" or "static" (vla/session.py; same tokens up to float32 noise);
-        `compiled`: passes and prefills compiled per length bucket over the static cache
-        (vla/compiled_passes.py; `warm_up` compiles them before the first action)."""
+        sessions' cache, "dynamic" or "static" (vla/session.py; same tokens up to float32 noise),
+        and a Llama draft head's (drafts/llama.py); `compiled`: passes and prefills compiled per
+        length bucket over the static cache (vla/compiled_passes.py), and a draft head's one-token
+        steps (EagleDraft.configure); `warm_up` compiles them before the first action."""
         if draft is not None and (not isinstance(num_draft_tokens, int) or num_draft_tokens < 1):
             raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")
         if tree is not None and not isinstance(tree, TreeShape):
@@ -74,8 +75,8 @@ class Decoder:
             raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
         self.kv_cache, self.compiled = kv_cache, compiled
         self.new_session = session_factory or (lambda: VerifierSession(model, kv_cache, compiled))
-        if hasattr(draft, "compile_steps"):          # a draft head's one-token steps, compiled with the passes
-            draft.compile_steps(compiled)
+        if hasattr(draft, "configure"):              # a draft head: its cache and steps as the verifier's
+            draft.configure(kv_cache, compiled)
         if draft is not None and tree is not None and tree.hybrid and not isinstance(draft, HybridDraft):
             draft = HybridDraft(draft, draft.datastore)
         self.draft = draft

@@ -46,6 +46,7 @@ from transformers import LlamaConfig
 from ..vla.compiled_passes import compile_for
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN
 from ..vla.model import OpenVLA
+from ..vla.session import KV_CACHES
 from .base import Draft
 from .llama import LlamaCore, layer_config
 from .mamba import MAMBA_D_STATE, MAMBA_EXPAND, MambaConfig, MambaCore
@@ -208,24 +209,36 @@ class EagleDraft(Draft):
         self.carried = None                          # (state, pending hidden, tokens) of the last action
         self.token_inputs: dict[int, torch.Tensor] = {}   # token id -> head.token_input of its embedding
         self.action_token_inputs: torch.Tensor | None = None   # [256, H] head.token_input of every action token
-        self.step, self.steps_compiled = head.step, False    # the head's one-token step (compile_steps)
+        self.configure()                             # kv_cache, static_cache, step, steps_compiled
 
-    def compile_steps(self, compiled: bool) -> bool:
-        """Run the head's one-token steps compiled (`compile_for`: CUDA graphs on CUDA, traced on
-        the CPU) or eagerly; -> whether they are compiled. A Mamba core's only: its state has a
-        fixed size, so every step of a chain is the same graph (a Llama core's cache grows by a
-        position per step). A graph is made for one memory layout of its inputs, and a state that
-        `absorb` made over n positions is a slice whose strides depend on n, so the inputs go in
-        contiguous. A CUDA graph's outputs are overwritten by its next replay, and every step's state
-        is kept as a snapshot, so the outputs are copied."""
-        self.step, self.steps_compiled = self.head.step, compiled and self.head.kind == "mamba"
-        if self.steps_compiled:
+    def configure(self, kv_cache: str = "dynamic", compiled: bool = False) -> bool:
+        """How the head runs beside a decoder's verifier (Decoder sets it to the verifier's): a Llama
+        core's cache, "dynamic" (a DynamicCache per action) or "static" (one StaticLlamaCache per
+        draft, reused by every action); and its one-token steps compiled (`compile_for`: CUDA graphs
+        on CUDA, traced on the CPU) or eager; a compiled Llama core runs on the static cache, where
+        every step has the same shapes. -> whether the steps are compiled. Takes effect at the next
+        `begin`.
+
+        A graph is made for one memory layout of its inputs, and a Mamba state that `absorb` made
+        over n positions is a slice whose strides depend on n, so the inputs go in contiguous. A CUDA
+        graph's outputs are overwritten by its next replay, and every Mamba step's state is kept as a
+        snapshot, so the outputs are copied (a Llama step writes into its cache in place and returns it)."""
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
+        llama = self.head.kind == "llama"
+        self.kv_cache = "static" if llama and (compiled or kv_cache == "static") else "dynamic"
+        self.static_cache = None
+        self.step, self.steps_compiled = self.head.step, compiled
+        if compiled:
             step, _ = compile_for(self.head.step, self.action_rows.device)
 
             def compiled_step(hidden, token_input, state):
-                state = tuple(tuple(tensor.contiguous() for tensor in layer) for layer in state)
+                if not llama:
+                    state = tuple(tuple(tensor.contiguous() for tensor in layer) for layer in state)
                 out, state = step(hidden.contiguous(), token_input.contiguous(), state)
-                return out.clone(), tuple(tuple(tensor.clone() for tensor in layer) for layer in state)
+                if not llama:
+                    state = tuple(tuple(tensor.clone() for tensor in layer) for layer in state)
+                return out.clone(), state
             self.step = compiled_step
         return self.steps_compiled
 
@@ -246,11 +259,27 @@ class EagleDraft(Draft):
         if self.early_guesses == EARLY_COPY:
             return list(previous[:k])
         proposals = []
+        self._reserve(state, k)
         bonuses = self.head.copy_bonus(torch.tensor(previous[:k], device=hidden.device))
         for token, bonus in zip(previous[:k], bonuses):
             hidden, state = self.step(hidden, self._token_input(token), state)
             proposals.append(ACTION_TOKEN_MIN + int((action_logits(hidden[0], self.action_rows) + bonus).argmax()))
         return proposals
+
+    def _empty_state(self, positions: int):
+        """None (the core starts a state of its own), or this draft's StaticLlamaCache emptied,
+        allocated at the first action with room for `positions`, an action's tokens and a chain."""
+        if self.kv_cache != "static":
+            return None
+        if self.static_cache is None:
+            self.static_cache = self.head.core.static_cache(positions + 2 * ACTION_DIM + 1, self.dtype,
+                                                            self.action_rows.device)
+        return self.static_cache.clear()
+
+    def _reserve(self, state, steps: int) -> None:
+        """Room in a static cache for `steps` one-token steps (a compiled step cannot grow it)."""
+        if self.kv_cache == "static":
+            state.reserve(steps)
 
     def _embed(self, tokens: list[int]) -> torch.Tensor:
         return self.embedding(torch.tensor([tokens], device=self.action_rows.device)).to(self.dtype)
@@ -266,7 +295,7 @@ class EagleDraft(Draft):
     def begin(self, hidden: torch.Tensor, input_embeds: torch.Tensor) -> None:
         start, head = self.head.prompt_start(hidden.shape[0]), self.head
         inputs = head.fc(torch.cat([hidden[start:-1], input_embeds[start + 1:]], dim=-1).to(self.dtype))
-        self.state = head.core.absorb(inputs)          # the prompt window's outputs are never read
+        self.state = head.core.absorb(inputs, self._empty_state(inputs.shape[0]))   # outputs never read
         self.pending = hidden[-1:].to(self.dtype)
         self.snapshots, self.action_tokens_read = [], 0
 
@@ -276,6 +305,7 @@ class EagleDraft(Draft):
         self._rollback(0)
         self.snapshots, self.drafted_after = [core.snapshot(self.state)], next_token
         hidden, token, state, proposals = self.pending, next_token, self.state, []
+        self._reserve(state, k)
         for _ in range(k):
             hidden, state = self.step(hidden, self._token_input(token), state)
             self.snapshots.append(core.snapshot(state))
@@ -299,6 +329,7 @@ class EagleDraft(Draft):
         core, head = self.head.core, self.head
         self._rollback(0)
         self.snapshots, self.drafted_after = [core.snapshot(self.state)], next_token
+        self._reserve(self.state, 1)
         hidden, state = self.step(self.pending, self._token_input(next_token), self.state)
         self.snapshots.append(core.snapshot(state))
         self.state = state                            # rollback restores a snapshot of it
