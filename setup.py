@@ -22,6 +22,8 @@ setup(
     description="OpenVLA with speculative decoding (Mamba/Llama/history drafts) as ROS 2 nodes, with a LIBERO-GOAL bridge.",
     license="Apache-2.0",
     tests_require=["pytest"],
+    # mamba-ssm's CUDA kernels for the Mamba draft (builds against the installed torch; CUDA machines only)
+    extras_require={"cuda": ["mamba-ssm"]},
     entry_points={
         "console_scripts": [
             # ROS 2 executables (`ros2 run spec_vla_ros <name>`)

@@ -47,6 +47,9 @@ def test_every_section_is_measured_and_written(tmp_path):
         assert section in result, (section, seed)
     assert result["skipped"] == {} and result["errors"] == {}, seed
     assert result["device"]["torch"] == torch.__version__
+    # on the CPU the Mamba head runs its PyTorch path, and the JSON says why (mamba_ssm is CUDA only)
+    assert result["device"]["mamba_ssm_kernels"] is False, seed
+    assert "CUDA" in result["device"]["mamba_ssm_kernels_not_used_because"], seed
     for path, value in numbers(result):
         assert math.isfinite(value), (path, seed)
     passes = result["passes"]["pass"]

@@ -60,7 +60,7 @@ from ..decoding.noise_floor import RESHAPED_AR, reshaped_ar_decoder, same_share
 from ..drafts.eagle_head import EagleDraft, EagleHead, default_core_config
 from ..drafts.history import HistoryDraft
 from ..drafts.kinds import AR
-from ..drafts.mamba import kernels_usable
+from ..drafts.mamba import kernels_unusable_reason, kernels_usable
 from ..drafts.registry import CHECKPOINT_KINDS, DRAFT_KINDS, SPECULATIVE_KINDS
 from ..vla.constants import ACTION_DIM, ACTION_TOKEN_MAX, ACTION_TOKEN_MIN, BOS_TOKEN_ID, EMPTY_TOKEN_ID
 from ..vla.model import VLAConfig
@@ -152,6 +152,7 @@ def device_section(device: str) -> dict:
             "name": torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
             "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
             "threads": torch.get_num_threads(), "mamba_ssm_kernels": kernels_usable(torch.device(device)),
+            "mamba_ssm_kernels_not_used_because": kernels_unusable_reason(torch.device(device)),
             "memory_gib": torch.cuda.get_device_properties(device).total_memory / 2 ** 30 if cuda else None}
 
 
@@ -542,6 +543,9 @@ def summary(out: dict) -> str:
                          + " ".join(f"{n}:{entry['ms']:.2f} ({ratios[f'pass_{n}']:.2f}x)"
                                     for n, entry in out[section]["pass"].items()))
     if "drafts" in out:
+        why_not = out["device"].get("mamba_ssm_kernels_not_used_because")
+        lines.append("mamba_ssm kernels: " + ("used by the Mamba head" if out["device"]["mamba_ssm_kernels"]
+                                              else f"not used: {why_not}"))
         lines.append("draft heads begin/step ms: " + ", ".join(
             f"{kind} {entry['begin_ms']:.2f}/{entry['step_ms']:.3f}"
             + (f" (compiled step {entry['compiled']['step_ms']:.3f})" if "compiled" in entry else "")

@@ -28,8 +28,10 @@ from torch import nn
 try:  # the CUDA kernels; absent on CPU-only machines
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
-except ImportError:
+    KERNELS_IMPORT_ERROR = None
+except ImportError as error:
     selective_scan_fn = selective_state_update = None
+    KERNELS_IMPORT_ERROR = str(error)
 
 MAMBA_D_STATE = 16                  # mamba_simple's defaults
 MAMBA_D_CONV = 4
@@ -37,8 +39,19 @@ MAMBA_EXPAND = 2
 MambaState = tuple  # (conv_state, ssm_state)
 
 
+def kernels_unusable_reason(device: torch.device) -> str | None:
+    """Why the Mamba core runs its PyTorch path rather than mamba_ssm's kernels on `device` (None:
+    it runs the kernels)."""
+    if selective_scan_fn is None:
+        return (f"mamba_ssm does not import ({KERNELS_IMPORT_ERROR}); it is the CUDA extra: "
+                "pip install -e '.[cuda]' on a machine with CUDA")
+    if torch.device(device).type != "cuda":
+        return f"mamba_ssm's kernels run on CUDA only, not on {torch.device(device).type}"
+    return None
+
+
 def kernels_usable(device: torch.device) -> bool:
-    return selective_scan_fn is not None and torch.device(device).type == "cuda"
+    return kernels_unusable_reason(device) is None
 
 
 @dataclass(frozen=True)
