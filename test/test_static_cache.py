@@ -279,14 +279,17 @@ def test_compiled_passes_compute_what_eager_ones_do(miniature):
     assert sessions[1].static.compiled.buckets_run - {prefill} <= set(PASS_BUCKETS)
 
 
-@pytest.mark.parametrize("kind", ["mamba", "llama"])
-def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, observations, trained_drafts, kind):
-    """Warm-up compiles the buckets of the decoder's passes (k = 3: 1, 2, 4), of prefills of
-    prompts around this one's length and the draft head's step; decoding observations with other
-    prompts then traces no new graph, and strict decoding gives AR's tokens except at near-ties."""
-    decoder = Decoder(miniature.model, trained_drafts[kind], 3, Acceptance(0), compiled=True)
+@pytest.mark.parametrize("kind,tree", [("mamba", None), ("llama", None), ("llama", TreeShape(16, 4, 4))],
+                         ids=["mamba", "llama", "llama-tree:16:4:4"])
+def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, observations, trained_drafts, kind, tree):
+    """Warm-up compiles the buckets of the decoder's passes (k = 3: 1, 2, 4; a tree's up to 17),
+    of prefills of prompts around this one's length and the draft head's step; decoding
+    observations with other prompts then traces no new graph (a Llama head's static cache, sized
+    for the decoder's largest proposal, is never reallocated), and strict decoding gives AR's
+    tokens except at near-ties."""
+    decoder = Decoder(miniature.model, trained_drafts[kind], 3, Acceptance(0), tree=tree, compiled=True)
     assert trained_drafts[kind].steps_compiled
-    assert decoder.largest_pass == 4
+    assert decoder.largest_pass == (4 if tree is None else 17)
     pixels, prompt, _, _ = observations[0]
     assert decoder.warm_up(pixels, prompt) > 0
     compiled = static_kv_cache(miniature.model, compiled=True).compiled
@@ -298,10 +301,13 @@ def test_a_warmed_up_decoder_compiles_nothing_during_its_actions(miniature, obse
     assert {prefill_bucket(image + len(other) + guess) for _, other, _, _ in observations
             for guess in range(5)} <= compiled.buckets_run, "a prefill of these prompts is not warmed up"
     before = compile_count()
+    capacity = trained_drafts[kind].static_cache.capacity if kind == "llama" else None
     for index, (pixels, prompt, ar_generated, ar_rows) in enumerate(observations):
         _, stats = decoder.decode(pixels, prompt)
         assert_ar_up_to_near_ties(stats.generated, ar_generated, ar_rows, f"seed {SEED}, observation {index}")
     assert compile_count() == before, "a pass or a draft step was compiled during an action"
+    if kind == "llama":
+        assert trained_drafts[kind].static_cache.capacity == capacity, "the Llama head's cache grew in an action"
     assert Decoder(miniature.model, trained_drafts[kind], 3).warm_up(pixels, prompt) == 0.0   # eager: nothing
     assert not trained_drafts[kind].steps_compiled
 

@@ -75,15 +75,15 @@ class Decoder:
             raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
         self.kv_cache, self.compiled = kv_cache, compiled
         self.new_session = session_factory or (lambda: VerifierSession(model, kv_cache, compiled))
+        self.num_draft_tokens = num_draft_tokens
+        self.tree = tree
         if hasattr(draft, "configure"):              # a draft head: its cache and steps as the verifier's
-            draft.configure(kv_cache, compiled)
+            draft.configure(kv_cache, compiled, self.shape.head_rows)
         if draft is not None and tree is not None and tree.hybrid and not isinstance(draft, HybridDraft):
             draft = HybridDraft(draft, draft.datastore)
         self.draft = draft
-        self.num_draft_tokens = num_draft_tokens
         self.acceptance = acceptance
         self.draft_checkpoint = draft_checkpoint
-        self.tree = tree
 
     @property
     def shape(self) -> TreeShape:

@@ -211,13 +211,14 @@ class EagleDraft(Draft):
         self.action_token_inputs: torch.Tensor | None = None   # [256, H] head.token_input of every action token
         self.configure()                             # kv_cache, static_cache, step, steps_compiled
 
-    def configure(self, kv_cache: str = "dynamic", compiled: bool = False) -> bool:
+    def configure(self, kv_cache: str = "dynamic", compiled: bool = False, proposal_rows: int = ACTION_DIM) -> bool:
         """How the head runs beside a decoder's verifier (Decoder sets it to the verifier's): a Llama
         core's cache, "dynamic" (a DynamicCache per action) or "static" (one StaticLlamaCache per
-        draft, reused by every action); and its one-token steps compiled (`compile_for`: CUDA graphs
-        on CUDA, traced on the CPU) or eager; a compiled Llama core runs on the static cache, where
-        every step has the same shapes. -> whether the steps are compiled. Takes effect at the next
-        `begin`.
+        draft, reused by every action, allocated with room for `proposal_rows`, the most positions
+        one proposal appends: TreeShape.head_rows); and its one-token steps compiled (`compile_for`:
+        CUDA graphs on CUDA, traced on the CPU) or eager; a compiled Llama core runs on the static
+        cache, where every step has the same shapes. -> whether the steps are compiled. Takes
+        effect at the next `begin`.
 
         A graph is made for one memory layout of its inputs, and a Mamba state that `absorb` made
         over n positions is a slice whose strides depend on n, so the inputs go in contiguous. A CUDA
@@ -227,7 +228,7 @@ class EagleDraft(Draft):
             raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
         llama = self.head.kind == "llama"
         self.kv_cache = "static" if llama and (compiled or kv_cache == "static") else "dynamic"
-        self.static_cache = None
+        self.static_cache, self.proposal_rows = None, proposal_rows
         self.step, self.steps_compiled = self.head.step, compiled
         if compiled:
             step, _ = compile_for(self.head.step, self.action_rows.device)
@@ -268,12 +269,13 @@ class EagleDraft(Draft):
 
     def _empty_state(self, positions: int):
         """None (the core starts a state of its own), or this draft's StaticLlamaCache emptied,
-        allocated at the first action with room for `positions`, an action's tokens and a chain."""
+        allocated at the first action with room for the prompt window's `positions`, the action's
+        tokens it reads, and the largest proposal after them (or the next action's early guesses)."""
         if self.kv_cache != "static":
             return None
         if self.static_cache is None:
-            self.static_cache = self.head.core.static_cache(positions + 2 * ACTION_DIM + 1, self.dtype,
-                                                            self.action_rows.device)
+            room = positions + ACTION_DIM - 1 + max(self.proposal_rows, ACTION_DIM)
+            self.static_cache = self.head.core.static_cache(room, self.dtype, self.action_rows.device)
         return self.static_cache.clear()
 
     def _reserve(self, state, steps: int) -> None:

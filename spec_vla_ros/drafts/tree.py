@@ -65,6 +65,13 @@ class TreeShape:
     def is_chain(self) -> bool:
         return self.top_k == 1 and not self.hybrid
 
+    @property
+    def head_rows(self) -> int:
+        """The most positions a model draft's head appends to its state for one proposal of this
+        shape: a chain's steps, or a tree's first step and, per deeper level, top_k children of
+        each of up to top_k candidates (EagleDraft.tree_candidates)."""
+        return 1 + (self.depth - 1) * self.top_k ** 2
+
     def capped(self, depth: int) -> "TreeShape":
         """This shape with at most `depth` (>= 1) proposals on a path (the action's remaining tokens)."""
         depth = min(self.depth, depth)
